@@ -1,0 +1,266 @@
+"""Pruning inside the Ultralytics trainer, through callbacks and trainer-instance hooks.
+
+`attach(model, prune=0.5, ...)` registers callbacks on a `YOLO` model; `model.train(...)` then:
+  - keeps a pruned model's shapes (the trainer's `get_model` hands back the module, never rebuilds it),
+  - optionally trains with an L1 penalty on BN scales (sparsity phase, network slimming),
+  - prunes at scheduled epochs (`prune_steps` iterative steps), rebuilding optimizer, scheduler and EMA,
+  - resumes a killed run (`resume=True`) at the right step: the schedule state lives in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import types
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from yolo_opt.config import split_args
+from yolo_opt.errors import ConfigError
+from yolo_opt.prune.blocks import C2fSplit, C2PSASplit
+from yolo_opt.prune.core import count_macs, prune_model, ratio_for_macs
+from yolo_opt.prune.data import detection_loss
+from yolo_opt.prune.io import meta
+
+RUN_KEY = "train_run"  # meta(model)[RUN_KEY]: options and progress of the current pruning run
+
+
+def is_pruned(model: nn.Module) -> bool:
+    """True for a model whose shapes came from yolo-opt (it cannot be rebuilt from its yaml)."""
+    return any(isinstance(m, (C2fSplit, C2PSASplit)) for m in model.modules())
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    from ultralytics.utils.torch_utils import unwrap_model
+
+    model = unwrap_model(model)
+    return getattr(model, "student_model", model)
+
+
+def prune_epochs(epochs: int, steps: int, start: int) -> list[int]:
+    """Epochs at whose start each pruning step runs: spread over the run, leaving time to fine-tune after."""
+    span = max(epochs - start, 1)
+    gap = max(1, span // (steps + 1)) if steps > 1 else 0
+    return [min(start + i * gap, epochs - 1) for i in range(steps)]
+
+
+class PruneController:
+    """Holds one run's pruning options and implements the callbacks."""
+
+    def __init__(self, opts: dict[str, Any]):
+        """Create a controller from validated yolo-opt options (see `config.ARGS`)."""
+        self.opts = opts
+        if opts.get("prune") and opts.get("prune_target") is not None:
+            raise ConfigError("give prune=<channel fraction> or prune_target=<GFLOPs ratio>, not both")
+
+    @property
+    def active(self) -> bool:
+        """Whether this run prunes at all."""
+        return bool(self.opts.get("prune")) or self.opts.get("prune_target") is not None
+
+    # ---- trainer-instance hooks -------------------------------------------------------------------------------
+    def install(self, trainer) -> None:
+        """on_pretrain_routine_start: hook `get_model` and `optimizer_step` of this trainer instance."""
+        original_get_model = trainer.get_model
+        original_step = trainer.optimizer_step
+
+        def get_model(self_, cfg=None, weights=None, verbose=True):
+            if isinstance(weights, nn.Module) and is_pruned(weights):
+                nc = self_.data["nc"]
+                if getattr(weights.model[-1], "nc", nc) != nc:
+                    raise ConfigError(
+                        f"the pruned model predicts {weights.model[-1].nc} classes but the dataset has {nc}; "
+                        "a pruned head cannot be rebuilt: prune a model trained on this dataset"
+                    )
+                model = copy.deepcopy(weights).float()
+                for p in model.parameters():
+                    p.requires_grad = True
+                return self_.set_model_names_for_load(model)
+            return original_get_model(cfg=cfg, weights=weights, verbose=verbose)
+
+        def optimizer_step(self_):
+            if self._sparsity_on(self_):
+                self._add_bn_l1(self_)
+            return original_step()
+
+        trainer.get_model = types.MethodType(get_model, trainer)
+        trainer.optimizer_step = types.MethodType(optimizer_step, trainer)
+        if self.active and trainer.args.compile:
+            trainer.args.compile = False  # pruning changes shapes; a compiled graph would be stale
+
+    # ---- schedule ---------------------------------------------------------------------------------------------
+    def _sparsity_epochs(self, trainer) -> int:
+        if not self.opts.get("sparsity"):
+            return 0
+        return self.opts.get("sparsity_epochs") or max(1, trainer.epochs // 3)
+
+    def _sparsity_on(self, trainer) -> bool:
+        run = meta(_unwrap(trainer.model)).get(RUN_KEY, {})
+        return bool(self.opts.get("sparsity")) and run.get("steps_done", 0) == 0 and trainer.epoch < self._sparsity_epochs(trainer)
+
+    def _add_bn_l1(self, trainer) -> None:
+        lam = self.opts["sparsity"] * float(trainer.scaler.get_scale() if trainer.scaler.is_enabled() else 1.0)
+        for m in _unwrap(trainer.model).modules():
+            if isinstance(m, nn.BatchNorm2d) and m.weight.grad is not None:
+                m.weight.grad.add_(lam * torch.sign(m.weight.detach()))
+
+    def on_pretrain_routine_end(self, trainer) -> None:
+        """Start (or, on resume, keep) the run's record in the model's metadata."""
+        if not self.active:
+            return
+        model = _unwrap(trainer.model)
+        if trainer.resume and RUN_KEY in meta(model):
+            return
+        macs, params = count_macs(model, trainer.args.imgsz)
+        meta(model)[RUN_KEY] = {
+            "opts": dict(self.opts),
+            "epochs": prune_epochs(trainer.epochs, self.opts["prune_steps"], self._sparsity_epochs(trainer)),
+            "steps_done": 0,
+            "base_macs": macs,
+            "base_params": params,
+            "imgsz": trainer.args.imgsz,
+        }
+        self._sync_ema_meta(trainer)
+
+    def on_train_epoch_start(self, trainer) -> None:
+        """Run the pruning step scheduled for this epoch, if any."""
+        if not self.active:
+            return
+        model = _unwrap(trainer.model)
+        run = meta(model)[RUN_KEY]
+        step = run["steps_done"]
+        if step >= len(run["epochs"]) or trainer.epoch < run["epochs"][step]:
+            return
+        steps = len(run["epochs"])
+        ratio = self._step_ratio(trainer, model, run, step + 1, steps)
+        batches = loss_fn = None
+        if self.opts["prune_method"] == "taylor":
+            n = self.opts["prune_batches"]
+            batches = (trainer.preprocess_batch(b) for b in islice(trainer.train_loader, n))
+            loss_fn = detection_loss
+        prune_model(
+            model, ratio, self.opts["prune_method"], self.opts["prune_round"], self.opts["prune_global"],
+            trainer.args.imgsz, batches, loss_fn,
+        )
+        macs, params = count_macs(model, trainer.args.imgsz)
+        run["steps_done"] = step + 1
+        run.setdefault("history", []).append(
+            {"epoch": trainer.epoch, "ratio": ratio, "macs_ratio": macs / run["base_macs"],
+             "params_ratio": params / run["base_params"]}
+        )
+        from ultralytics.utils import LOGGER
+
+        LOGGER.info(
+            f"yolo-opt: prune step {step + 1}/{steps} at epoch {trainer.epoch + 1} ({self.opts['prune_method']}, "
+            f"ratio {ratio:.3f}): GFLOPs {macs / run['base_macs']:.3f}x, params {params / run['base_params']:.3f}x"
+        )
+        self._rebuild_optimization(trainer)
+
+    def _step_ratio(self, trainer, model: nn.Module, run: dict, step: int, steps: int) -> float:
+        """This step's ratio of the *current* channels, so that after `steps` steps the goal is met."""
+        if self.opts.get("prune_target") is not None:
+            goal = 1 - (1 - self.opts["prune_target"]) * step / steps  # of the run's starting MACs
+            current = count_macs(model, trainer.args.imgsz)[0] / run["base_macs"]
+            return ratio_for_macs(model, min(1.0, goal / current), self.opts["prune_method"],
+                                  self.opts["prune_round"], self.opts["prune_global"],
+                                  imgsz=min(trainer.args.imgsz, 320))
+        p = self.opts["prune"]
+        keep_now, keep_next = 1 - p * (step - 1) / steps, 1 - p * step / steps
+        return 1 - keep_next / keep_now
+
+    def _rebuild_optimization(self, trainer) -> None:
+        """New parameters after pruning: rebuild optimizer, LR scheduler and EMA; restart best-model tracking."""
+        from ultralytics.utils.torch_utils import ModelEMA
+
+        args = trainer.args
+        accumulate = max(round(args.nbs / trainer.batch_size), 1)
+        decay = args.weight_decay * trainer.batch_size * accumulate / args.nbs
+        iterations = math.ceil(len(trainer.train_loader.dataset) / max(trainer.batch_size, args.nbs)) * trainer.epochs
+        trainer.optimizer = trainer.build_optimizer(
+            model=trainer.model, name=args.optimizer, lr=args.lr0, momentum=args.momentum, decay=decay,
+            iterations=iterations,
+        )
+        trainer._setup_scheduler()
+        trainer.scheduler.last_epoch = trainer.epoch - 1
+        updates = trainer.ema.updates if trainer.ema else 0
+        trainer.ema = ModelEMA(trainer.model)
+        trainer.ema.updates = updates
+        # best.pt must be a model of the final shape: forget fitness measured on the wider model
+        trainer.best_fitness = None
+        trainer.stopper.best_fitness = 0.0
+        trainer.stopper.best_epoch = trainer.epoch
+
+    def _sync_ema_meta(self, trainer) -> None:
+        if trainer.ema is not None:
+            meta(trainer.ema.ema)[RUN_KEY] = copy.deepcopy(meta(_unwrap(trainer.model))[RUN_KEY])
+
+    def on_train_epoch_end(self, trainer) -> None:
+        """Keep the EMA's copy of the run record current (checkpoints are saved from the EMA)."""
+        if self.active:
+            self._sync_ema_meta(trainer)
+
+    def callbacks(self) -> dict[str, Any]:
+        """Ultralytics event name -> callback."""
+        return {
+            "on_pretrain_routine_start": self.install,
+            "on_pretrain_routine_end": self.on_pretrain_routine_end,
+            "on_train_epoch_start": self.on_train_epoch_start,
+            "on_train_epoch_end": self.on_train_epoch_end,
+        }
+
+
+def attach(model, **opts) -> PruneController:
+    """Register yolo-opt's training callbacks on a `ultralytics.YOLO` model; then call `model.train(...)`.
+
+    Args:
+        model: A `YOLO` instance.
+        **opts: yolo-opt training options (`prune`, `prune_target`, `prune_method`, `prune_steps`, ...).
+
+    Returns:
+        The controller (its options are also saved in the checkpoints, so `resume=True` continues the run).
+    """
+    ours, rest = split_args("train", opts)
+    if rest:
+        raise ConfigError(f"not yolo-opt training options: {', '.join(rest)} (pass Ultralytics arguments to train())")
+    controller = PruneController(ours)
+    for event, fn in controller.callbacks().items():
+        model.add_callback(event, fn)
+    return controller
+
+
+def saved_options(checkpoint: str | Path) -> dict[str, Any] | None:
+    """The yolo-opt options stored in a training checkpoint (for resume), or None."""
+    from yolo_opt.prune.io import load_model
+
+    run = meta(load_model(checkpoint)).get(RUN_KEY)
+    return dict(run["opts"]) if run else None
+
+
+def train(model: str | Path, **kwargs) -> Any:
+    """Train (fine-tune) `model` with Ultralytics, pruning as yolo-opt options ask. Returns the metrics.
+
+    Example:
+        >>> from yolo_opt import train
+        >>> train("best.pt", data="data.yaml", epochs=30, prune=0.5, prune_steps=3)
+    """
+    from ultralytics import YOLO
+
+    from yolo_opt.prune.io import load_model
+
+    ours, rest = split_args("train", kwargs)
+    resume = rest.get("resume")
+    if resume and str(model).endswith(".pt"):
+        stored = saved_options(model)
+        if stored:
+            ours = {**stored, **{k: v for k, v in ours.items() if k in kwargs}}
+    elif str(model).endswith(".pt"):
+        load_model(model)  # clear error for a missing, corrupt or non-detection file
+    yolo = YOLO(str(model), task="detect")
+    controller = PruneController(ours)
+    for event, fn in controller.callbacks().items():
+        yolo.add_callback(event, fn)
+    return yolo.train(**rest)

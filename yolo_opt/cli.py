@@ -1,0 +1,226 @@
+"""`yolo-opt MODE key=value ...`: the `yolo` CLI grammar plus yolo-opt's keys (see `yolo-opt help`).
+
+The CLI only parses, validates and delegates to the Python API.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from yolo_opt.errors import ConfigError, DataError, ModelError, YoloOptError
+
+MODES = {
+    "train": "fine-tune with Ultralytics, pruning as asked (prune=, prune_target=, prune_steps=, ...)",
+    "prune": "one-shot pruning without training: model=best.pt prune=0.5 out=pruned.pt",
+    "val": "Ultralytics validation of any model (pruned ones too)",
+    "predict": "Ultralytics prediction",
+    "export": "Ultralytics export (format=onnx, ...)",
+    "data": "write the generated demo dataset: out=DIR [seed= n_train= n_val= imgsz=]",
+    "demo": "generated data -> small baseline -> pruned + fine-tuned model, with a table",
+    "help": "this help and the table of yolo-opt keys",
+    "version": "print versions",
+}
+
+
+def parse_value(text: str) -> Any:
+    """Turn a CLI string into None/bool/int/float/str like the `yolo` CLI does."""
+    lower = text.lower()
+    if lower == "none":
+        return None
+    if lower in {"true", "false"}:
+        return lower == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_argv(argv: list[str]) -> tuple[str, dict[str, Any]]:
+    """Split `MODE key=value ...` into the mode and a dict; bare flags (e.g. `resume`) mean True."""
+    if not argv:
+        return "help", {}
+    mode, kwargs = argv[0], {}
+    if "=" in mode:
+        raise ConfigError(f"first argument must be a mode ({', '.join(MODES)}), got '{mode}'")
+    for token in argv[1:]:
+        if "=" in token:
+            key, _, value = token.partition("=")
+            key = key.strip()
+            if not key or not value:
+                raise ConfigError(f"'{token}' is not key=value (no spaces around '=')")
+            kwargs[key] = parse_value(value.strip())
+        else:
+            kwargs[token] = True
+    if mode not in MODES:
+        close = difflib.get_close_matches(mode, MODES, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"unknown mode '{mode}'{hint} Modes: {', '.join(MODES)}")
+    return mode, kwargs
+
+
+def check_ultralytics_keys(kwargs: dict[str, Any]) -> None:
+    """Reject keys neither yolo-opt nor Ultralytics knows, in one line with a suggestion."""
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    from yolo_opt.config import ARG_BY_NAME
+
+    known = set(DEFAULT_CFG_DICT) | set(ARG_BY_NAME) | {"cfg"}
+    for key in kwargs:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"unknown argument '{key}'{hint} See 'yolo-opt help' and 'yolo cfg'")
+
+
+def check_data(data: Any) -> None:
+    """Clear error for a missing dataset yaml before Ultralytics tries to download it."""
+    if data is None:
+        raise DataError("data= is required, e.g. data=data.yaml (make one with 'yolo-opt data out=DIR')")
+    path = Path(str(data))
+    if path.suffix in {".yaml", ".yml"} and not path.exists():
+        raise DataError(f"dataset file not found: {path}; pass data=path/to/data.yaml")
+
+
+def check_model_arg(kwargs: dict[str, Any], required: bool = True) -> str | None:
+    """Validate model= for modes that load a checkpoint."""
+    model = kwargs.get("model")
+    if model is None:
+        if required:
+            raise ModelError("model= is required, e.g. model=best.pt")
+        return None
+    model = str(model)
+    if model.endswith(".pt"):
+        from yolo_opt.prune.io import load_model
+
+        load_model(model)
+    elif not model.endswith((".yaml", ".yml", ".onnx", ".engine")) and not Path(model).exists():
+        raise ModelError(f"model file not found: {model}")
+    return model
+
+
+def run_train(kwargs: dict[str, Any]) -> None:
+    from yolo_opt.callbacks import train
+
+    check_ultralytics_keys(kwargs)
+    resume = kwargs.get("resume")
+    if not resume:
+        check_data(kwargs.get("data"))
+    model = kwargs.pop("model", None)
+    if model is None:
+        raise ModelError("model= is required, e.g. model=best.pt")
+    if isinstance(resume, str):
+        model, kwargs["resume"] = resume, True
+    train(model, **kwargs)
+
+
+def run_prune(kwargs: dict[str, Any]) -> None:
+    from yolo_opt.config import split_args
+    from yolo_opt.prune.io import prune_checkpoint
+
+    ours, rest = split_args("prune", kwargs)
+    model = rest.pop("model", None)
+    imgsz = rest.pop("imgsz", 640)
+    data = rest.pop("data", None)
+    if rest:
+        raise ConfigError(f"unknown argument(s) for 'yolo-opt prune': {', '.join(rest)}; see 'yolo-opt help'")
+    if model is None:
+        raise ModelError("model= is required, e.g. model=best.pt")
+    if not ours["out"]:
+        raise ConfigError("out= is required, e.g. out=pruned.pt")
+    if data is not None:
+        check_data(data)
+    target = ours["prune_target"]
+    summary = prune_checkpoint(
+        model, ours["out"], prune=None if target is not None else ours["prune"], prune_target=target,
+        prune_method=ours["prune_method"], round_to=ours["prune_round"], prune_global=ours["prune_global"],
+        imgsz=int(imgsz), data=data, batches=ours["prune_batches"],
+    )
+    print(
+        f"pruned {model} -> {summary['out']}: ratio {summary['ratio']:.3f} ({summary['method']}), "
+        f"params {summary['params_ratio']:.3f}x, GFLOPs {summary['gflops']:.2f} ({summary['gflops_ratio']:.3f}x) "
+        f"at imgsz={summary['imgsz']}"
+    )
+
+
+def run_ultralytics(mode: str, kwargs: dict[str, Any]) -> None:
+    from ultralytics import YOLO
+
+    check_ultralytics_keys(kwargs)
+    model = check_model_arg(kwargs)
+    if mode == "val":
+        check_data(kwargs.get("data"))
+    kwargs.pop("model")
+    getattr(YOLO(model, task="detect"), mode)(**kwargs)
+
+
+def run_data(kwargs: dict[str, Any]) -> None:
+    from yolo_opt.config import split_args
+    from yolo_opt.data import make_dataset
+
+    ours, rest = split_args("data", kwargs)
+    imgsz = rest.pop("imgsz", 160)
+    if rest:
+        raise ConfigError(f"unknown argument(s) for 'yolo-opt data': {', '.join(rest)}; see 'yolo-opt help'")
+    out = ours["out"] or "datasets/yolo-opt"
+    path = make_dataset(out, ours["seed"], ours["n_train"], ours["n_val"], int(imgsz), ours["max_objects"])
+    print(f"dataset written: {path}")
+
+
+def run_help() -> None:
+    from yolo_opt.config import help_table
+
+    print("usage: yolo-opt MODE key=value ...\n\nmodes:")
+    for mode, text in MODES.items():
+        print(f"  {mode:<8} {text}")
+    print("\nyolo-opt keys (every other key is an Ultralytics argument, see 'yolo cfg'):")
+    print(help_table())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `yolo-opt` command; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        mode, kwargs = parse_argv(argv)
+        if mode == "help":
+            run_help()
+        elif mode == "version":
+            import ultralytics
+
+            from yolo_opt import __version__
+
+            print(f"yolo-opt {__version__} (ultralytics {ultralytics.__version__})")
+        elif mode == "train":
+            run_train(kwargs)
+        elif mode == "prune":
+            run_prune(kwargs)
+        elif mode == "data":
+            run_data(kwargs)
+        elif mode == "demo":
+            from yolo_opt.demo import run_demo
+
+            run_demo(**kwargs)
+        else:
+            run_ultralytics(mode, kwargs)
+    except YoloOptError as e:
+        print(f"yolo-opt: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("yolo-opt: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def entrypoint() -> None:
+    """Console-script wrapper."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entrypoint()

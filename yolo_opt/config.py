@@ -1,0 +1,121 @@
+"""yolo-opt's own arguments: one table with name, type, default, range and help.
+
+Every other `key=value` goes to Ultralytics unchanged (and Ultralytics rejects what it does not know).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from yolo_opt.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One yolo-opt argument."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    modes: tuple[str, ...]
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple[str, ...] | None = None
+
+    def describe_range(self) -> str:
+        """Human-readable valid range."""
+        if self.choices:
+            return "|".join(self.choices)
+        if self.low is None and self.high is None:
+            return ""
+        lo = "" if self.low is None else f"{self.low} {'<' if self.low_open else '<='} "
+        hi = "" if self.high is None else f" {'<' if self.high_open else '<='} {self.high}"
+        return f"{lo}x{hi}"
+
+
+PRUNE_MODES = ("train", "prune")
+ARGS: tuple[Arg, ...] = (
+    Arg("prune", float, 0.0, "fraction of prunable channels to remove", PRUNE_MODES, 0, 1, high_open=True),
+    Arg("prune_target", float, None, "target GFLOPs ratio to keep (0.5 = half); the ratio is searched",
+        PRUNE_MODES, 0, 1, low_open=True),
+    Arg("prune_method", str, "l2", "channel importance criterion", PRUNE_MODES,
+        choices=("l2", "l1", "bn", "taylor", "random")),
+    Arg("prune_steps", int, 1, "iterative pruning: prune a share, fine-tune, repeat (train mode)", ("train",), 1, 100),
+    Arg("prune_round", int, 8, "round kept channels to a multiple of this (8 suits TensorRT/VNNI)", PRUNE_MODES, 1, 256),
+    Arg("prune_global", bool, False, "rank channels across layers instead of one ratio per layer", PRUNE_MODES),
+    Arg("prune_batches", int, 8, "training batches scored by prune_method=taylor", PRUNE_MODES, 1, 10000),
+    Arg("sparsity", float, 0.0, "L1 penalty on BN scales during a sparsity phase before the first prune step",
+        ("train",), 0, 1),
+    Arg("sparsity_epochs", int, 0, "length of the sparsity phase in epochs (0: a third of the epochs)", ("train",),
+        0, 100000),
+    Arg("out", str, None, "output path (.pt for prune, a folder for data)", ("prune", "data")),
+    Arg("seed", int, 0, "dataset seed (same seed, same bytes)", ("data",), 0, 2**31 - 1),
+    Arg("n_train", int, 400, "number of training images", ("data",), 1, 1000000),
+    Arg("n_val", int, 100, "number of validation images", ("data",), 1, 1000000),
+    Arg("max_objects", int, 6, "most objects per image", ("data",), 1, 100),
+)
+ARG_BY_NAME = {a.name: a for a in ARGS}
+
+
+def _parse_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"true", "1", "yes"}:
+        return True
+    if text in {"false", "0", "no"}:
+        return False
+    raise ConfigError(f"{name}={value!r} must be True or False")
+
+
+def coerce(name: str, value: Any) -> Any:
+    """Convert and range-check one of our arguments; raise ConfigError naming the fix."""
+    arg = ARG_BY_NAME[name]
+    if value is None or (isinstance(value, str) and value.lower() == "none"):
+        if arg.default is None:
+            return None
+        raise ConfigError(f"{name} needs a value ({arg.help})")
+    if arg.type is bool:
+        return _parse_bool(name, value)
+    try:
+        if arg.type is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        out = arg.type(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}={value!r} must be {arg.type.__name__} ({arg.help})") from None
+    if arg.choices and out not in arg.choices:
+        raise ConfigError(f"unknown {name} '{out}'; choose one of: {', '.join(arg.choices)}")
+    bad_low = arg.low is not None and (out <= arg.low if arg.low_open else out < arg.low)
+    bad_high = arg.high is not None and (out >= arg.high if arg.high_open else out > arg.high)
+    if bad_low or bad_high:
+        raise ConfigError(f"{name}={value} is out of range; use {arg.describe_range().replace('x', name)}")
+    return out
+
+
+def split_args(mode: str, kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split `kwargs` into (ours, validated with defaults for `mode`; the rest for Ultralytics)."""
+    ours = {a.name: a.default for a in ARGS if mode in a.modes}
+    rest = {}
+    for key, value in kwargs.items():
+        arg = ARG_BY_NAME.get(key)
+        if arg is None:
+            rest[key] = value
+        elif mode not in arg.modes:
+            raise ConfigError(f"'{key}' does not apply to 'yolo-opt {mode}' (it is for: {', '.join(arg.modes)})")
+        else:
+            ours[key] = coerce(key, value)
+    return ours, rest
+
+
+def help_table() -> str:
+    """The table `yolo-opt help` prints."""
+    rows = [("key", "type", "default", "range", "modes", "help")]
+    rows += [
+        (a.name, a.type.__name__, str(a.default), a.describe_range(), ",".join(a.modes), a.help) for a in ARGS
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5] for r in rows)

@@ -1,0 +1,175 @@
+"""Generate a small, cluttered, multi-class detection dataset: same seed, same bytes.
+
+Objects are filled shapes (circle, square, triangle, cross, ring) of varied size, colour and aspect on a
+textured background with distractor strokes, so a detector must learn shape, not colour or position.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from yolo_opt.errors import ConfigError
+
+CLASS_NAMES = ("circle", "square", "triangle", "cross", "ring")
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Smooth colour gradient plus low-frequency blobs and pixel noise."""
+    base = rng.uniform(40, 200, 3)
+    tilt = rng.uniform(-60, 60, (2, 3))
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    img = base + xx[..., None] * tilt[0] + yy[..., None] * tilt[1]
+    coarse = rng.normal(0, 25, (6, 6, 3)).astype(np.float32)
+    img += cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC)
+    img += rng.normal(0, 8, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _clutter(rng: np.random.Generator, img: np.ndarray) -> None:
+    """Distractor lines and arcs that are not objects."""
+    size = img.shape[0]
+    for _ in range(int(rng.integers(2, 7))):
+        color = tuple(int(c) for c in rng.integers(0, 256, 3))
+        p1, p2 = tuple(int(v) for v in rng.integers(0, size, 2)), tuple(int(v) for v in rng.integers(0, size, 2))
+        if rng.random() < 0.5:
+            cv2.line(img, p1, p2, color, int(rng.integers(1, 3)), cv2.LINE_AA)
+        else:
+            axes = tuple(int(v) for v in rng.integers(size // 12, size // 4, 2))
+            start = int(rng.integers(0, 360))
+            cv2.ellipse(img, p1, axes, 0, start, start + int(rng.integers(40, 140)), color, 1, cv2.LINE_AA)
+
+
+def _contrasting_color(rng: np.random.Generator, img: np.ndarray, box: tuple[int, int, int, int]) -> tuple:
+    x1, y1, x2, y2 = box
+    mean = img[y1:y2, x1:x2].reshape(-1, 3).mean(0)
+    for _ in range(20):
+        color = rng.integers(0, 256, 3)
+        if np.abs(color - mean).sum() > 180:
+            break
+    return tuple(int(c) for c in color)
+
+
+def _draw(img: np.ndarray, cls: int, box: tuple[int, int, int, int], color: tuple) -> None:
+    x1, y1, x2, y2 = box
+    cx, cy, w, h = (x1 + x2) // 2, (y1 + y2) // 2, x2 - x1, y2 - y1
+    if cls == 0:  # circle / ellipse
+        cv2.ellipse(img, (cx, cy), (w // 2, h // 2), 0, 0, 360, color, -1, cv2.LINE_AA)
+    elif cls == 1:  # square / rectangle
+        cv2.rectangle(img, (x1, y1), (x2 - 1, y2 - 1), color, -1)
+    elif cls == 2:  # triangle
+        pts = np.array([[cx, y1], [x2 - 1, y2 - 1], [x1, y2 - 1]], np.int32)
+        cv2.fillPoly(img, [pts], color, cv2.LINE_AA)
+    elif cls == 3:  # cross
+        t = max(2, min(w, h) // 4)
+        cv2.rectangle(img, (cx - t // 2, y1), (cx + t // 2, y2 - 1), color, -1)
+        cv2.rectangle(img, (x1, cy - t // 2), (x2 - 1, cy + t // 2), color, -1)
+    else:  # ring
+        t = max(2, min(w, h) // 5)
+        cv2.ellipse(img, (cx, cy), (max(1, w // 2 - t // 2), max(1, h // 2 - t // 2)), 0, 0, 360, color, t, cv2.LINE_AA)
+
+
+def _overlaps(box: tuple, boxes: list[tuple], limit: float = 0.15) -> bool:
+    for b in boxes:
+        iw = min(box[2], b[2]) - max(box[0], b[0])
+        ih = min(box[3], b[3]) - max(box[1], b[1])
+        if iw > 0 and ih > 0:
+            inter = iw * ih
+            if inter / min((box[2] - box[0]) * (box[3] - box[1]), (b[2] - b[0]) * (b[3] - b[1])) > limit:
+                return True
+    return False
+
+
+def _sample(rng: np.random.Generator, size: int, max_objects: int) -> tuple[np.ndarray, list[str]]:
+    img = _background(rng, size)
+    _clutter(rng, img)
+    boxes, labels = [], []
+    for _ in range(int(rng.integers(1, max_objects + 1))):
+        for _attempt in range(10):
+            side = int(size * rng.uniform(0.08, 0.45))
+            aspect = rng.uniform(0.7, 1.4)
+            w, h = max(6, int(side * aspect)), max(6, int(side / aspect))
+            w, h = min(w, size - 2), min(h, size - 2)
+            x1, y1 = int(rng.integers(0, size - w)), int(rng.integers(0, size - h))
+            box = (x1, y1, x1 + w, y1 + h)
+            if not _overlaps(box, boxes):
+                break
+        else:
+            continue
+        cls = int(rng.integers(0, len(CLASS_NAMES)))
+        _draw(img, cls, box, _contrasting_color(rng, img, box))
+        boxes.append(box)
+        cx, cy = (box[0] + box[2]) / 2 / size, (box[1] + box[3]) / 2 / size
+        labels.append(f"{cls} {cx:.6f} {cy:.6f} {w / size:.6f} {h / size:.6f}")
+    img = cv2.GaussianBlur(img, (3, 3), 0.6)
+    return img, labels
+
+
+def make_dataset(
+    out: str | Path,
+    seed: int = 0,
+    n_train: int = 400,
+    n_val: int = 100,
+    imgsz: int = 160,
+    max_objects: int = 6,
+) -> Path:
+    """Write the generated dataset to `out` and return the path of its `data.yaml`.
+
+    The folder is built under a temporary name and renamed into place, so an interrupted run leaves nothing
+    half-written. An existing dataset with the same parameters is reused.
+
+    Args:
+        out: Destination folder (holds `images/`, `labels/` and `data.yaml`).
+        seed: Random seed; the same seed and parameters give the same bytes.
+        n_train: Number of training images.
+        n_val: Number of validation images.
+        imgsz: Square image side in pixels.
+        max_objects: Most objects in one image.
+
+    Returns:
+        Path to `out/data.yaml`.
+    """
+    if n_train < 1 or n_val < 1:
+        raise ConfigError(f"n_train and n_val must be >= 1 (got n_train={n_train}, n_val={n_val})")
+    if not 32 <= imgsz <= 4096:
+        raise ConfigError(f"imgsz must be in [32, 4096] (got {imgsz})")
+    if max_objects < 1:
+        raise ConfigError(f"max_objects must be >= 1 (got {max_objects})")
+    out = Path(out).resolve()
+    signature = f"seed={seed} n_train={n_train} n_val={n_val} imgsz={imgsz} max_objects={max_objects}"
+    yaml_path = out / "data.yaml"
+    if yaml_path.exists():
+        if (out / ".signature").exists() and (out / ".signature").read_text() == signature:
+            return yaml_path
+        raise ConfigError(f"{out} already holds a different dataset; choose another out= or delete it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for split, count, split_seed in (("train", n_train, seed), ("val", n_val, seed + 1_000_003)):
+            rng = np.random.default_rng(split_seed)
+            (tmp / "images" / split).mkdir(parents=True)
+            (tmp / "labels" / split).mkdir(parents=True)
+            for i in range(count):
+                img, labels = _sample(rng, imgsz, max_objects)
+                cv2.imwrite(str(tmp / "images" / split / f"{i:05d}.png"), img)
+                (tmp / "labels" / split / f"{i:05d}.txt").write_text("\n".join(labels) + "\n")
+        names = "\n".join(f"  {i}: {n}" for i, n in enumerate(CLASS_NAMES))
+        (tmp / "data.yaml").write_text(
+            f"# yolo-opt generated dataset ({signature})\npath: {out}\ntrain: images/train\nval: images/val\n"
+            f"names:\n{names}\n"
+        )
+        (tmp / ".signature").write_text(signature)
+        if out.exists():
+            if any(out.iterdir()):
+                raise ConfigError(f"{out} exists and is not empty; choose another out= or delete it")
+            out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return yaml_path

@@ -1,0 +1,21 @@
+"""Errors yolo-opt raises: one clear line each, printed by the CLI without a traceback."""
+
+
+class YoloOptError(Exception):
+    """Base class: a user-facing error whose message names the fix."""
+
+
+class ConfigError(YoloOptError):
+    """Bad or unknown argument."""
+
+
+class ModelError(YoloOptError):
+    """Missing, corrupt or unsupported model file."""
+
+
+class DataError(YoloOptError):
+    """Missing or malformed dataset."""
+
+
+class PruneError(YoloOptError):
+    """Pruning cannot be done as asked (unreachable target, unsupported layer)."""
