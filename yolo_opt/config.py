@@ -118,4 +118,4 @@ def help_table() -> str:
         (a.name, a.type.__name__, str(a.default), a.describe_range(), ",".join(a.modes), a.help) for a in ARGS
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5] for r in rows)
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:5], widths, strict=True)) + "  " + r[5] for r in rows)

@@ -11,7 +11,7 @@ import copy
 
 import torch
 from torch import nn
-from ultralytics.nn.modules import C2f, C2PSA, Conv
+from ultralytics.nn.modules import C2PSA, C2f, Conv
 
 # Attributes Ultralytics' forward routing and model summary read from each layer of `model.model`.
 _ROUTING_ATTRS = ("i", "f", "type", "np")

@@ -1,0 +1,62 @@
+"""Shared fixtures: a tiny generated dataset and tiny YOLOv8n / YOLO11n checkpoints (no downloads)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("YOLO_OFFLINE", "1")
+
+IMGSZ = 64
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A 24/8-image generated dataset at 64 px."""
+    from yolo_opt.data import make_dataset
+
+    return make_dataset(tmp_path_factory.mktemp("data") / "shapes", seed=1, n_train=24, n_val=8, imgsz=IMGSZ)
+
+
+def make_checkpoint(cfg: str, path: Path) -> Path:
+    """An untrained detection checkpoint built from an Ultralytics yaml, saved the Ultralytics way."""
+    from ultralytics.nn.tasks import DetectionModel
+
+    from yolo_opt.data import CLASS_NAMES
+    from yolo_opt.prune.io import save_model
+
+    model = DetectionModel(cfg, nc=len(CLASS_NAMES), verbose=False)
+    model.names = dict(enumerate(CLASS_NAMES))
+    return save_model(model, path, train_args={"imgsz": IMGSZ, "task": "detect"})
+
+
+@pytest.fixture(scope="session", params=["yolov8n.yaml", "yolo11n.yaml"], ids=["v8n", "v11n"])
+def tiny_checkpoint(request, tmp_path_factory) -> Path:
+    """Untrained yolov8n / yolo11n checkpoints (5 classes)."""
+    return make_checkpoint(request.param, tmp_path_factory.mktemp("ckpt") / f"{Path(request.param).stem}.pt")
+
+
+@pytest.fixture(scope="session")
+def v8_checkpoint(tmp_path_factory) -> Path:
+    """Untrained yolov8n checkpoint (5 classes)."""
+    return make_checkpoint("yolov8n.yaml", tmp_path_factory.mktemp("ckpt8") / "yolov8n.pt")
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run `yolo-opt ARGS` in a fresh process."""
+    return subprocess.run(
+        [sys.executable, "-m", "yolo_opt.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout,
+        env={**os.environ, "YOLO_OFFLINE": "1", "YOLO_VERBOSE": "True"},
+    )
+
+
+def run_python(code: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run Python code in a fresh process (nothing imported from this one)."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, timeout=timeout,
+        env={**os.environ, "YOLO_OFFLINE": "1", "YOLO_VERBOSE": "True"},
+    )
