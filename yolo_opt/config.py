@@ -102,13 +102,19 @@ def split_args(mode: str, kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[
     rest = {}
     for key, value in kwargs.items():
         arg = ARG_BY_NAME.get(key)
-        if arg is None:
+        if arg is None or (mode not in arg.modes and _is_ultralytics_key(key)):
             rest[key] = value
         elif mode not in arg.modes:
             raise ConfigError(f"'{key}' does not apply to 'yolo-opt {mode}' (it is for: {', '.join(arg.modes)})")
         else:
             ours[key] = coerce(key, value)
     return ours, rest
+
+
+def _is_ultralytics_key(key: str) -> bool:
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    return key in DEFAULT_CFG_DICT
 
 
 def help_table() -> str:

@@ -128,11 +128,19 @@ def _build_pruner(
 
 def _accumulate_gradients(model: nn.Module, batches: Iterable, loss_fn: Callable) -> None:
     model.zero_grad(set_to_none=True)
+    params = [p for p in model.parameters() if p.is_floating_point()]
+    frozen = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(True)  # released checkpoints are saved frozen; every channel needs a score
     seen = 0
-    for batch in batches:
-        loss = loss_fn(model, batch)
-        loss.backward()
-        seen += 1
+    try:
+        for batch in batches:
+            loss = loss_fn(model, batch)
+            loss.backward()
+            seen += 1
+    finally:
+        for p, flag in zip(params, frozen, strict=True):
+            p.requires_grad_(flag)
     if not seen:
         raise PruneError("prune_method=taylor needs training batches to score channels; pass data=")
 

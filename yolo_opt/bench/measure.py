@@ -1,0 +1,71 @@
+"""Measure models the same way for every stage: warm up, then the median of timed runs."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def _median_ms(fn, runs: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+def torch_latency(weights: str | Path, imgsz: int = 640, runs: int = 30, warmup: int = 5) -> dict:
+    """Median batch-1 CPU latency (ms) of a fused `.pt` model in eval mode, with the threads used."""
+    from yolo_opt.prune.io import load_model
+
+    model = load_model(weights).fuse(verbose=False).eval()
+    x = torch.rand(1, 3, imgsz, imgsz)
+    with torch.inference_mode():
+        ms = _median_ms(lambda: model(x), runs, warmup)
+    return {"ms": ms, "threads": torch.get_num_threads(), "imgsz": imgsz}
+
+
+def onnx_latency(path: str | Path, imgsz: int | None = None, runs: int = 30, warmup: int = 5,
+                 threads: int | None = None) -> dict:
+    """Median batch-1 ONNX Runtime CPU latency (ms), with the intra-op threads used."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    threads = threads or os.cpu_count() or 1
+    opts.intra_op_num_threads = threads
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    inp = session.get_inputs()[0]
+    shape = [d if isinstance(d, int) else (imgsz or 640) for d in inp.shape]
+    shape[0] = 1
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    ms = _median_ms(lambda: session.run(None, {inp.name: x}), runs, warmup)
+    return {"ms": ms, "threads": threads, "imgsz": shape[-1]}
+
+
+def validate(weights: str | Path, data: str | Path, imgsz: int, batch: int = 16) -> dict:
+    """mAP50-95 and mAP50 from the Ultralytics validator (any format it loads: .pt, .onnx, .engine)."""
+    from ultralytics import YOLO
+
+    metrics = YOLO(str(weights), task="detect").val(
+        data=str(data), imgsz=imgsz, batch=batch if str(weights).endswith(".pt") else 1, plots=False,
+        verbose=False, device="cpu",
+    )
+    return {"map": float(metrics.box.map), "map50": float(metrics.box.map50)}
+
+
+def model_stats(weights: str | Path, imgsz: int = 640) -> dict:
+    """Parameters, GFLOPs at `imgsz` and file size of a `.pt` checkpoint."""
+    from yolo_opt.prune.core import count_macs
+    from yolo_opt.prune.io import load_model
+
+    macs, params = count_macs(load_model(weights), imgsz)
+    return {"params": params, "gflops": 2 * macs / 1e9, "size_mb": Path(weights).stat().st_size / 2**20}
