@@ -52,10 +52,14 @@ ARGS: tuple[Arg, ...] = (
         ("train",), 0, 1),
     Arg("sparsity_epochs", int, 0, "length of the sparsity phase in epochs (0: a third of the epochs)", ("train",),
         0, 100000),
-    Arg("out", str, None, "output path (.pt for prune, a folder for data)", ("prune", "data")),
+    Arg("out", str, None, "output path (.pt for prune, a folder for data and demo)", ("prune", "data", "demo")),
     Arg("seed", int, 0, "dataset seed (same seed, same bytes)", ("data",), 0, 2**31 - 1),
-    Arg("n_train", int, 400, "number of training images", ("data",), 1, 1000000),
-    Arg("n_val", int, 100, "number of validation images", ("data",), 1, 1000000),
+    Arg("n_train", int, 300, "number of training images", ("data", "demo"), 1, 1000000),
+    Arg("n_val", int, 80, "number of validation images", ("data", "demo"), 1, 1000000),
+    Arg("base_epochs", int, 30, "epochs of the demo's baseline training", ("demo",), 1, 10000),
+    Arg("arch", str, "yolov8n", "Ultralytics model yaml stem the demo trains (yolov8n, yolo11n, ...)", ("demo",)),
+    Arg("lat_imgsz", int, 640, "image size of latency measurements", ("demo",), 32, 4096),
+    Arg("ft_epochs", int, 10, "epochs of the demo's pruning fine-tune", ("demo",), 1, 10000),
     Arg("max_objects", int, 6, "most objects per image", ("data",), 1, 100),
 )
 ARG_BY_NAME = {a.name: a for a in ARGS}
