@@ -64,9 +64,9 @@ def main() -> None:
     parser.add_argument("--n-val", type=int, default=80)
     args = parser.parse_args()
 
+    from yolo_opt.bench import validate
     from yolo_opt.data import make_dataset
     from yolo_opt.prune.io import prune_checkpoint
-    from yolo_opt.bench import validate
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -97,3 +97,10 @@ def test_help_lists_every_key():
     assert result.returncode == 0
     for arg in ARGS:
         assert arg.name in result.stdout
+
+
+def test_train_unreachable_target_writes_nothing(tmp_path, v8_checkpoint, tiny_data):
+    r = run_cli("train", f"model={v8_checkpoint}", f"data={tiny_data}", "prune_target=0.01", f"project={tmp_path}",
+                "name=never", "imgsz=64")
+    _assert_clean_error(r, "not reachable")
+    assert not (tmp_path / "never").exists()

@@ -22,7 +22,7 @@ from torch import nn
 from yolo_opt.config import split_args
 from yolo_opt.errors import ConfigError
 from yolo_opt.prune.blocks import C2fSplit, C2PSASplit
-from yolo_opt.prune.core import count_macs, prune_model, ratio_for_macs
+from yolo_opt.prune.core import check_reachable, count_macs, min_macs_ratio, prune_model, ratio_for_macs
 from yolo_opt.prune.data import detection_loss
 from yolo_opt.prune.io import meta
 
@@ -258,7 +258,9 @@ def train(model: str | Path, **kwargs) -> Any:
         if stored:
             ours = {**stored, **{k: v for k, v in ours.items() if k in kwargs}}
     elif str(model).endswith(".pt"):
-        load_model(model)  # clear error for a missing, corrupt or non-detection file
+        net = load_model(model)  # clear error for a missing, corrupt or non-detection file
+        if ours.get("prune_target") is not None:  # fail before the trainer creates its run folder
+            check_reachable(ours["prune_target"], min_macs_ratio(net, ours["prune_round"], ours["prune_global"]))
     yolo = YOLO(str(model), task="detect")
     controller = PruneController(ours)
     for event, fn in controller.callbacks().items():

@@ -212,6 +212,33 @@ def check_ratio(ratio: float, name: str = "prune") -> float:
     return float(ratio)
 
 
+def _macs_ratio_fn(model: nn.Module, method: str, round_to: int | None, global_pruning: bool, imgsz: int):
+    """ratio -> MACs of a pruned copy / MACs of `model` (magnitude criteria: cheap and deterministic)."""
+    base, _ = count_macs(model, imgsz)
+    search_method = method if method in {"l1", "l2", "bn"} else "l2"
+
+    def macs_ratio(ratio: float) -> float:
+        trial = copy.deepcopy(model)
+        prune_model(trial, ratio, search_method, round_to, global_pruning, imgsz)
+        return count_macs(trial, imgsz)[0] / base
+
+    return macs_ratio
+
+
+def check_reachable(target: float, floor: float, tol: float = 0.05) -> None:
+    """Raise PruneError when the smallest reachable GFLOPs ratio `floor` is above `target` (+`tol`)."""
+    if floor > target * (1 + tol):
+        raise PruneError(
+            f"prune_target={target} is not reachable: the most pruning searched ({SEARCH_MAX_RATIO}) keeps "
+            f"{floor:.2f}x GFLOPs; ask for prune_target >= {math.ceil(floor * 100) / 100:.2f}"
+        )
+
+
+def min_macs_ratio(model: nn.Module, round_to: int | None = 8, global_pruning: bool = False, imgsz: int = 128) -> float:
+    """The smallest GFLOPs ratio pruning can reach on `model` (at the search's largest ratio)."""
+    return _macs_ratio_fn(model, "l2", round_to, global_pruning, imgsz)(SEARCH_MAX_RATIO)
+
+
 def ratio_for_macs(
     model: nn.Module,
     target: float,
@@ -230,23 +257,11 @@ def ratio_for_macs(
     Raises:
         PruneError: The target cannot be reached.
     """
-    base, _ = count_macs(model, imgsz)
     if target >= 1:
         return 0.0
-    search_method = method if method in {"l1", "l2", "bn"} else "l2"
-
-    def macs_ratio(ratio: float) -> float:
-        trial = copy.deepcopy(model)
-        prune_model(trial, ratio, search_method, round_to, global_pruning, imgsz)
-        return count_macs(trial, imgsz)[0] / base
-
+    macs_ratio = _macs_ratio_fn(model, method, round_to, global_pruning, imgsz)
     lo, hi = 0.0, SEARCH_MAX_RATIO
-    floor = macs_ratio(hi)
-    if floor > target * (1 + tol):
-        raise PruneError(
-            f"prune_target={target} is not reachable: the most pruning searched ({hi}) keeps {floor:.2f}x GFLOPs; "
-            f"ask for prune_target >= {math.ceil(floor * 100) / 100:.2f}"
-        )
+    check_reachable(target, macs_ratio(hi), tol)
     for _ in range(10):
         mid = (lo + hi) / 2
         if macs_ratio(mid) <= target * (1 + tol):
