@@ -158,7 +158,18 @@ class PruneController:
             f"yolo-opt: prune step {step + 1}/{steps} at epoch {trainer.epoch + 1} ({self.opts['prune_method']}, "
             f"ratio {ratio:.3f}): GFLOPs {macs / run['base_macs']:.3f}x, params {params / run['base_params']:.3f}x"
         )
+        self._rewrap_distillation(trainer)
         self._rebuild_optimization(trainer)
+
+    @staticmethod
+    def _rewrap_distillation(trainer) -> None:
+        """A distillation wrapper's projector was sized for the unpruned student: build it anew."""
+        from ultralytics.nn.distill_model import DistillationModel
+        from ultralytics.utils.torch_utils import unwrap_model
+
+        wrapper = unwrap_model(trainer.model)
+        if isinstance(wrapper, DistillationModel):
+            trainer.model = DistillationModel(teacher_model=wrapper.teacher_model, student_model=wrapper.student_model)
 
     def _step_ratio(self, trainer, model: nn.Module, run: dict, step: int, steps: int) -> float:
         """This step's ratio of the *current* channels, so that after `steps` steps the goal is met."""
@@ -196,7 +207,7 @@ class PruneController:
 
     def _sync_ema_meta(self, trainer) -> None:
         if trainer.ema is not None:
-            meta(trainer.ema.ema)[RUN_KEY] = copy.deepcopy(meta(_unwrap(trainer.model))[RUN_KEY])
+            meta(_unwrap(trainer.ema.ema))[RUN_KEY] = copy.deepcopy(meta(_unwrap(trainer.model))[RUN_KEY])
 
     def on_train_epoch_end(self, trainer) -> None:
         """Keep the EMA's copy of the run record current (checkpoints are saved from the EMA)."""
@@ -240,19 +251,59 @@ def saved_options(checkpoint: str | Path) -> dict[str, Any] | None:
     return dict(run["opts"]) if run else None
 
 
-def train(model: str | Path, **kwargs) -> Any:
-    """Train (fine-tune) `model` with Ultralytics, pruning as yolo-opt options ask. Returns the metrics.
+def _check_teacher(teacher: str, student: nn.Module | None, data: str | None) -> str:
+    """Validate a distillation teacher: it loads, detects, and predicts the same classes as the student/data."""
+    from yolo_opt.errors import ModelError
+    from yolo_opt.prune.io import load_model
+
+    if not Path(teacher).exists():
+        raise ModelError(f"teacher model not found: {teacher}; pass teacher=path/to/unpruned.pt")
+    net = load_model(teacher)
+    names = dict(getattr(net, "names", {}) or {})
+    if student is not None:
+        expected = dict(getattr(student, "names", {}) or {})
+    else:
+        from ultralytics.data.utils import check_det_dataset
+
+        expected = dict(check_det_dataset(str(data))["names"]) if data else {}
+    if expected and (len(names) != len(expected) or list(names.values()) != list(expected.values())):
+        raise ModelError(
+            f"teacher {teacher} predicts {len(names)} classes {list(names.values())[:5]} but the student has "
+            f"{len(expected)} {list(expected.values())[:5]}; distill from a model trained on the same classes"
+        )
+    return str(teacher)
+
+
+def _run(model: str | Path, opts: dict[str, Any], rest: dict[str, Any]):
+    """One Ultralytics training run with yolo-opt's callbacks; returns the trainer."""
+    from ultralytics import YOLO
+
+    yolo = YOLO(str(model), task="detect")
+    for event, fn in PruneController(opts).callbacks().items():
+        yolo.add_callback(event, fn)
+    yolo.train(**rest)
+    return yolo.trainer
+
+
+def train(model: str | Path, **kwargs) -> dict[str, Any]:
+    """Train (fine-tune) `model` with Ultralytics, with yolo-opt's pruning, distillation and QAT.
+
+    Phases: [prune + recover (optionally distilling from the unpruned model)] -> [QAT fine-tune] -> QDQ ONNX.
+    Without `qat`, only the first phase runs; without pruning options it is a plain Ultralytics training.
 
     Example:
         >>> from yolo_opt import train
-        >>> train("best.pt", data="data.yaml", epochs=30, prune=0.5, prune_steps=3)
-    """
-    from ultralytics import YOLO
+        >>> train("best.pt", data="data.yaml", epochs=30, prune=0.5, prune_steps=3, distill=True, qat=True)
 
+    Returns:
+        Dict with `save_dir` and `best` of the last phase, `metrics` (Ultralytics), and `qat_onnx` when qat=True.
+    """
     from yolo_opt.prune.io import load_model
 
     ours, rest = split_args("train", kwargs)
+    PruneController(ours)  # validates the combination of options
     resume = rest.get("resume")
+    net = None
     if resume and str(model).endswith(".pt"):
         stored = saved_options(model)
         if stored:
@@ -261,8 +312,28 @@ def train(model: str | Path, **kwargs) -> Any:
         net = load_model(model)  # clear error for a missing, corrupt or non-detection file
         if ours.get("prune_target") is not None:  # fail before the trainer creates its run folder
             check_reachable(ours["prune_target"], min_macs_ratio(net, ours["prune_round"], ours["prune_global"]))
-    yolo = YOLO(str(model), task="detect")
-    controller = PruneController(ours)
-    for event, fn in controller.callbacks().items():
-        yolo.add_callback(event, fn)
-    return yolo.train(**rest)
+    if (ours.get("distill") or ours.get("teacher")) and not resume:
+        teacher = ours.get("teacher") or (str(model) if net is not None else None)
+        if teacher is None:
+            raise ConfigError("distill=True needs teacher=path/to/model.pt when training from a yaml")
+        rest["distill_model"] = _check_teacher(teacher, net, rest.get("data"))
+    pruning = PruneController(ours).active
+    if ours.get("qat") and not pruning:
+        rest["quantize"] = 8  # a single QAT fine-tune (Ultralytics' ModelOpt fake-quant)
+    trainer = _run(model, ours, rest)
+    if ours.get("qat") and pruning:
+        qat_rest = {
+            k: v for k, v in rest.items() if k not in {"resume", "epochs", "name", "lr0", "optimizer", "pretrained"}
+        }
+        qat_opts = {**ours, "prune": 0.0, "prune_target": None, "sparsity": 0.0}
+        trainer = _run(
+            trainer.best if trainer.best.exists() else trainer.last, qat_opts,
+            {**qat_rest, "quantize": 8, "epochs": ours["qat_epochs"], "optimizer": "AdamW", "lr0": ours["qat_lr0"],
+             "warmup_epochs": 0, "name": f"{trainer.save_dir.name}-qat", "data": trainer.args.data},
+        )
+    result = {"save_dir": Path(trainer.save_dir), "best": Path(trainer.best), "metrics": trainer.metrics}
+    if ours.get("qat"):
+        from yolo_opt.quant import export_qat_onnx
+
+        result["qat_onnx"] = export_qat_onnx(result["best"], imgsz=trainer.args.imgsz)
+    return result

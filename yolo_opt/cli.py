@@ -116,7 +116,10 @@ def run_train(kwargs: dict[str, Any]) -> None:
         raise ModelError("model= is required, e.g. model=best.pt")
     if isinstance(resume, str):
         model, kwargs["resume"] = resume, True
-    train(model, **kwargs)
+    result = train(model, **kwargs)
+    print(f"yolo-opt: trained model {result['best']}")
+    if result.get("qat_onnx"):
+        print(f"yolo-opt: QDQ INT8 ONNX from QAT {result['qat_onnx']}")
 
 
 def run_prune(kwargs: dict[str, Any]) -> None:

@@ -52,6 +52,12 @@ ARGS: tuple[Arg, ...] = (
         ("train",), 0, 1),
     Arg("sparsity_epochs", int, 0, "length of the sparsity phase in epochs (0: a third of the epochs)", ("train",),
         0, 100000),
+    Arg("qat", bool, False, "INT8 quantization-aware fine-tuning (after pruning and recovery when prune is set); "
+        "writes a QDQ ONNX", ("train",)),
+    Arg("qat_epochs", int, 3, "epochs of the QAT phase that follows pruning + recovery", ("train",), 1, 10000),
+    Arg("qat_lr0", float, 1e-4, "learning rate of the QAT phase (AdamW)", ("train",), 0, 1, low_open=True),
+    Arg("distill", bool, False, "recover by distillation from the unpruned model (or teacher=)", ("train",)),
+    Arg("teacher", str, None, "teacher checkpoint for distill (default: the model before pruning)", ("train",)),
     Arg("out", str, None, "output path (.pt for prune, a folder for data and demo)", ("prune", "data", "demo")),
     Arg("seed", int, 0, "dataset seed (same seed, same bytes)", ("data",), 0, 2**31 - 1),
     Arg("n_train", int, 300, "number of training images", ("data", "demo"), 1, 1000000),

@@ -79,6 +79,21 @@ def _eval_mode(model: nn.Module):
             m.train(mode)
 
 
+@contextmanager
+def _no_forward_hooks(model: nn.Module):
+    """Detach forward hooks (e.g. a distillation wrapper's feature capture) while the model is copied or traced."""
+    from collections import OrderedDict
+
+    saved = {m: m._forward_hooks for m in model.modules() if m._forward_hooks}
+    for m in saved:
+        m._forward_hooks = OrderedDict()
+    try:
+        yield model
+    finally:
+        for m, hooks in saved.items():
+            m._forward_hooks = hooks
+
+
 def _example_input(model: nn.Module, imgsz: int) -> torch.Tensor:
     p = next(model.parameters())
     ch = getattr(model, "yaml", {}).get("ch", 3) if isinstance(getattr(model, "yaml", None), dict) else 3
@@ -92,7 +107,7 @@ def _forward_outputs(model: nn.Module, x: torch.Tensor):
 
 def count_macs(model: nn.Module, imgsz: int = 640) -> tuple[float, int]:
     """MACs of one forward pass at `imgsz` and the parameter count."""
-    with _eval_mode(model), torch.no_grad():
+    with _eval_mode(model), _no_forward_hooks(model), torch.no_grad():
         macs, params = tp.utils.count_ops_and_params(model, _example_input(model, imgsz))
     return float(macs), int(params)
 
@@ -178,7 +193,7 @@ def prune_model(
     if ratio == 0:
         return model
     try:
-        with _eval_mode(model):
+        with _eval_mode(model), _no_forward_hooks(model):
             pruner = _build_pruner(model, ratio, method, round_to, global_pruning, imgsz)
             if method == "taylor":
                 if batches is None or loss_fn is None:
@@ -218,7 +233,8 @@ def _macs_ratio_fn(model: nn.Module, method: str, round_to: int | None, global_p
     search_method = method if method in {"l1", "l2", "bn"} else "l2"
 
     def macs_ratio(ratio: float) -> float:
-        trial = copy.deepcopy(model)
+        with _no_forward_hooks(model):
+            trial = copy.deepcopy(model)
         prune_model(trial, ratio, search_method, round_to, global_pruning, imgsz)
         return count_macs(trial, imgsz)[0] / base
 

@@ -1,0 +1,40 @@
+"""QDQ ONNX from a QAT checkpoint: the Q/DQ scales are the ones the fake-quantized model trained with."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+from yolo_opt.errors import ModelError
+
+
+def count_qdq(onnx_path: str | Path) -> int:
+    """Number of QuantizeLinear nodes in an ONNX model."""
+    import onnx
+
+    return Counter(n.op_type for n in onnx.load(str(onnx_path)).graph.node)["QuantizeLinear"]
+
+
+def export_qat_onnx(weights: str | Path, imgsz: int = 640, out: str | Path | None = None) -> Path:
+    """Export a QAT checkpoint (trained with quantize=8 / qat=True) to a QDQ ONNX model, atomically.
+
+    ONNX Runtime runs it on CPU; TensorRT builds an explicit-quantization INT8 engine from it.
+
+    Returns:
+        Path of the ONNX file (default: next to `weights`, `<stem>_qat.onnx`).
+    """
+    import torch
+    from ultralytics import YOLO
+
+    weights = Path(weights)
+    ckpt = torch.load(weights, map_location="cpu", weights_only=False)
+    if not ckpt.get("modelopt"):
+        raise ModelError(f"{weights} carries no quantization-aware training state; train it with qat=True first")
+    out = Path(out) if out else weights.with_name(f"{weights.stem}_qat.onnx")
+    exported = Path(YOLO(str(weights), task="detect").export(format="onnx", imgsz=imgsz, simplify=True, verbose=False))
+    if count_qdq(exported) == 0:
+        exported.unlink(missing_ok=True)
+        raise ModelError(f"export of {weights} produced no Q/DQ nodes; is ModelOpt installed (nvidia-modelopt)?")
+    os.replace(exported, out)
+    return out
