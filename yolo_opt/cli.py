@@ -19,6 +19,8 @@ MODES = {
     "val": "Ultralytics validation of any model (pruned ones too)",
     "predict": "Ultralytics prediction",
     "export": "Ultralytics export (format=onnx, ...)",
+    "optimize": "the whole pipeline from a recipe: model=best.pt data=data.yaml recipe=jetson-int8 [name= key=...]",
+    "benchmark": "measure models side by side: model=a.pt,b.onnx,... data=data.yaml [imgsz= lat_imgsz= name=]",
     "data": "write the generated demo dataset: out=DIR [seed= n_train= n_val= imgsz=]",
     "demo": "generated data -> small baseline -> pruned + fine-tuned model, with a table",
     "help": "this help and the table of yolo-opt keys",
@@ -162,6 +164,38 @@ def run_ultralytics(mode: str, kwargs: dict[str, Any]) -> None:
     getattr(YOLO(model, task="detect"), mode)(**kwargs)
 
 
+def run_optimize(kwargs: dict[str, Any]) -> None:
+    from yolo_opt.pipeline import DEFAULT_RECIPE, optimize
+
+    model = kwargs.pop("model", None)
+    if model is None:
+        raise ModelError("model= is required, e.g. model=best.pt")
+    data = kwargs.pop("data", None)
+    check_data(data)
+    recipe = kwargs.pop("recipe", DEFAULT_RECIPE)
+    name = kwargs.pop("name", None)
+    project = kwargs.pop("project", "runs/opt")
+    optimize(model, data, recipe, name=name, project=project, **kwargs)
+
+
+def run_benchmark(kwargs: dict[str, Any]) -> None:
+    from yolo_opt.bench.report import benchmark, markdown_table
+
+    models = kwargs.pop("model", None)
+    if not models:
+        raise ModelError("model= is required: a comma-separated list, e.g. model=best.pt,pruned.pt,pruned_int8.onnx")
+    data = kwargs.pop("data", None)
+    check_data(data)
+    imgsz = int(kwargs.pop("imgsz", 640))
+    lat_imgsz = kwargs.pop("lat_imgsz", None)
+    out = Path(str(kwargs.pop("project", "runs/opt"))) / str(kwargs.pop("name", "benchmark"))
+    if kwargs:
+        raise ConfigError(f"unknown argument(s) for 'yolo-opt benchmark': {', '.join(kwargs)}; see 'yolo-opt help'")
+    rows = benchmark(str(models).split(","), data, imgsz, out=out, lat_imgsz=lat_imgsz)
+    print(markdown_table(rows))
+    print(f"report: {out / 'report.md'}, plot: {out / 'report.png'}, figures: {out / 'results.json'}")
+
+
 def run_data(kwargs: dict[str, Any]) -> None:
     from yolo_opt.config import split_args
     from yolo_opt.data import make_dataset
@@ -204,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
             run_prune(kwargs)
         elif mode == "data":
             run_data(kwargs)
+        elif mode == "optimize":
+            run_optimize(kwargs)
+        elif mode == "benchmark":
+            run_benchmark(kwargs)
         elif mode == "demo":
             from yolo_opt.demo import run_demo
 

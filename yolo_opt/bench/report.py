@@ -1,0 +1,176 @@
+"""Measure a set of model files the same way and report them: JSON, Markdown table and a PNG plot."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from yolo_opt.errors import ModelError
+from yolo_opt.prune.io import atomic_write_bytes
+
+SUPPORTED = (".pt", ".onnx", ".engine")
+
+
+def onnx_stats(path: str | Path) -> dict[str, float]:
+    """Parameters (initializer elements) and GFLOPs (2 x conv/matmul MACs from inferred shapes) of an ONNX model."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper, shape_inference
+
+    model = onnx.load(str(path))
+    inits = {t.name: t for t in model.graph.initializer}
+    # weights of a QDQ model sit behind DequantizeLinear: count each weight tensor once
+    params = sum(int(np.prod(t.dims)) for t in inits.values() if len(t.dims) > 1 or t.data_type in (1, 10, 11))
+    inferred = shape_inference.infer_shapes(model)
+    shapes = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.output) + list(inferred.graph.input):
+        dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+        if dims and all(d > 0 for d in dims):
+            shapes[vi.name] = dims
+    for name, t in inits.items():
+        shapes[name] = list(t.dims)
+    producers = {o: n for n in inferred.graph.node for o in n.output}
+
+    def weight_shape(name: str) -> list[int] | None:
+        node = producers.get(name)
+        if node is not None and node.op_type == "DequantizeLinear":  # QDQ weight
+            return shapes.get(node.input[0]) or (list(numpy_helper.to_array(inits[node.input[0]]).shape)
+                                                 if node.input[0] in inits else None)
+        return shapes.get(name)
+
+    macs = 0
+    for node in inferred.graph.node:
+        if node.op_type == "Conv" and node.output[0] in shapes:
+            w = weight_shape(node.input[1])
+            if w:
+                macs += int(np.prod(shapes[node.output[0]])) * int(np.prod(w[1:]))
+    return {"params": params, "gflops": 2 * macs / 1e9}
+
+
+def measure_file(path: str | Path, data: str | Path, imgsz: int, lat_imgsz: int | None = None,
+                 runs: int = 30) -> dict[str, Any]:
+    """Every figure of one model file: params, GFLOPs, size, mAP50-95/mAP50, CPU latency and its runtime."""
+    from yolo_opt.bench.measure import model_stats, onnx_latency, torch_latency, validate
+
+    path = Path(path)
+    if not path.exists():
+        raise ModelError(f"model file not found: {path}")
+    if path.suffix not in SUPPORTED:
+        raise ModelError(f"cannot benchmark '{path.name}': supported formats are {', '.join(SUPPORTED)}")
+    lat_imgsz = lat_imgsz or imgsz
+    row: dict[str, Any] = {"file": str(path), "size_mb": path.stat().st_size / 2**20}
+    if path.suffix == ".pt":
+        stats = model_stats(path, imgsz)
+        row.update(params=stats["params"], gflops=stats["gflops"])
+        latency = torch_latency(path, lat_imgsz, runs)
+        row.update(latency_ms=latency["ms"], runtime="PyTorch CPU", threads=latency["threads"])
+    elif path.suffix == ".onnx":
+        row.update(onnx_stats(path))
+        latency = onnx_latency(path, lat_imgsz, runs)
+        row.update(latency_ms=latency["ms"], runtime="ONNX Runtime CPU", threads=latency["threads"])
+        lat_imgsz = latency["imgsz"]
+    else:  # .engine: needs TensorRT and a GPU, measured by the validator's own timing only
+        row.update(params=None, gflops=None, latency_ms=None, runtime="TensorRT", threads=None)
+    row.update(validate(path, data, lat_imgsz if path.suffix == ".onnx" else imgsz))
+    row["imgsz"] = imgsz
+    row["lat_imgsz"] = lat_imgsz
+    return row
+
+
+def _fmt(value: Any, ref: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if ref:
+        return f"{value:.{digits}g} ({value / ref:.2f}x)"
+    return f"{value:.{digits}g}"
+
+
+def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
+    """Side-by-side table, each figure also as a ratio to the first row."""
+    names = list(rows)
+    ref = rows[names[0]]
+    lines = [
+        "| stage | file | params (M) | GFLOPs | size (MB) | mAP50-95 | mAP50 | latency (ms) | runtime |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in names:
+        r = rows[name]
+        params = r["params"] / 1e6 if r.get("params") else None
+        ref_params = ref["params"] / 1e6 if ref.get("params") else None
+        lines.append(
+            f"| {name} | {Path(r['file']).name} | {_fmt(params, ref_params)} | {_fmt(r.get('gflops'), ref.get('gflops'))} "
+            f"| {_fmt(r['size_mb'], ref['size_mb'])} | {_fmt(r['map'], ref['map'])} | {r['map50']:.3f} "
+            f"| {_fmt(r.get('latency_ms'), ref.get('latency_ms'))} | {r.get('runtime', '-')} |"
+        )
+    threads = {r.get("threads") for r in rows.values() if r.get("threads")}
+    sizes = {r.get("lat_imgsz") for r in rows.values()}
+    lines.append("")
+    lines.append(f"Latency: batch 1, median of timed runs after warm-up, {'/'.join(map(str, sorted(threads)))} "
+                 f"threads, input {'/'.join(map(str, sorted(s for s in sizes if s)))} px; mAP from the Ultralytics "
+                 f"validator on the val split. Ratios are to the first row.")
+    return "\n".join(lines)
+
+
+def plot(rows: dict[str, dict[str, Any]], out: str | Path) -> Path:
+    """mAP50-95 vs latency, one point per stage, marker area proportional to file size."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    sizes = [r["size_mb"] for r in rows.values()]
+    scale = 900 / max(sizes) if sizes and max(sizes) else 1
+    for name, r in rows.items():
+        if r.get("latency_ms") is None:
+            continue
+        ax.scatter(r["latency_ms"], r["map"], s=max(30, r["size_mb"] * scale), alpha=0.6, edgecolors="k")
+        ax.annotate(f"{name}\n{r['size_mb']:.1f} MB", (r["latency_ms"], r["map"]), textcoords="offset points",
+                    xytext=(8, 6), fontsize=8)
+    ax.set_xlabel("CPU latency, batch 1 (ms)")
+    ax.set_ylabel("mAP50-95")
+    ax.set_title("yolo-opt: accuracy vs latency (marker area = file size)")
+    ax.grid(alpha=0.3)
+    ax.margins(0.25)
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    out = Path(out)
+    atomic_write_bytes(out, buffer.getvalue())
+    return out
+
+
+def write_report(rows: dict[str, dict[str, Any]], folder: str | Path, title: str = "yolo-opt report") -> dict[str, Path]:
+    """Write results.json, report.md and report.png into `folder`; returns their paths."""
+    folder = Path(folder)
+    paths = {"json": folder / "results.json", "md": folder / "report.md", "png": folder / "report.png"}
+    atomic_write_bytes(paths["json"], json.dumps(rows, indent=1).encode())
+    plot(rows, paths["png"])
+    md = f"# {title}\n\n{markdown_table(rows)}\n\n![mAP vs latency]({paths['png'].name})\n"
+    atomic_write_bytes(paths["md"], md.encode())
+    return paths
+
+
+def benchmark(models: Iterable[str | Path], data: str | Path, imgsz: int = 640, out: str | Path | None = None,
+              lat_imgsz: int | None = None, runs: int = 30, names: Iterable[str] | None = None) -> dict[str, Any]:
+    """`yolo-opt benchmark`: measure each model file and write the report. Returns the rows."""
+    from tqdm import tqdm
+
+    models = [Path(m) for m in models]
+    for m in models:  # fail before measuring anything
+        if not m.exists():
+            raise ModelError(f"model file not found: {m}")
+        if m.suffix not in SUPPORTED:
+            raise ModelError(f"cannot benchmark '{m.name}': supported formats are {', '.join(SUPPORTED)}")
+    labels = list(names) if names else [m.stem for m in models]
+    rows = {}
+    for label, m in tqdm(list(zip(labels, models, strict=True)), desc="benchmark", unit="model"):
+        rows[label] = measure_file(m, data, imgsz, lat_imgsz, runs)
+    if out:
+        write_report(rows, out)
+    return rows
