@@ -167,7 +167,8 @@ def benchmark(models: Iterable[str | Path], data: str | Path, imgsz: int = 640, 
             raise ModelError(f"model file not found: {m}")
         if m.suffix not in SUPPORTED:
             raise ModelError(f"cannot benchmark '{m.name}': supported formats are {', '.join(SUPPORTED)}")
-    labels = list(names) if names else [m.stem for m in models]
+    stems = [m.stem for m in models]
+    labels = list(names) if names else [m.stem if stems.count(m.stem) == 1 else m.name for m in models]
     rows = {}
     for label, m in tqdm(list(zip(labels, models, strict=True)), desc="benchmark", unit="model"):
         rows[label] = measure_file(m, data, imgsz, lat_imgsz, runs)
