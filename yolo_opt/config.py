@@ -67,7 +67,6 @@ ARGS: tuple[Arg, ...] = (
     Arg("lat_imgsz", int, 640, "image size of latency measurements", ("demo", "optimize", "benchmark"), 32, 4096),
     Arg("recipe", str, "cpu-onnx", "pipeline recipe: a shipped name (cpu-onnx, jetson-int8, accuracy-first) or a "
         ".yaml path", ("optimize", "demo")),
-    Arg("ft_epochs", int, 10, "epochs of the demo's pruning fine-tune", ("demo",), 1, 10000),
     Arg("max_objects", int, 6, "most objects per image", ("data",), 1, 100),
 )
 ARG_BY_NAME = {a.name: a for a in ARGS}
