@@ -52,11 +52,21 @@ ARGS: tuple[Arg, ...] = (
         ("train",), 0, 1),
     Arg("sparsity_epochs", int, 0, "length of the sparsity phase in epochs (0: a third of the epochs)", ("train",),
         0, 100000),
-    Arg("out", str, None, "output path (.pt for prune, a folder for data)", ("prune", "data")),
+    Arg("out", str, None, "output path (.pt for prune, a folder for data and bundle, the INT8 .onnx/.engine for export)",
+        ("prune", "data", "export", "bundle")),
     Arg("seed", int, 0, "dataset seed (same seed, same bytes)", ("data",), 0, 2**31 - 1),
     Arg("n_train", int, 400, "number of training images", ("data",), 1, 1000000),
     Arg("n_val", int, 100, "number of validation images", ("data",), 1, 1000000),
     Arg("max_objects", int, 6, "most objects per image", ("data",), 1, 100),
+)
+DEPLOY_MODES = ("export", "bundle")
+ARGS += (
+    Arg("calib", str, "minmax", "INT8 calibration (legacy: TensorRT's implicit calibrator, format=engine)",
+        DEPLOY_MODES, choices=("minmax", "entropy", "percentile", "legacy")),
+    Arg("calib_images", int, 256, "train images used for INT8 calibration", DEPLOY_MODES, 1, 100000),
+    Arg("per_channel", bool, True, "per-output-channel INT8 weight scales", DEPLOY_MODES),
+    Arg("max_map_drop", float, None, "largest accepted absolute mAP50-95 drop of INT8 vs FP32; sensitive layers are "
+        "kept in float to meet it", DEPLOY_MODES, 0, 1, high_open=True),
 )
 ARG_BY_NAME = {a.name: a for a in ARGS}
 
