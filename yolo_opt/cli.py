@@ -18,7 +18,8 @@ MODES = {
     "prune": "one-shot pruning without training: model=best.pt prune=0.5 out=pruned.pt",
     "val": "Ultralytics validation of any model (pruned ones too)",
     "predict": "Ultralytics prediction",
-    "export": "Ultralytics export (format=onnx, ...)",
+    "export": "Ultralytics export; int8=True or format=engine|jetson: INT8 QDQ ONNX / TensorRT / bundle (calib=, ...)",
+    "bundle": "Jetson folder (ONNX FP32+INT8, metadata, build_engine.py/.sh, infer.py): model= data= out=",
     "optimize": "the whole pipeline from a recipe: model=best.pt data=data.yaml recipe=jetson-int8 [name= key=...]",
     "benchmark": "measure models side by side: model=a.pt,b.onnx,... data=data.yaml [imgsz= lat_imgsz= name=]",
     "data": "write the generated demo dataset: out=DIR [seed= n_train= n_val= imgsz=]",
@@ -196,6 +197,40 @@ def run_benchmark(kwargs: dict[str, Any]) -> None:
     print(f"report: {out / 'report.md'}, plot: {out / 'report.png'}, figures: {out / 'results.json'}")
 
 
+def run_deploy(mode: str, kwargs: dict[str, Any]) -> None:
+    """`export` with int8/engine/jetson and `bundle`: parse, validate, delegate to yolo_opt.deploy."""
+    from yolo_opt.config import split_args
+    from yolo_opt.deploy import export
+
+    ours, rest = split_args(mode, kwargs)
+    int8 = rest.pop("int8", None)
+    quantize = rest.pop("quantize", None)
+    int8 = bool(int8) or str(quantize).lower() in {"8", "int8"}
+    fmt = "jetson" if mode == "bundle" else str(rest.pop("format", "onnx"))
+    model, data = rest.pop("model", None), rest.pop("data", None)
+    imgsz, workspace = rest.pop("imgsz", 640), rest.pop("workspace", None)
+    if rest:
+        raise ConfigError(f"unknown argument(s) for 'yolo-opt {mode}': {', '.join(rest)}; see 'yolo-opt help'")
+    if model is None:
+        raise ModelError("model= is required, e.g. model=best.pt")
+    if mode == "bundle" and not ours["out"]:
+        raise ConfigError("out= is required, e.g. out=jetson_bundle")
+    if data is not None:
+        check_data(data)
+    export(model, fmt, int8, data, imgsz, ours["calib"], ours["calib_images"], ours["per_channel"],
+           ours["max_map_drop"], ours["out"], workspace=float(workspace) if workspace else 4.0)
+
+
+def wants_deploy(mode: str, kwargs: dict[str, Any]) -> bool:
+    """True when `export` needs yolo-opt's deploy path (INT8, TensorRT engine, Jetson bundle)."""
+    if mode == "bundle":
+        return True
+    if mode != "export":
+        return False
+    int8 = kwargs.get("int8") is True or str(kwargs.get("quantize")).lower() in {"8", "int8"}
+    return int8 or str(kwargs.get("format", "")).lower() in {"engine", "jetson"}
+
+
 def run_data(kwargs: dict[str, Any]) -> None:
     from yolo_opt.config import split_args
     from yolo_opt.data import make_dataset
@@ -242,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
             run_optimize(kwargs)
         elif mode == "benchmark":
             run_benchmark(kwargs)
+        elif wants_deploy(mode, kwargs):
+            run_deploy(mode, kwargs)
         elif mode == "demo":
             from yolo_opt.demo import run_demo
 

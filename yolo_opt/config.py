@@ -58,7 +58,8 @@ ARGS: tuple[Arg, ...] = (
     Arg("qat_lr0", float, 1e-4, "learning rate of the QAT phase (AdamW)", ("train",), 0, 1, low_open=True),
     Arg("distill", bool, False, "recover by distillation from the unpruned model (or teacher=)", ("train",)),
     Arg("teacher", str, None, "teacher checkpoint for distill (default: the model before pruning)", ("train",)),
-    Arg("out", str, None, "output path (.pt for prune, a folder for data and demo)", ("prune", "data", "demo")),
+    Arg("out", str, None, "output path (.pt for prune, a folder for data, demo and bundle, the INT8 .onnx/.engine "
+        "for export)", ("prune", "data", "demo", "export", "bundle")),
     Arg("seed", int, 0, "dataset seed (same seed, same bytes)", ("data",), 0, 2**31 - 1),
     Arg("n_train", int, 300, "number of training images", ("data", "demo"), 1, 1000000),
     Arg("n_val", int, 80, "number of validation images", ("data", "demo"), 1, 1000000),
@@ -68,6 +69,15 @@ ARGS: tuple[Arg, ...] = (
     Arg("recipe", str, "cpu-onnx", "pipeline recipe: a shipped name (cpu-onnx, jetson-int8, accuracy-first) or a "
         ".yaml path", ("optimize", "demo")),
     Arg("max_objects", int, 6, "most objects per image", ("data",), 1, 100),
+)
+DEPLOY_MODES = ("export", "bundle")
+ARGS += (
+    Arg("calib", str, "minmax", "INT8 calibration (legacy: TensorRT's implicit calibrator, format=engine)",
+        DEPLOY_MODES, choices=("minmax", "entropy", "percentile", "legacy")),
+    Arg("calib_images", int, 256, "train images used for INT8 calibration", DEPLOY_MODES, 1, 100000),
+    Arg("per_channel", bool, True, "per-output-channel INT8 weight scales", DEPLOY_MODES),
+    Arg("max_map_drop", float, None, "largest accepted absolute mAP50-95 drop of INT8 vs FP32; sensitive layers are "
+        "kept in float to meet it", DEPLOY_MODES, 0, 1, high_open=True),
 )
 ARG_BY_NAME = {a.name: a for a in ARGS}
 

@@ -19,3 +19,7 @@ class DataError(YoloOptError):
 
 class PruneError(YoloOptError):
     """Pruning cannot be done as asked (unreachable target, unsupported layer)."""
+
+
+class DeployError(YoloOptError):
+    """Export, quantization or engine build cannot be done here (missing runtime, accuracy bound not met)."""

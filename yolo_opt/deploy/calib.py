@@ -1,0 +1,125 @@
+"""Calibration images: the dataset's train split, letterboxed exactly as Ultralytics validates."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from yolo_opt.errors import ConfigError, DataError
+
+IMG_SUFFIXES = {".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp"}
+
+
+def _as_hw(imgsz: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    if isinstance(imgsz, (list, tuple)):
+        h, w = (int(imgsz[0]), int(imgsz[-1]))
+    else:
+        h = w = int(imgsz)
+    if h < 1 or w < 1:
+        raise ConfigError(f"imgsz={imgsz} must be positive, e.g. imgsz=640")
+    return h, w
+
+
+def dataset_images(data: str | Path | None, split: str = "train") -> list[Path]:
+    """List the image files of one split of an Ultralytics `data.yaml` (sorted, deterministic).
+
+    Raises:
+        DataError: No data given, missing yaml, or the split has no images.
+    """
+    if data is None or str(data) == "":
+        raise DataError("INT8 calibration needs images: pass data=path/to/data.yaml (its train split is used)")
+    path = Path(str(data))
+    if path.suffix in {".yaml", ".yml"} and not path.exists():
+        raise DataError(f"dataset file not found: {path}; pass data=path/to/data.yaml")
+    from ultralytics.data.utils import check_det_dataset
+
+    try:
+        info = check_det_dataset(str(data), autodownload=False)
+    except Exception as e:  # Ultralytics raises FileNotFoundError/SyntaxError/... for bad yamls
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise DataError(f"cannot read dataset {data}: {first}") from e
+    roots = info.get(split) or info.get("val")
+    roots = roots if isinstance(roots, list) else [roots]
+    files: list[Path] = []
+    for root in roots:
+        root = Path(str(root))
+        if root.is_dir():
+            files += [p for p in root.rglob("*") if p.suffix.lower() in IMG_SUFFIXES]
+        elif root.suffix == ".txt" and root.exists():  # list file of image paths
+            for line in root.read_text().splitlines():
+                p = Path(line.strip())
+                p = p if p.is_absolute() else root.parent / p
+                if p.suffix.lower() in IMG_SUFFIXES and p.exists():
+                    files.append(p)
+    if not files:
+        raise DataError(f"no images found in the '{split}' split of {data}; check its '{split}:' path")
+    return sorted(set(files))
+
+
+def letterbox(image: np.ndarray, imgsz: int | tuple[int, int]) -> np.ndarray:
+    """Resize keeping aspect ratio and pad to `imgsz` with grey 114, centred (Ultralytics' LetterBox)."""
+    from ultralytics.data.augment import LetterBox
+
+    return LetterBox(new_shape=_as_hw(imgsz), auto=False, scaleup=True, center=True)(image=image)
+
+
+def preprocess(image_bgr: np.ndarray, imgsz: int | tuple[int, int]) -> np.ndarray:
+    """BGR uint8 HWC image -> float32 NCHW RGB in [0, 1] at `imgsz`, batch 1."""
+    im = letterbox(image_bgr, imgsz)
+    im = im[..., ::-1].transpose(2, 0, 1)
+    return np.ascontiguousarray(im, dtype=np.float32)[None] / 255.0
+
+
+def calibration_files(data: str | Path | None, n: int, seed: int = 0) -> list[Path]:
+    """Pick `n` train images (a seeded sample; all of them when there are fewer)."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ConfigError(f"calib_images={n!r} must be an integer >= 1, e.g. calib_images=256")
+    files = dataset_images(data, "train")
+    if len(files) > n:
+        files = sorted(random.Random(seed).sample(files, n))
+    return files
+
+
+def load_batches(files: list[Path], imgsz: int | tuple[int, int], progress: bool = True) -> list[np.ndarray]:
+    """Read and letterbox `files` into a list of (1, 3, H, W) float32 arrays, with a progress bar."""
+    import cv2
+    from ultralytics.utils.tqdm import TQDM as tqdm  # noqa: N813 (Ultralytics ships its own tqdm)
+
+    out = []
+    for f in tqdm(files, desc="calibration images", unit="img", disable=not progress, leave=False):
+        im = cv2.imread(str(f))
+        if im is None:
+            raise DataError(f"cannot read image {f}; remove it or fix the file")
+        out.append(preprocess(im, imgsz))
+    return out
+
+
+class CalibrationReader:
+    """ONNX Runtime `CalibrationDataReader` over preprocessed batches (re-iterable, with a progress bar)."""
+
+    def __init__(self, batches: list[np.ndarray], input_name: str, progress: bool = True, desc: str = "calibrating"):
+        self.batches, self.input_name, self.progress, self.desc = batches, input_name, progress, desc
+        self._it: Iterator[dict] | None = None
+
+    def _iter(self) -> Iterator[dict]:
+        from ultralytics.utils.tqdm import TQDM as tqdm  # noqa: N813 (Ultralytics ships its own tqdm)
+
+        for b in tqdm(self.batches, desc=self.desc, unit="batch", disable=not self.progress, leave=False):
+            yield {self.input_name: b}
+
+    def get_next(self) -> dict | None:
+        if self._it is None:
+            self._it = self._iter()
+        return next(self._it, None)
+
+    def rewind(self) -> None:
+        self._it = None
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._it = iter({self.input_name: b} for b in self.batches[start_index:end_index])
