@@ -57,7 +57,8 @@ def main() -> None:
     ap.add_argument("--out", default="runs/bench_deploy")
     args = ap.parse_args()
 
-    from yolo_opt.deploy import ort_latency, validate_onnx
+    from yolo_opt.bench import onnx_latency
+    from yolo_opt.deploy import validate_onnx
     from yolo_opt.prune import prune_checkpoint
 
     work = Path(args.out)
@@ -76,7 +77,7 @@ def main() -> None:
         times: dict[str, list[float]] = {k: [] for k in lat}
         for _ in range(args.rounds):
             for k, p in lat.items():
-                times[k].append(ort_latency(p, runs=args.runs, warmup=5, threads=args.threads)["median_ms"])
+                times[k].append(onnx_latency(p, runs=args.runs, warmup=5, threads=args.threads)["ms"])
         for k in acc:
             rows.append({
                 "model": mname, "variant": k, "size_mb": lat[k].stat().st_size / 1e6,

@@ -182,7 +182,7 @@ def optimize(model: str | Path, data: str | Path, recipe: str | Path = DEFAULT_R
         project: Parent folder of runs.
         **overrides: Any recipe key (yolo-opt or Ultralytics argument).
     """
-    from tqdm import tqdm
+    from ultralytics.utils import TQDM as tqdm  # noqa: N812 (Ultralytics ships its own progress bar)
 
     from yolo_opt.cli import check_data
     from yolo_opt.prune.io import load_model

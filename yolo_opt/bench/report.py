@@ -159,7 +159,7 @@ def write_report(rows: dict[str, dict[str, Any]], folder: str | Path, title: str
 def benchmark(models: Iterable[str | Path], data: str | Path, imgsz: int = 640, out: str | Path | None = None,
               lat_imgsz: int | None = None, runs: int = 30, names: Iterable[str] | None = None) -> dict[str, Any]:
     """`yolo-opt benchmark`: measure each model file and write the report. Returns the rows."""
-    from tqdm import tqdm
+    from ultralytics.utils import TQDM as tqdm  # noqa: N812 (Ultralytics ships its own progress bar)
 
     models = [Path(m) for m in models]
     for m in models:  # fail before measuring anything

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from yolo_opt.deploy.bundle import make_bundle
-from yolo_opt.deploy.latency import ort_latency
 from yolo_opt.deploy.onnx_export import export_onnx, load_onnx, validate_onnx
 from yolo_opt.deploy.quantize import (
     CALIB_METHODS,
@@ -33,7 +32,6 @@ __all__ = [
     "layer_sensitivity",
     "load_onnx",
     "make_bundle",
-    "ort_latency",
     "parse_calibration_cache",
     "quantize_onnx",
     "to_tensorrt_qdq",
