@@ -70,3 +70,76 @@ def test_benchmark_report_holds_json_figures(tmp_path, v8_checkpoint, tiny_data)
 def test_benchmark_missing_file(tmp_path, tiny_data):
     r = run_cli("benchmark", "model=nope.pt", f"data={tiny_data}", f"project={tmp_path}")
     assert r.returncode == 2 and "not found" in r.stderr
+
+
+OPT = ("imgsz=64", "epochs=1", "batch=8", "calib_images=8", "lat_imgsz=64", "plots=False", "workers=0",
+       "warmup_epochs=0")
+
+
+@pytest.fixture(scope="module")
+def optimized(tmp_path_factory, v8_checkpoint, tiny_data):
+    """A tiny `yolo-opt optimize` run of the default recipe, killed right after its prune stage, then resumed."""
+    import os
+    import subprocess
+    import sys
+
+    project = tmp_path_factory.mktemp("opt")
+    args = ["optimize", f"model={v8_checkpoint}", f"data={tiny_data}", "recipe=cpu-onnx", "name=tiny",
+            f"project={project}", *OPT]
+    kill = (
+        "import os, sys; import yolo_opt.pipeline as p\n"
+        "p.STAGE_FUNCS['export'] = lambda *a: os._exit(17)\n"
+        "from yolo_opt.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    env = {**os.environ, "YOLO_OFFLINE": "1"}
+    killed = subprocess.run([sys.executable, "-c", kill, *args], capture_output=True, text=True, timeout=900, env=env)
+    assert killed.returncode == 17, killed.stderr[-3000:]
+    state = json.loads((project / "tiny" / "state.json").read_text())
+    pruned_mtime = (project / "tiny" / "prune.pt").stat().st_mtime
+    resumed = run_cli(*args)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    return project / "tiny", state, pruned_mtime, resumed.stdout + resumed.stderr
+
+
+def test_resume_skips_finished_stages(optimized):
+    folder, state_at_kill, pruned_mtime, log = optimized
+    assert set(state_at_kill["stages"]) == {"baseline", "prune"}
+    assert "stage 'prune' already done" in log and "stage 'baseline' already done" in log
+    assert (folder / "prune.pt").stat().st_mtime == pruned_mtime  # not trained again
+    state = json.loads((folder / "state.json").read_text())
+    assert all(state["stages"][s]["status"] == "done" for s in ("baseline", "prune", "export", "ptq", "benchmark"))
+
+
+def test_optimize_report(optimized):
+    from yolo_opt.quant import count_qdq
+
+    folder = optimized[0]
+    rows = json.loads((folder / "results.json").read_text())
+    assert list(rows) == ["baseline", "pruned", "fp32 onnx", "ptq int8 onnx"]
+    assert rows["pruned"]["gflops"] < 0.6 * rows["baseline"]["gflops"]
+    assert count_qdq(folder / "model_int8.onnx") > 20
+    report = (folder / "report.md").read_text()
+    for row in rows.values():
+        assert f"{row['map50']:.3f}" in report
+    assert (folder / "report.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_resume_refuses_other_model(optimized, tmp_path, tiny_data):
+    from tests.conftest import make_checkpoint
+
+    other = make_checkpoint("yolo11n.yaml", tmp_path / "other.pt")
+    folder = optimized[0]
+    r = run_cli("optimize", f"model={other}", f"data={tiny_data}", "recipe=cpu-onnx", "name=tiny",
+                f"project={folder.parent}", *OPT)
+    assert r.returncode == 2 and "another model or dataset" in r.stderr
+
+
+def test_optimize_bad_inputs(tmp_path, v8_checkpoint, tiny_data):
+    r = run_cli("optimize", f"model={v8_checkpoint}", f"data={tiny_data}", "recipe=nope", f"project={tmp_path}")
+    assert r.returncode == 2 and "unknown recipe" in r.stderr
+    r = run_cli("optimize", f"model={v8_checkpoint}", f"data={tiny_data}", "stages=[baseline,zap]",
+                f"project={tmp_path}")
+    assert r.returncode == 2 and "unknown stage 'zap'" in r.stderr
+    r = run_cli("optimize", f"model={v8_checkpoint}", f"data={tiny_data}", "bogus_key=1", f"project={tmp_path}")
+    assert r.returncode == 2 and "unknown key 'bogus_key'" in r.stderr
+    assert not any(tmp_path.iterdir())
