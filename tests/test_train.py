@@ -114,3 +114,13 @@ def test_sparsity_then_bn_pruning(tmp_path, v8_checkpoint, tiny_data):
     log = r.stdout + r.stderr
     assert r.returncode == 0, log[-3000:]
     assert "prune step 1/1 at epoch 2" in log  # after the 1-epoch sparsity phase
+
+
+def test_steps_sharing_an_epoch_and_global_ranking(tmp_path, v8_checkpoint, tiny_data):
+    """More prune steps than epochs: every step still runs; prune_global ranks channels across layers."""
+    r = run_cli("train", f"model={v8_checkpoint}", f"data={tiny_data}", "epochs=1", "prune=0.4", "prune_steps=2",
+                "prune_global=True", f"project={tmp_path}", "name=g", *TRAIN)
+    log = r.stdout + r.stderr
+    assert r.returncode == 0, log[-3000:]
+    assert "prune step 1/2 at epoch 1" in log and "prune step 2/2 at epoch 1" in log
+    assert _params(tmp_path / "g" / "weights" / "last.pt") < 0.8 * _params(v8_checkpoint)

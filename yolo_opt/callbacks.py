@@ -130,11 +130,14 @@ class PruneController:
         """Run the pruning step scheduled for this epoch, if any."""
         if not self.active:
             return
+        run = meta(_unwrap(trainer.model))[RUN_KEY]
+        while run["steps_done"] < len(run["epochs"]) and trainer.epoch >= run["epochs"][run["steps_done"]]:
+            self._prune_step(trainer, run)
+
+    def _prune_step(self, trainer, run: dict) -> None:
+        """One pruning step on the trainer's (student) model, then fresh optimizer, scheduler and EMA."""
         model = _unwrap(trainer.model)
-        run = meta(model)[RUN_KEY]
         step = run["steps_done"]
-        if step >= len(run["epochs"]) or trainer.epoch < run["epochs"][step]:
-            return
         steps = len(run["epochs"])
         ratio = self._step_ratio(trainer, model, run, step + 1, steps)
         batches = loss_fn = None
