@@ -48,7 +48,8 @@ def main() -> None:
     ap.add_argument("--data", required=True)
     ap.add_argument("--imgsz", type=int, default=160, help="size for mAP")
     ap.add_argument("--lat-imgsz", type=int, default=320, help="size for latency")
-    ap.add_argument("--prune", type=float, default=0.5, help="also benchmark a pruned copy (0: skip)")
+    ap.add_argument("--prune", type=float, default=0.5, help="also benchmark a one-shot pruned copy (0: skip)")
+    ap.add_argument("--pruned", default=None, help="a pruned + fine-tuned .pt to benchmark instead of --prune")
     ap.add_argument("--calib", default="minmax,entropy,percentile")
     ap.add_argument("--calib-images", type=int, default=128)
     ap.add_argument("--runs", type=int, default=20, help="timed runs per round")
@@ -64,7 +65,9 @@ def main() -> None:
     work = Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
     models = {"baseline": Path(args.model)}
-    if args.prune > 0:
+    if args.pruned:
+        models["pruned"] = Path(args.pruned)
+    elif args.prune > 0:
         pruned = work / "pruned.pt"
         prune_checkpoint(args.model, pruned, prune=args.prune, imgsz=args.imgsz)
         models[f"pruned{args.prune}"] = pruned
