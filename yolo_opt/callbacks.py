@@ -166,7 +166,7 @@ class PruneController:
 
         LOGGER.info(
             f"yolo-opt: prune step {step + 1}/{steps} at epoch {trainer.epoch + 1} ({self.opts['prune_method']}, "
-            f"ratio {ratio:.3f}): GFLOPs {macs / run['base_macs']:.3f}x, params {params / run['base_params']:.3f}x"
+            f"ratio {'per-layer' if layer_ratios else f'{ratio:.3f}'}): GFLOPs {macs / run['base_macs']:.3f}x, params {params / run['base_params']:.3f}x"
         )
         self._rebuild_optimization(trainer)
 
