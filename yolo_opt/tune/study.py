@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 import warnings
@@ -266,6 +267,8 @@ def tune(
 
     if objectives not in OBJECTIVES:
         raise ConfigError(f"unknown objectives '{objectives}'; choose one of: {', '.join(OBJECTIVES)}")
+    if not re.fullmatch(r"[\w.-]+", str(study)):
+        raise ConfigError(f"study={study!r}: use letters, digits, '.', '-' or '_' (it names the run folder)")
     if int(trials) < 1:
         raise ConfigError(f"trials={trials} must be >= 1")
     fixed, ultra = _split_keys(train_kwargs)
