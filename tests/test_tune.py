@@ -64,7 +64,7 @@ def test_sqlite_study_completes_resumes_and_fails_killed_trial(tmp_path, v8_chec
     assert (run_dir / "trials" / "0001" / "weights" / "best.pt").exists()
     assert (run_dir / "pareto.png").stat().st_size > 5_000 and "| trial |" in (run_dir / "pareto.md").read_text()
     recipes = sorted((run_dir / "recipes").glob("*.yaml"))
-    assert recipes and all(f"{k}:" in recipes[0].read_text() for k in ("lr0", "prune_method", "epochs", "prune"))
+    assert recipes and all(f"{k}:" in recipes[0].read_text() for k in ("lr0", "prune_method", "epochs", "prune", "imgsz"))
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["states"] == {"COMPLETE": 2} and summary["pareto"]
 

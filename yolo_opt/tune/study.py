@@ -177,7 +177,7 @@ def run_trial(trial, model: str, data: str, fixed: dict[str, Any], ultralytics_a
     folder = run_dir / "trials" / f"{trial.number:04d}"
     trial.set_user_attr("dir", str(folder))
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-    trial.set_user_attr("train_keys", params)
+    trial.set_user_attr("train_keys", {**ultralytics_args, **params})  # all a recipe needs to reproduce the trial
     try:
         train_keys = {k: v for k, v in params.items() if k != "calib"}
         args = {"plots": False, "exist_ok": True, "verbose": False, **ultralytics_args, **train_keys}
