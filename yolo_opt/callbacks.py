@@ -56,6 +56,10 @@ class PruneController:
         self.opts = opts
         if opts.get("prune") and opts.get("prune_target") is not None:
             raise ConfigError("give prune=<channel fraction> or prune_target=<GFLOPs ratio>, not both")
+        if opts.get("prune_ratios") == "sensitivity":
+            from yolo_opt.prune.sensitivity import check_sensitivity_opts
+
+            check_sensitivity_opts(opts)
 
     @property
     def active(self) -> bool:
@@ -139,15 +143,21 @@ class PruneController:
         model = _unwrap(trainer.model)
         step = run["steps_done"]
         steps = len(run["epochs"])
-        ratio = self._step_ratio(trainer, model, run, step + 1, steps)
+        per_layer = self.opts.get("prune_ratios") == "sensitivity"
+        ratio = 0.0 if per_layer else self._step_ratio(trainer, model, run, step + 1, steps)
         batches = loss_fn = None
         if self.opts["prune_method"] == "taylor":
             n = self.opts["prune_batches"]
             batches = (trainer.preprocess_batch(b) for b in islice(trainer.train_loader, n))
             loss_fn = detection_loss
+        layer_ratios = None
+        if per_layer:  # per-group ratios from the sensitivity report, for the same GFLOPs goal
+            from yolo_opt.prune.sensitivity import run_layer_ratios
+
+            layer_ratios = run_layer_ratios(model, run, self.opts, step + 1, steps, trainer.args.imgsz)
         prune_model(
             model, ratio, self.opts["prune_method"], self.opts["prune_round"], self.opts["prune_global"],
-            trainer.args.imgsz, batches, loss_fn,
+            trainer.args.imgsz, batches, loss_fn, layer_ratios=layer_ratios,
         )
         macs, params = count_macs(model, trainer.args.imgsz)
         run["steps_done"] = step + 1
@@ -159,7 +169,7 @@ class PruneController:
 
         LOGGER.info(
             f"yolo-opt: prune step {step + 1}/{steps} at epoch {trainer.epoch + 1} ({self.opts['prune_method']}, "
-            f"ratio {ratio:.3f}): GFLOPs {macs / run['base_macs']:.3f}x, params {params / run['base_params']:.3f}x"
+            f"ratio {'per-layer' if layer_ratios else f'{ratio:.3f}'}): GFLOPs {macs / run['base_macs']:.3f}x, params {params / run['base_params']:.3f}x"
         )
         self._rewrap_distillation(trainer)
         self._rebuild_optimization(trainer)

@@ -24,6 +24,8 @@ MODES = {
     "benchmark": "measure models side by side: model=a.pt,b.onnx,... data=data.yaml [imgsz= lat_imgsz= name=]",
     "data": "write the generated demo dataset: out=DIR [seed= n_train= n_val= imgsz=]",
     "demo": "generated data -> small baseline -> pruned + fine-tuned model, with a table",
+    "sensitivity": "per-layer pruning sensitivity table + plot: model=best.pt data=data.yaml [ratios=0.25,0.5,0.75]",
+    "tune": "Optuna search, mAP vs latency: model=best.pt data=data.yaml trials=20 [storage=... study=...]",
     "help": "this help and the table of yolo-opt keys",
     "version": "print versions",
 }
@@ -146,6 +148,7 @@ def run_prune(kwargs: dict[str, Any]) -> None:
         model, ours["out"], prune=None if target is not None else ours["prune"], prune_target=target,
         prune_method=ours["prune_method"], round_to=ours["prune_round"], prune_global=ours["prune_global"],
         imgsz=int(imgsz), data=data, batches=ours["prune_batches"],
+        prune_ratios=ours["prune_ratios"], sensitivity=ours["sensitivity"],
     )
     print(
         f"pruned {model} -> {summary['out']}: ratio {summary['ratio']:.3f} ({summary['method']}), "
@@ -244,6 +247,42 @@ def run_data(kwargs: dict[str, Any]) -> None:
     print(f"dataset written: {path}")
 
 
+def run_sensitivity(kwargs: dict[str, Any]) -> None:
+    from yolo_opt.config import coerce, split_args
+    from yolo_opt.prune.sensitivity import layer_sensitivity
+
+    method = coerce("prune_method", kwargs.pop("prune_method", "l2"))
+    round_to = coerce("prune_round", kwargs.pop("prune_round", 8))
+    ours, rest = split_args("sensitivity", kwargs)
+    model, data = rest.pop("model", None), rest.pop("data", None)
+    imgsz, batch = int(rest.pop("imgsz", 640)), int(rest.pop("batch", 16))
+    out = Path(str(rest.pop("project", "runs/opt/sensitivity"))) / str(rest.pop("name", "exp"))
+    if rest:
+        raise ConfigError(f"unknown argument(s) for 'yolo-opt sensitivity': {', '.join(rest)}; see 'yolo-opt help'")
+    if model is None:
+        raise ModelError("model= is required, e.g. model=best.pt")
+    check_data(data)
+    report = layer_sensitivity(model, data, ours["ratios"], imgsz, method, round_to, ours["max_images"],
+                               ours["groups"], batch, out)
+    print((out / "sensitivity.md").read_text())
+    print(f"sensitivity of {len(report['groups'])} groups in {report['seconds']}s: {out}/sensitivity.json, .md, .png")
+
+
+def run_tune(kwargs: dict[str, Any]) -> None:
+    from yolo_opt.config import ARGS, split_args
+    from yolo_opt.tune import tune
+
+    tune_keys = {a.name for a in ARGS if "tune" in a.modes}
+    ours, _ = split_args("tune", {k: v for k, v in kwargs.items() if k in tune_keys})
+    rest = {k: v for k, v in kwargs.items() if k not in tune_keys}
+    model, data = rest.pop("model", None), rest.pop("data", None)
+    project = rest.pop("project", "runs/opt/tune")
+    if model is None:
+        raise ModelError("model= is required, e.g. model=best.pt")
+    summary = tune(model, data, project=project, **ours, **rest)
+    print(f"study '{summary['study']}' ({summary['storage']}): {summary['states']}; recipes: {summary['recipes']}")
+
+
 def run_help() -> None:
     from yolo_opt.config import help_table
 
@@ -279,6 +318,10 @@ def main(argv: list[str] | None = None) -> int:
             run_benchmark(kwargs)
         elif wants_deploy(mode, kwargs):
             run_deploy(mode, kwargs)
+        elif mode == "sensitivity":
+            run_sensitivity(kwargs)
+        elif mode == "tune":
+            run_tune(kwargs)
         elif mode == "demo":
             from yolo_opt.demo import run_demo
 

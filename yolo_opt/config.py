@@ -69,6 +69,28 @@ ARGS: tuple[Arg, ...] = (
     Arg("recipe", str, "cpu-onnx", "pipeline recipe: a shipped name (cpu-onnx, jetson-int8, accuracy-first) or a "
         ".yaml path", ("optimize", "demo")),
     Arg("max_objects", int, 6, "most objects per image", ("data",), 1, 100),
+    # sensitivity analysis and per-layer ratios (yolo_opt.prune.sensitivity)
+    Arg("prune_ratios", str, "uniform", "per-layer ratios: one ratio everywhere, or allocated from sensitivity=",
+        PRUNE_MODES, choices=("uniform", "sensitivity")),
+    Arg("sensitivity", str, None, "sensitivity.json from 'yolo-opt sensitivity' (for prune_ratios=sensitivity)",
+        PRUNE_MODES),
+    Arg("ratios", str, "0.25,0.5,0.75", "pruning ratios tried on each group, comma-separated", ("sensitivity",)),
+    Arg("max_images", int, None, "score only the first N val images (faster, noisier)", ("sensitivity",), 1, 10**9),
+    Arg("groups", str, None, "only these groups (comma-separated root layer names, e.g. model.4.cv0)",
+        ("sensitivity",)),
+    # Optuna compression search (yolo_opt.tune)
+    Arg("trials", int, 20, "total trials of the study (a resumed study runs only the missing ones)", ("tune",),
+        1, 100000),
+    Arg("storage", str, None, "Optuna storage URL (default: SQLite study.db in the run folder; "
+        "postgresql://user:pw@host/db to share a study between machines)", ("tune",)),
+    Arg("study", str, "tune", "study name (also the run folder runs/opt/tune/<study>)", ("tune",)),
+    Arg("objectives", str, "map,latency", "what to optimize: map and one of latency (ONNX Runtime ms) or gflops",
+        ("tune",), choices=("map,latency", "map,gflops")),
+    Arg("max_epochs", int, 10, "largest fine-tuning epochs a trial may draw (fix it with epochs=)", ("tune",),
+        1, 10000),
+    Arg("top", int, 3, "Pareto-optimal trials written as recipe YAML files", ("tune",), 0, 1000),
+    Arg("heartbeat", int, 60, "seconds between trial heartbeats; a trial silent for 2x this becomes FAIL",
+        ("tune",), 1, 86400),
 )
 DEPLOY_MODES = ("export", "bundle")
 ARGS += (

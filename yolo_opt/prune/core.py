@@ -94,6 +94,25 @@ def _no_forward_hooks(model: nn.Module):
             m._forward_hooks = hooks
 
 
+@contextmanager
+def traceable(model: nn.Module):
+    """Every float parameter requires grad while tracing, then restored.
+
+    DepGraph follows autograd: in a released (frozen) checkpoint the first layers, reached only by an input that
+    needs no grad, are invisible to it and form no group (yolov8n: model.0 and model.1). The trainer's model is
+    trainable, so tracing this way gives the groups the trainer sees.
+    """
+    params = [p for p in model.parameters() if p.is_floating_point()]
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(True)
+    try:
+        yield model
+    finally:
+        for p, flag in zip(params, flags, strict=True):
+            p.requires_grad_(flag)
+
+
 def _example_input(model: nn.Module, imgsz: int) -> torch.Tensor:
     p = next(model.parameters())
     ch = getattr(model, "yaml", {}).get("ch", 3) if isinstance(getattr(model, "yaml", None), dict) else 3
@@ -125,9 +144,27 @@ class _NearestRoundPruner(tp.pruner.MetaPruner):
         return max(current_channels - min(kept, current_channels), 0)
 
 
+def group_root(model: nn.Module, name: str) -> nn.Module:
+    """The torch-pruning root layer named `name` (an Ultralytics `Conv` wrapper resolves to its `nn.Conv2d`)."""
+    try:
+        module = model.get_submodule(name)
+    except AttributeError:
+        raise PruneError(
+            f"layer '{name}' is not in this model; per-layer ratios (sensitivity=) must come from the same model"
+        ) from None
+    return module.conv if isinstance(getattr(module, "conv", None), nn.Conv2d) else module
+
+
 def _build_pruner(
-    model: nn.Module, ratio: float, method: str, round_to: int | None, global_pruning: bool, imgsz: int
+    model: nn.Module,
+    ratio: float,
+    method: str,
+    round_to: int | None,
+    global_pruning: bool,
+    imgsz: int,
+    layer_ratios: dict[str, float] | None = None,
 ) -> tp.pruner.MetaPruner:
+    ratio_dict = {group_root(model, name): float(r) for name, r in (layer_ratios or {}).items()}
     return _NearestRoundPruner(
         model,
         _example_input(model, imgsz),
@@ -138,24 +175,16 @@ def _build_pruner(
         ignored_layers=ignored_layers(model),
         round_to=round_to,
         forward_fn=_forward_outputs,
+        pruning_ratio_dict=ratio_dict or None,
     )
 
 
 def _accumulate_gradients(model: nn.Module, batches: Iterable, loss_fn: Callable) -> None:
-    model.zero_grad(set_to_none=True)
-    params = [p for p in model.parameters() if p.is_floating_point()]
-    frozen = [p.requires_grad for p in params]
-    for p in params:
-        p.requires_grad_(True)  # released checkpoints are saved frozen; every channel needs a score
+    model.zero_grad(set_to_none=True)  # called inside `traceable`: every channel gets a gradient to score
     seen = 0
-    try:
-        for batch in batches:
-            loss = loss_fn(model, batch)
-            loss.backward()
-            seen += 1
-    finally:
-        for p, flag in zip(params, frozen, strict=True):
-            p.requires_grad_(flag)
+    for batch in batches:
+        loss_fn(model, batch).backward()
+        seen += 1
     if not seen:
         raise PruneError("prune_method=taylor needs training batches to score channels; pass data=")
 
@@ -169,6 +198,7 @@ def prune_model(
     imgsz: int = 640,
     batches: Iterable | None = None,
     loss_fn: Callable | None = None,
+    layer_ratios: dict[str, float] | None = None,
 ) -> nn.Module:
     """Remove `ratio` of the prunable channels of a YOLO detection model, in place.
 
@@ -181,6 +211,9 @@ def prune_model(
         imgsz: Image size of the tracing input.
         batches: Training batches, needed by gradient-based criteria (taylor).
         loss_fn: `loss_fn(model, batch) -> scalar loss`, needed with `batches`.
+        layer_ratios: Per-group ratios that override `ratio`, keyed by the group's root layer name
+            (e.g. `{"model.4.cv1": 0.6}`, as listed by `yolo_opt.prune.sensitivity.prunable_groups`); see
+            `yolo_opt.prune.sensitivity.allocate_ratios` for ratios from a sensitivity analysis.
 
     Returns:
         The same model, pruned.
@@ -190,11 +223,13 @@ def prune_model(
         _importance(method)  # raises the clear error
     check_detection_model(model)
     make_prunable(model)
-    if ratio == 0:
+    for name, r in (layer_ratios or {}).items():
+        check_ratio(r, f"ratio of {name}")
+    if ratio == 0 and not any((layer_ratios or {}).values()):
         return model
     try:
-        with _eval_mode(model), _no_forward_hooks(model):
-            pruner = _build_pruner(model, ratio, method, round_to, global_pruning, imgsz)
+        with _eval_mode(model), _no_forward_hooks(model), traceable(model):
+            pruner = _build_pruner(model, ratio, method, round_to, global_pruning, imgsz, layer_ratios)
             if method == "taylor":
                 if batches is None or loss_fn is None:
                     raise PruneError("prune_method=taylor needs training data to score channels; pass data=")

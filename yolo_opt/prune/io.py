@@ -112,10 +112,14 @@ def prune_checkpoint(
     imgsz: int = 640,
     data: str | None = None,
     batches: int = 8,
+    prune_ratios: str = "uniform",
+    sensitivity: str | Path | None = None,
 ) -> dict:
     """One-shot pruning without training: load `model`, prune, save to `out`. Returns a summary dict.
 
-    Exactly one of `prune` (channel fraction) or `prune_target` (GFLOPs ratio to keep) is used.
+    Exactly one of `prune` (channel fraction) or `prune_target` (GFLOPs ratio to keep) is used. With
+    `prune_ratios="sensitivity"` and a `sensitivity` report, per-group ratios reach the same GFLOPs (see
+    `yolo_opt.prune.sensitivity.allocate_ratios`).
     """
     from yolo_opt.errors import ConfigError
     from yolo_opt.prune.core import PRUNE_METHODS, check_ratio, count_macs, prune_model, ratio_for_macs
@@ -133,25 +137,42 @@ def prune_checkpoint(
         check_target(prune_target)
     if prune_method == "taylor" and not data:
         raise ConfigError("prune_method=taylor scores channels with training batches; pass data=data.yaml")
+    layer_ratios = None
+    if prune_ratios == "sensitivity":
+        from yolo_opt.prune.sensitivity import check_sensitivity_opts
+
+        check_sensitivity_opts({"sensitivity": sensitivity, "prune_global": prune_global})
+    elif prune_ratios != "uniform":
+        raise ConfigError(f"unknown prune_ratios '{prune_ratios}'; choose one of: uniform, sensitivity")
     net = load_model(model)
     base_macs, base_params = count_macs(net, imgsz)
-    ratio = prune if prune is not None else ratio_for_macs(net, prune_target, prune_method, round_to, prune_global, imgsz=min(imgsz, 320))
+    if prune_ratios == "sensitivity":
+        from yolo_opt.prune.sensitivity import sensitivity_ratios
+
+        layer_ratios, _ = sensitivity_ratios(net, sensitivity, prune, prune_target, round_to, imgsz=min(imgsz, 320))
+        ratio = 0.0
+    else:
+        ratio = prune if prune is not None else ratio_for_macs(net, prune_target, prune_method, round_to, prune_global, imgsz=min(imgsz, 320))
     loader, loss_fn = (None, None)
     if prune_method == "taylor":
         from yolo_opt.prune.data import taylor_batches
 
         loader, loss_fn = taylor_batches(net, data, imgsz, batches)
-    prune_model(net, ratio, prune_method, round_to, prune_global, imgsz, loader, loss_fn)
+    prune_model(net, ratio, prune_method, round_to, prune_global, imgsz, loader, loss_fn, layer_ratios=layer_ratios)
     macs, params = count_macs(net, imgsz)
     info = meta(net)
     info.setdefault("base_macs", base_macs)
     info.setdefault("base_params", base_params)
-    info.setdefault("history", []).append({"ratio": ratio, "method": prune_method, "macs": macs, "params": params})
+    step = {"ratio": ratio, "method": prune_method, "macs": macs, "params": params}
+    if layer_ratios:
+        step["layer_ratios"] = layer_ratios
+    info.setdefault("history", []).append(step)
     save_model(net, out)
     return {
         "out": str(out),
         "ratio": ratio,
         "method": prune_method,
+        "layer_ratios": layer_ratios,
         "params": params,
         "params_ratio": params / base_params,
         "gflops": 2 * macs / 1e9,
