@@ -23,7 +23,7 @@ MODES = {
     "optimize": "the whole pipeline from a recipe: model=best.pt data=data.yaml recipe=jetson-int8 [name= key=...]",
     "benchmark": "measure models side by side: model=a.pt,b.onnx,... data=data.yaml [imgsz= lat_imgsz= name=]",
     "data": "write the generated demo dataset: out=DIR [seed= n_train= n_val= imgsz=]",
-    "demo": "generated data -> small baseline -> pruned + fine-tuned model, with a table",
+    "demo": "generated data -> small CPU-trained baseline -> the default recipe (prune, INT8 ONNX), with a table",
     "sensitivity": "per-layer pruning sensitivity table + plot: model=best.pt data=data.yaml [ratios=0.25,0.5,0.75]",
     "tune": "Optuna search, mAP vs latency: model=best.pt data=data.yaml trials=20 [storage=... study=...]",
     "help": "this help and the table of yolo-opt keys",
@@ -287,8 +287,9 @@ def run_help() -> None:
     from yolo_opt.config import help_table
 
     print("usage: yolo-opt MODE key=value ...\n\nmodes:")
+    width = max(map(len, MODES))
     for mode, text in MODES.items():
-        print(f"  {mode:<8} {text}")
+        print(f"  {mode:<{width}}  {text}")
     print("\nyolo-opt keys (every other key is an Ultralytics argument, see 'yolo cfg'):")
     print(help_table())
 
