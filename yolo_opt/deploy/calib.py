@@ -122,4 +122,19 @@ class CalibrationReader:
         return len(self.batches)
 
     def set_range(self, start_index: int, end_index: int) -> None:
-        self._it = iter({self.input_name: b} for b in self.batches[start_index:end_index])
+        """Serve only batches [start_index, end_index) until the next rewind or set_range."""
+        if self.progress and start_index == 0:
+            from ultralytics.utils.tqdm import TQDM as tqdm  # noqa: N813
+
+            self._bar = tqdm(total=len(self.batches), desc=self.desc, unit="batch", leave=False)
+        bar = getattr(self, "_bar", None)
+
+        def chunk() -> Iterator[dict]:
+            for b in self.batches[start_index:end_index]:
+                yield {self.input_name: b}
+                if bar is not None:
+                    bar.update(1)
+            if bar is not None and end_index >= len(self.batches):
+                bar.close()
+
+        self._it = chunk()

@@ -24,6 +24,7 @@ import numpy as np
 from yolo_opt.errors import ConfigError, DeployError
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
+CALIB_CHUNK = 8  # images per calibrator call: bounds memory at any image size
 QUANT_OPS = ("Conv", "Sigmoid", "Mul", "Add", "Concat", "Split", "MaxPool", "Resize", "Slice")
 
 
@@ -132,7 +133,12 @@ def calibrate(model_path: str | Path, reader, method: str = "minmax", workdir: s
             calibrate_method=cm, extra_options=options,
         )
         try:
-            calibrator.collect_data(reader)
+            # ONNX Runtime keeps every activation of every image it is given before reducing them to ranges or
+            # histograms (yolov8n at 640 px: ~190 MB an image), so feed it a chunk at a time; both calibrator
+            # kinds merge what successive calls collect.
+            for start in range(0, len(reader), CALIB_CHUNK):
+                reader.set_range(start, min(len(reader), start + CALIB_CHUNK))
+                calibrator.collect_data(reader)
             ranges = calibrator.compute_data()
         except ValueError as e:  # numpy histogram of a degenerate (constant/near-zero) activation range
             raise DeployError(f"calib={method} failed on this model ({str(e).splitlines()[0][:120]}); "
