@@ -143,3 +143,23 @@ def test_optimize_bad_inputs(tmp_path, v8_checkpoint, tiny_data):
     r = run_cli("optimize", f"model={v8_checkpoint}", f"data={tiny_data}", "bogus_key=1", f"project={tmp_path}")
     assert r.returncode == 2 and "unknown key 'bogus_key'" in r.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_jetson_recipe_end_to_end(tmp_path, v8_checkpoint, tiny_data):
+    """prune -> QAT -> export -> bundle -> engine (skipped without TensorRT) -> benchmark, on the tiny model."""
+    r = run_cli("optimize", f"model={v8_checkpoint}", f"data={tiny_data}", "recipe=jetson-int8", "name=j",
+                f"project={tmp_path}", "qat_epochs=1", "prune_steps=1", *OPT)
+    log = r.stdout + r.stderr
+    assert r.returncode == 0, log[-3000:]
+    folder = tmp_path / "j"
+    state = json.loads((folder / "state.json").read_text())
+    assert [s for s in state["stages"]] == ["baseline", "prune", "qat", "export", "bundle", "engine", "benchmark"]
+    bundle = folder / "jetson"
+    assert {"model_fp32.onnx", "model_int8.onnx", "metadata.json", "build_engine.py", "infer.py"} <= {
+        p.name for p in bundle.iterdir()}
+    rows = json.loads((folder / "results.json").read_text())
+    assert {"baseline", "pruned", "fp32 onnx", "qat int8 onnx"} <= set(rows)
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        assert "skipped" in state["stages"]["engine"] and "TensorRT" in state["stages"]["engine"]["skipped"]
