@@ -250,6 +250,10 @@ def attach(model, **opts) -> PruneController:
     ours, rest = split_args("train", opts)
     if rest:
         raise ConfigError(f"not yolo-opt training options: {', '.join(rest)} (pass Ultralytics arguments to train())")
+    phased = [k for k in ("qat", "distill", "teacher") if k in opts]
+    if phased:
+        raise ConfigError(f"attach() handles pruning only; for {', '.join(phased)} use yolo_opt.train(...), or pass "
+                          "quantize=8 / distill_model=teacher.pt to model.train()")
     controller = PruneController(ours)
     for event, fn in controller.callbacks().items():
         model.add_callback(event, fn)
