@@ -124,3 +124,18 @@ def test_steps_sharing_an_epoch_and_global_ranking(tmp_path, v8_checkpoint, tiny
     assert r.returncode == 0, log[-3000:]
     assert "prune step 1/2 at epoch 1" in log and "prune step 2/2 at epoch 1" in log
     assert _params(tmp_path / "g" / "weights" / "last.pt") < 0.8 * _params(v8_checkpoint)
+
+
+def test_python_api_attach(tmp_path, v8_checkpoint, tiny_data):
+    """The README's Python path: attach() to a YOLO model, then Ultralytics' own model.train()."""
+    code = (
+        "from ultralytics import YOLO; from yolo_opt import attach, ConfigError\n"
+        f"m = YOLO(r'{v8_checkpoint}'); attach(m, prune=0.5)\n"
+        f"m.train(data=r'{tiny_data}', epochs=1, imgsz=64, batch=8, workers=0, plots=False, project=r'{tmp_path}',"
+        " name='api', exist_ok=True, warmup_epochs=0)\n"
+        "try:\n    attach(m, qat=True)\nexcept ConfigError as e:\n    print('refused:', e)\n"
+    )
+    r = run_python(code)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "refused: attach() handles pruning only" in r.stdout
+    assert _params(tmp_path / "api" / "weights" / "last.pt") < 0.45 * _params(v8_checkpoint)
