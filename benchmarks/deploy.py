@@ -29,10 +29,11 @@ def ultralytics_int8(pt: Path, data: str, imgsz: int, workdir: Path) -> Path:
     return Path(YOLO(str(local)).export(format="onnx", quantize=8, data=data, imgsz=imgsz, batch=1))
 
 
-def artefacts(pt: Path, data: str, imgsz: int, workdir: Path, calibs: list[str], n_calib: int) -> dict[str, Path]:
+def artefacts(name: str, pt: Path, data: str, imgsz: int, workdir: Path, calibs: list[str],
+              n_calib: int) -> dict[str, Path]:
     from yolo_opt.deploy import export_onnx, quantize_onnx
 
-    d = workdir / f"{pt.stem}_{imgsz}"
+    d = workdir / f"{name}_{imgsz}"  # per model label: two models may both be called best.pt
     d.mkdir(parents=True, exist_ok=True)
     fp32 = export_onnx(pt, d / "fp32.onnx", imgsz=imgsz)
     out = {"fp32": fp32}
@@ -74,8 +75,8 @@ def main() -> None:
     calibs = [c for c in args.calib.split(",") if c]
     rows = []
     for mname, pt in models.items():
-        acc = artefacts(pt, args.data, args.imgsz, work, calibs, args.calib_images)
-        lat = artefacts(pt, args.data, args.lat_imgsz, work, calibs, args.calib_images)
+        acc = artefacts(mname, pt, args.data, args.imgsz, work, calibs, args.calib_images)
+        lat = artefacts(mname, pt, args.data, args.lat_imgsz, work, calibs, args.calib_images)
         maps = {k: validate_onnx(p, args.data, args.imgsz) for k, p in acc.items()}
         times: dict[str, list[float]] = {k: [] for k in lat}
         for _ in range(args.rounds):
