@@ -115,7 +115,7 @@ def test_optimize_report(optimized):
 
     folder = optimized[0]
     rows = json.loads((folder / "results.json").read_text())
-    assert list(rows) == ["baseline", "pruned", "fp32 onnx", "ptq int8 onnx"]
+    assert list(rows) == ["baseline", "pruned", "baseline onnx", "fp32 onnx", "ptq int8 onnx"]
     assert rows["pruned"]["gflops"] < 0.6 * rows["baseline"]["gflops"]
     assert count_qdq(folder / "model_int8.onnx") > 20
     report = (folder / "report.md").read_text()

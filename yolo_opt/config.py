@@ -65,7 +65,8 @@ ARGS: tuple[Arg, ...] = (
     Arg("n_val", int, 80, "number of validation images", ("data", "demo"), 1, 1000000),
     Arg("base_epochs", int, 30, "epochs of the demo's baseline training", ("demo",), 1, 10000),
     Arg("arch", str, "yolov8n", "Ultralytics model yaml stem the demo trains (yolov8n, yolo11n, ...)", ("demo",)),
-    Arg("lat_imgsz", int, 640, "image size of latency measurements", ("demo", "optimize", "benchmark"), 32, 4096),
+    Arg("lat_imgsz", int, None, "image size of .pt latency (default: imgsz; an ONNX is timed at its own input size)",
+        ("demo", "optimize", "benchmark"), 32, 4096),
     Arg("recipe", str, "cpu-onnx", "pipeline recipe: a shipped name (cpu-onnx, jetson-int8, accuracy-first) or a "
         ".yaml path", ("optimize", "demo")),
     Arg("max_objects", int, 6, "most objects per image", ("data",), 1, 100),

@@ -249,7 +249,11 @@ def _stage_export(run: Run, cfg: dict[str, Any], imgsz: int) -> None:
     if src.name == "qat.pt":  # the QAT model's ONNX is the QDQ one; export the float model it started from
         src = run.path("pruned_pt") or run.path("baseline_pt") or src
     out = export_onnx(src, run.folder / "model_fp32.onnx", imgsz=imgsz)
-    run.record("export", {"onnx": out, "fp32_onnx": out})
+    artefacts = {"onnx": out, "fp32_onnx": out}
+    base = run.path("baseline_pt")
+    if base is not None and base != src:  # the ONNX Runtime reference for the compressed models
+        artefacts["baseline_onnx"] = export_onnx(base, run.folder / "baseline_fp32.onnx", imgsz=imgsz)
+    run.record("export", artefacts)
 
 
 def _stage_ptq(run: Run, cfg: dict[str, Any], imgsz: int) -> None:
@@ -292,7 +296,8 @@ def _stage_engine(run: Run, cfg: dict[str, Any], imgsz: int) -> None:
 def _stage_benchmark(run: Run, cfg: dict[str, Any], imgsz: int) -> dict[str, Any]:
     from yolo_opt.bench.report import benchmark
 
-    labels = {"baseline_pt": "baseline", "pruned_pt": "pruned", "fp32_onnx": "fp32 onnx", "qat_onnx": "qat int8 onnx",
+    labels = {"baseline_pt": "baseline", "pruned_pt": "pruned", "baseline_onnx": "baseline onnx",
+              "fp32_onnx": "fp32 onnx", "qat_onnx": "qat int8 onnx",
               "ptq_onnx": "ptq int8 onnx", "engine": "engine"}
     chosen = {label: run.path(kind) for kind, label in labels.items() if run.path(kind)}
     if not chosen:

@@ -28,9 +28,15 @@ def torch_latency(weights: str | Path, imgsz: int = 640, runs: int = 30, warmup:
 
     model = load_model(weights).fuse(verbose=False).eval()
     x = torch.rand(1, 3, imgsz, imgsz)
-    with torch.inference_mode():
-        ms = _median_ms(lambda: model(x), runs, warmup)
-    return {"ms": ms, "threads": torch.get_num_threads(), "imgsz": imgsz}
+    before = torch.get_num_threads()
+    threads = os.cpu_count() or 1  # as ONNX Runtime: one thread per core (training may have lowered it)
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            ms = _median_ms(lambda: model(x), runs, warmup)
+    finally:
+        torch.set_num_threads(before)
+    return {"ms": ms, "threads": threads, "imgsz": imgsz}
 
 
 def onnx_latency(path: str | Path, imgsz: int | None = None, runs: int = 30, warmup: int = 5,

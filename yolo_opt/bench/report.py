@@ -91,6 +91,10 @@ def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
     """Side-by-side table, each figure also as a ratio to the first row."""
     names = list(rows)
     ref = rows[names[0]]
+    # latency compares like with like: each row against the first row timed on the same runtime
+    first_of_runtime: dict[str, dict[str, Any]] = {}
+    for r in rows.values():
+        first_of_runtime.setdefault(r.get("runtime"), r)
     lines = [
         "| stage | file | params (M) | GFLOPs | size (MB) | mAP50-95 | mAP50 | latency (ms) | runtime |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -102,14 +106,16 @@ def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
         lines.append(
             f"| {name} | {Path(r['file']).name} | {_fmt(params, ref_params)} | {_fmt(r.get('gflops'), ref.get('gflops'))} "
             f"| {_fmt(r['size_mb'], ref['size_mb'])} | {_fmt(r['map'], ref['map'])} | {r['map50']:.3f} "
-            f"| {_fmt(r.get('latency_ms'), ref.get('latency_ms'))} | {r.get('runtime', '-')} |"
+            f"| {_fmt(r.get('latency_ms'), first_of_runtime[r.get('runtime')].get('latency_ms'))} "
+            f"| {r.get('runtime', '-')} |"
         )
     threads = {r.get("threads") for r in rows.values() if r.get("threads")}
     sizes = {r.get("lat_imgsz") for r in rows.values()}
     lines.append("")
     lines.append(f"Latency: batch 1, median of timed runs after warm-up, {'/'.join(map(str, sorted(threads)))} "
                  f"threads, input {'/'.join(map(str, sorted(s for s in sizes if s)))} px; mAP from the Ultralytics "
-                 f"validator on the val split. Ratios are to the first row.")
+                 f"validator on the val split. Ratios are to the first row (latency: to the first row "
+                 f"on the same runtime).")
     return "\n".join(lines)
 
 
@@ -125,12 +131,13 @@ def plot(rows: dict[str, dict[str, Any]], out: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     sizes = [r["size_mb"] for r in rows.values()]
     scale = 900 / max(sizes) if sizes and max(sizes) else 1
-    for name, r in rows.items():
+    for i, (name, r) in enumerate(rows.items()):
         if r.get("latency_ms") is None:
             continue
         ax.scatter(r["latency_ms"], r["map"], s=max(30, r["size_mb"] * scale), alpha=0.6, edgecolors="k")
-        ax.annotate(f"{name}\n{r['size_mb']:.1f} MB", (r["latency_ms"], r["map"]), textcoords="offset points",
-                    xytext=(8, 6), fontsize=8)
+        ax.annotate(f"{name}\n{r['size_mb']:.1f} MB, {r.get('runtime', '')}", (r["latency_ms"], r["map"]),
+                    textcoords="offset points",
+                    xytext=(8, 6 if i % 2 == 0 else -22), fontsize=8)  # alternate sides: neighbours stay legible
     ax.set_xlabel("CPU latency, batch 1 (ms)")
     ax.set_ylabel("mAP50-95")
     ax.set_title("yolo-opt: accuracy vs latency (marker area = file size)")
