@@ -26,8 +26,9 @@ def taylor_batches(model: nn.Module, data: str, imgsz: int, n: int, batch_size: 
         info = check_det_dataset(str(data))
     except Exception as e:
         raise DataError(f"cannot read dataset '{data}' ({str(e).splitlines()[0][:160]}); pass a valid data.yaml") from e
-    if info["nc"] != len(model.names) if hasattr(model, "names") else False:
-        raise DataError(f"dataset has {info['nc']} classes but the model has {len(model.names)}")
+    names = getattr(model, "names", None)
+    if names and info["nc"] != len(names):
+        raise DataError(f"dataset has {info['nc']} classes but the model has {len(names)}")
     cfg = get_cfg(overrides={"imgsz": imgsz, "data": str(data), "mode": "train"})
     model.args = cfg
     stride = int(max(model.stride.max(), 32))
