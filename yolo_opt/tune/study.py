@@ -111,21 +111,12 @@ def open_storage(url: str | None, run_dir: str | Path, heartbeat: int = 60):
 
 
 # ---- search space ------------------------------------------------------------------------------------------------
-def deploy_calibrations() -> tuple[str, ...]:
-    """Calibration methods of `yolo_opt.deploy` when that package is installed (else none: no such dimension)."""
-    try:
-        from yolo_opt import deploy  # built on another branch; optional here
-    except ImportError:
-        return ()
-    return tuple(getattr(deploy, "CALIB_METHODS", ()) or ())
-
-
 def suggest(trial, fixed: dict[str, Any], max_epochs: int) -> dict[str, Any]:
     """yolo-opt train keys of one trial: the searched ones drawn by `trial`, the `fixed` ones as given.
 
     Searched (unless fixed): epochs 1..max_epochs, lr0 log 1e-4..1e-2, prune_target (GFLOPs to keep) 0.3..0.9
     (not when prune= is fixed), prune_method l2/l1/taylor, prune_steps 1..min(3, epochs), prune_ratios
-    uniform/sensitivity when sensitivity= is given, and calib when `yolo_opt.deploy` provides CALIB_METHODS.
+    uniform/sensitivity when sensitivity= is given.
     """
     p: dict[str, Any] = dict(fixed)
     if "epochs" not in p:
@@ -140,9 +131,6 @@ def suggest(trial, fixed: dict[str, Any], max_epochs: int) -> dict[str, Any]:
         p["prune_steps"] = trial.suggest_int("prune_steps", 1, max(1, min(3, int(p["epochs"]))))
     if p.get("sensitivity") and "prune_ratios" not in p:
         p["prune_ratios"] = trial.suggest_categorical("prune_ratios", ("uniform", "sensitivity"))
-    calibs = deploy_calibrations()
-    if calibs and "calib" not in p:
-        p["calib"] = trial.suggest_categorical("calib", calibs)
     return p
 
 
@@ -152,11 +140,14 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0][:300]}" if text else type(e).__name__
 
 
-def _measure(weights: Path, data: str, imgsz: int, latency: bool, metrics: Any) -> dict[str, float]:
+def _measure(weights: Path, data: str, imgsz: int, latency: bool, metrics: dict | None) -> dict[str, float]:
     from yolo_opt.bench.measure import model_stats, onnx_latency, validate
 
-    box = getattr(metrics, "box", None)
-    scores = {"map": float(box.map), "map50": float(box.map50)} if box is not None else validate(weights, data, imgsz)
+    key = "metrics/mAP50-95(B)"
+    if metrics and key in metrics:  # the trainer's final validation of best.pt: no second pass
+        scores = {"map": float(metrics[key]), "map50": float(metrics["metrics/mAP50(B)"])}
+    else:
+        scores = validate(weights, data, imgsz)
     stats = model_stats(weights, imgsz)
     scores.update(gflops=stats["gflops"], params=float(stats["params"]))
     if latency:
@@ -179,9 +170,8 @@ def run_trial(trial, model: str, data: str, fixed: dict[str, Any], ultralytics_a
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     trial.set_user_attr("train_keys", {**ultralytics_args, **params})  # all a recipe needs to reproduce the trial
     try:
-        train_keys = {k: v for k, v in params.items() if k != "calib"}
-        args = {"plots": False, "exist_ok": True, "verbose": False, **ultralytics_args, **train_keys}
-        metrics = train(model, data=data, project=str(folder.parent), name=folder.name, **args)
+        args = {"plots": False, "exist_ok": True, "verbose": False, **ultralytics_args, **params}
+        metrics = train(model, data=data, project=str(folder.parent), name=folder.name, **args)["metrics"]
         weights = folder / "weights" / "best.pt"
         if not weights.exists():
             raise YoloOptError(f"training wrote no {weights}")
