@@ -83,6 +83,16 @@ def check_ultralytics_keys(kwargs: dict[str, Any]) -> None:
             raise ConfigError(f"unknown argument '{key}'{hint} See 'yolo-opt help' and 'yolo cfg'")
 
 
+def int_arg(kwargs: dict[str, Any], key: str, default: int | None) -> int | None:
+    """Pop an integer argument (imgsz, batch, ...) with a one-line error for a non-integer value."""
+    value = kwargs.pop(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key}={value!r} must be a positive integer, e.g. {key}={default or 640}")
+    return value
+
+
 def check_data(data: Any) -> None:
     """Clear error for a missing dataset yaml before Ultralytics tries to download it."""
     if data is None:
@@ -133,7 +143,7 @@ def run_prune(kwargs: dict[str, Any]) -> None:
 
     ours, rest = split_args("prune", kwargs)
     model = rest.pop("model", None)
-    imgsz = rest.pop("imgsz", 640)
+    imgsz = int_arg(rest, "imgsz", 640)
     data = rest.pop("data", None)
     if rest:
         raise ConfigError(f"unknown argument(s) for 'yolo-opt prune': {', '.join(rest)}; see 'yolo-opt help'")
@@ -147,7 +157,7 @@ def run_prune(kwargs: dict[str, Any]) -> None:
     summary = prune_checkpoint(
         model, ours["out"], prune=None if target is not None else ours["prune"], prune_target=target,
         prune_method=ours["prune_method"], round_to=ours["prune_round"], prune_global=ours["prune_global"],
-        imgsz=int(imgsz), data=data, batches=ours["prune_batches"],
+        imgsz=imgsz, data=data, batches=ours["prune_batches"],
         prune_ratios=ours["prune_ratios"], sensitivity=ours["sensitivity"],
     )
     print(
@@ -161,6 +171,12 @@ def run_ultralytics(mode: str, kwargs: dict[str, Any]) -> None:
     from ultralytics import YOLO
 
     check_ultralytics_keys(kwargs)
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    ours = [k for k in kwargs if k not in DEFAULT_CFG_DICT]
+    if ours:
+        hint = " (INT8 export: add int8=True)" if mode == "export" else ""
+        raise ConfigError(f"'{ours[0]}' is a yolo-opt key that 'yolo-opt {mode}' does not use{hint}; see 'yolo-opt help'")
     model = check_model_arg(kwargs)
     if mode == "val":
         check_data(kwargs.get("data"))
@@ -190,8 +206,8 @@ def run_benchmark(kwargs: dict[str, Any]) -> None:
         raise ModelError("model= is required: a comma-separated list, e.g. model=best.pt,pruned.pt,pruned_int8.onnx")
     data = kwargs.pop("data", None)
     check_data(data)
-    imgsz = int(kwargs.pop("imgsz", 640))
-    lat_imgsz = kwargs.pop("lat_imgsz", None)
+    imgsz = int_arg(kwargs, "imgsz", 640)
+    lat_imgsz = int_arg(kwargs, "lat_imgsz", None)
     out = Path(str(kwargs.pop("project", "runs/opt"))) / str(kwargs.pop("name", "benchmark"))
     if kwargs:
         raise ConfigError(f"unknown argument(s) for 'yolo-opt benchmark': {', '.join(kwargs)}; see 'yolo-opt help'")
@@ -239,11 +255,11 @@ def run_data(kwargs: dict[str, Any]) -> None:
     from yolo_opt.data import make_dataset
 
     ours, rest = split_args("data", kwargs)
-    imgsz = rest.pop("imgsz", 160)
+    imgsz = int_arg(rest, "imgsz", 160)
     if rest:
         raise ConfigError(f"unknown argument(s) for 'yolo-opt data': {', '.join(rest)}; see 'yolo-opt help'")
     out = ours["out"] or "datasets/yolo-opt"
-    path = make_dataset(out, ours["seed"], ours["n_train"], ours["n_val"], int(imgsz), ours["max_objects"])
+    path = make_dataset(out, ours["seed"], ours["n_train"], ours["n_val"], imgsz, ours["max_objects"])
     print(f"dataset written: {path}")
 
 
@@ -255,7 +271,7 @@ def run_sensitivity(kwargs: dict[str, Any]) -> None:
     round_to = coerce("prune_round", kwargs.pop("prune_round", 8))
     ours, rest = split_args("sensitivity", kwargs)
     model, data = rest.pop("model", None), rest.pop("data", None)
-    imgsz, batch = int(rest.pop("imgsz", 640)), int(rest.pop("batch", 16))
+    imgsz, batch = int_arg(rest, "imgsz", 640), int_arg(rest, "batch", 16)
     out = Path(str(rest.pop("project", "runs/opt/sensitivity"))) / str(rest.pop("name", "exp"))
     if rest:
         raise ConfigError(f"unknown argument(s) for 'yolo-opt sensitivity': {', '.join(rest)}; see 'yolo-opt help'")

@@ -163,6 +163,16 @@ def write_report(rows: dict[str, dict[str, Any]], folder: str | Path, title: str
     return paths
 
 
+def _unique_labels(models: list[Path]) -> list[str]:
+    """Shortest distinguishing names: stem, else file name, else parent folders + file name."""
+    for label in (lambda m: m.stem, lambda m: m.name, lambda m: f"{m.parent.name}/{m.name}",
+                  lambda m: f"{m.parent.parent.name}/{m.parent.name}/{m.name}"):
+        labels = [label(m) for m in models]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [str(m) for m in models]
+
+
 def benchmark(models: Iterable[str | Path], data: str | Path, imgsz: int = 640, out: str | Path | None = None,
               lat_imgsz: int | None = None, runs: int = 30, names: Iterable[str] | None = None) -> dict[str, Any]:
     """`yolo-opt benchmark`: measure each model file and write the report. Returns the rows."""
@@ -174,8 +184,7 @@ def benchmark(models: Iterable[str | Path], data: str | Path, imgsz: int = 640, 
             raise ModelError(f"model file not found: {m}")
         if m.suffix not in SUPPORTED:
             raise ModelError(f"cannot benchmark '{m.name}': supported formats are {', '.join(SUPPORTED)}")
-    stems = [m.stem for m in models]
-    labels = list(names) if names else [m.stem if stems.count(m.stem) == 1 else m.name for m in models]
+    labels = list(names) if names else _unique_labels(models)
     rows = {}
     for label, m in tqdm(list(zip(labels, models, strict=True)), desc="benchmark", unit="model"):
         rows[label] = measure_file(m, data, imgsz, lat_imgsz, runs)

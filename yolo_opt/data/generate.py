@@ -113,8 +113,8 @@ def _sample(rng: np.random.Generator, size: int, max_objects: int) -> tuple[np.n
 def make_dataset(
     out: str | Path,
     seed: int = 0,
-    n_train: int = 400,
-    n_val: int = 100,
+    n_train: int = 300,
+    n_val: int = 80,
     imgsz: int = 160,
     max_objects: int = 6,
 ) -> Path:
