@@ -104,3 +104,8 @@ def test_train_unreachable_target_writes_nothing(tmp_path, v8_checkpoint, tiny_d
                 "name=never", "imgsz=64")
     _assert_clean_error(r, "not reachable")
     assert not (tmp_path / "never").exists()
+
+
+def test_yolo_opt_keys_refused_by_plain_modes(v8_checkpoint, tiny_data):
+    _assert_clean_error(run_cli("val", f"model={v8_checkpoint}", f"data={tiny_data}", "calib=entropy"), "calib")
+    _assert_clean_error(run_cli("benchmark", f"model={v8_checkpoint}", f"data={tiny_data}", "imgsz=abc"), "imgsz")

@@ -163,3 +163,14 @@ def test_jetson_recipe_end_to_end(tmp_path, v8_checkpoint, tiny_data):
         import tensorrt  # noqa: F401
     except ImportError:
         assert "skipped" in state["stages"]["engine"] and "TensorRT" in state["stages"]["engine"]["skipped"]
+
+
+def test_rerun_of_finished_run_reports_and_other_keys_are_refused(optimized, v8_checkpoint, tiny_data):
+    folder = optimized[0]
+    args = ["optimize", f"model={v8_checkpoint}", f"data={tiny_data}", "recipe=cpu-onnx", "name=tiny",
+            f"project={folder.parent}", *OPT]
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "stage 'benchmark' already done" in again.stdout + again.stderr
+    other = run_cli(*args, "prune_target=0.3")
+    assert other.returncode == 2 and "other recipe keys" in other.stderr

@@ -23,3 +23,7 @@ class PruneError(YoloOptError):
 
 class DeployError(YoloOptError):
     """Export, quantization or engine build cannot be done here (missing runtime, accuracy bound not met)."""
+
+
+class TensorRTMissing(DeployError):
+    """TensorRT is not installed on this machine (build the engine on the device from the bundle)."""

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from yolo_opt.errors import ConfigError, ModelError, YoloOptError
+from yolo_opt.errors import ConfigError, ModelError, TensorRTMissing
 from yolo_opt.prune.io import atomic_write_bytes
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
@@ -120,6 +120,10 @@ class Run:
                 raise ConfigError(
                     f"run folder {folder} was made for another model or dataset; pass a new name= or delete it"
                 )
+            if self.state.get("recipe") != json.loads(json.dumps(recipe, default=str)):
+                raise ConfigError(
+                    f"run folder {folder} was made with other recipe keys; pass a new name= or delete it"
+                )
         else:
             self.state = {"fingerprint": fingerprint, "recipe": recipe, "stages": {}, "artefacts": {}}
         self.state["recipe"] = recipe
@@ -209,6 +213,8 @@ def optimize(model: str | Path, data: str | Path, recipe: str | Path = DEFAULT_R
         bar.set_description(f"optimize: {stage}")
         if run.done(stage):
             bar.write(f"yolo-opt: stage '{stage}' already done, skipped")
+            if stage == "benchmark":
+                rows = json.loads((folder / "results.json").read_text())
             continue
         for need in STAGES[stage].needs:
             src = run.path(need)
@@ -274,7 +280,7 @@ def _stage_bundle(run: Run, cfg: dict[str, Any], imgsz: int) -> None:
     src = run.path("pruned_pt") or run.path("pt")
     folder = make_bundle(src, cfg["data"], run.folder / "jetson", imgsz, True, cfg.get("calib", "minmax"),
                          int(cfg.get("calib_images", 256)), bool(cfg.get("per_channel", True)),
-                         cfg.get("max_map_drop"), validate=False)
+                         cfg.get("max_map_drop"), validate=cfg.get("max_map_drop") is not None)
     run.record("bundle", {"bundle": folder})
 
 
@@ -284,9 +290,7 @@ def _stage_engine(run: Run, cfg: dict[str, Any], imgsz: int) -> None:
     src = run.path("int8_onnx") or run.path("onnx")
     try:
         engine = build_engine(src, run.folder / "model.engine", int8=src == run.path("int8_onnx"))
-    except YoloOptError as e:
-        if "TensorRT" not in str(e):
-            raise
+    except TensorRTMissing as e:  # only a missing TensorRT is a skip; a failed build is an error
         print(f"yolo-opt: stage 'engine' skipped: {e}")
         run.record("engine", {}, skipped=str(e))
         return

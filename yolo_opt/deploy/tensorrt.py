@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from yolo_opt.errors import ConfigError, DeployError
+from yolo_opt.errors import ConfigError, DeployError, TensorRTMissing
 
 CACHE_HEADER = "TRT-{version}-EntropyCalibration2"
 
@@ -22,7 +22,7 @@ def import_tensorrt():
     try:
         import tensorrt as trt
     except ImportError:
-        raise DeployError(
+        raise TensorRTMissing(
             "TensorRT is not installed here (pip/JetPack 'tensorrt'); build the engine on the device instead: "
             "'yolo-opt bundle model=best.pt data=data.yaml out=DIR', then run DIR/build_engine.sh there"
         ) from None
