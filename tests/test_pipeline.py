@@ -155,7 +155,8 @@ def test_jetson_recipe_end_to_end(tmp_path, v8_checkpoint, tiny_data):
     state = json.loads((folder / "state.json").read_text())
     assert [s for s in state["stages"]] == ["baseline", "prune", "qat", "export", "bundle", "engine", "benchmark"]
     bundle = folder / "jetson"
-    assert {"model_fp32.onnx", "model_int8.onnx", "metadata.json", "build_engine.py", "infer.py"} <= {
+    assert {"model_fp32.onnx", "model_int8.onnx", "model_int8_qat.onnx", "metadata.json", "build_engine.py",
+            "infer.py"} <= {
         p.name for p in bundle.iterdir()}
     rows = json.loads((folder / "results.json").read_text())
     assert {"baseline", "pruned", "fp32 onnx", "qat int8 onnx"} <= set(rows)

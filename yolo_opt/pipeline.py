@@ -281,6 +281,9 @@ def _stage_bundle(run: Run, cfg: dict[str, Any], imgsz: int) -> None:
     folder = make_bundle(src, cfg["data"], run.folder / "jetson", imgsz, True, cfg.get("calib", "minmax"),
                          int(cfg.get("calib_images", 256)), bool(cfg.get("per_channel", True)),
                          cfg.get("max_map_drop"), validate=cfg.get("max_map_drop") is not None)
+    qat = run.path("qat_onnx")
+    if qat is not None:  # the QAT scales travel too: build_engine.py --onnx model_int8_qat.onnx
+        atomic_write_bytes(folder / "model_int8_qat.onnx", qat.read_bytes())
     run.record("bundle", {"bundle": folder})
 
 
