@@ -223,7 +223,8 @@ def to_tensorrt_qdq(src: str | Path, dst: str | Path) -> Path:
     import onnx
     from onnx import numpy_helper
 
-    from yolo_opt.deploy.onnx_export import atomic_path, load_onnx
+    from yolo_opt.deploy.onnx_export import load_onnx
+    from yolo_opt.files import atomic_path
 
     model = load_onnx(src, check=False)
     inits = {i.name: i for i in model.graph.initializer}
@@ -369,7 +370,8 @@ def quantize_onnx(
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from yolo_opt.deploy.calib import CalibrationReader, calibration_files, load_batches
-    from yolo_opt.deploy.onnx_export import atomic_path, load_onnx, onnx_io, validate_onnx
+    from yolo_opt.deploy.onnx_export import load_onnx, onnx_io, validate_onnx
+    from yolo_opt.files import atomic_path
 
     calibration_method(calib)
     if max_map_drop is not None and not 0 <= float(max_map_drop) < 1:

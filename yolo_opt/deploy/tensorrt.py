@@ -70,7 +70,7 @@ def _make_calibrator(trt, batches: list[np.ndarray], cache: Path):
     """An IInt8EntropyCalibrator2 over preprocessed batches, reading/writing `cache` (CUDA via ctypes cudart)."""
     import ctypes
 
-    from yolo_opt.deploy.onnx_export import atomic_path
+    from yolo_opt.files import atomic_path
 
     cudart = None
     for lib in ("libcudart.so", "libcudart.so.12", "libcudart.so.11.0", "libcudart.so.13"):
@@ -150,8 +150,9 @@ def build_engine(
     """
     import tempfile
 
-    from yolo_opt.deploy.onnx_export import atomic_path, load_onnx, onnx_io
+    from yolo_opt.deploy.onnx_export import load_onnx, onnx_io
     from yolo_opt.deploy.quantize import to_tensorrt_qdq
+    from yolo_opt.files import atomic_path
 
     if calib not in (None, "legacy"):
         raise ConfigError(f"unknown calib '{calib}' for format=engine; use a QDQ ONNX (default) or calib=legacy")

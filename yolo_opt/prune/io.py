@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import os
-import tempfile
 from datetime import datetime
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import torch
 from torch import nn
 
 from yolo_opt.errors import ModelError, YoloOptError
+from yolo_opt.files import atomic_write_bytes
 
 # Our per-model metadata, pickled with the module (survives EMA copies and Ultralytics checkpoints).
 META_ATTR = "yolo_opt"
@@ -42,22 +41,6 @@ def load_model(path: str | Path) -> nn.Module:
     except YoloOptError as e:
         raise ModelError(f"{path}: {e}") from e
     return model
-
-
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write `payload` to `path` through a temporary file in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_model(model: nn.Module, path: str | Path, train_args: dict | None = None) -> Path:

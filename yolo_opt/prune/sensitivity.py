@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -289,7 +288,7 @@ def layer_sensitivity(
 
 def write_report(report: dict[str, Any], out: str | Path) -> dict[str, Path]:
     """Write `sensitivity.json`, `sensitivity.md` and `sensitivity.png` (atomically) into `out`."""
-    from yolo_opt.prune.io import atomic_write_bytes
+    from yolo_opt.files import atomic_write_bytes
 
     out = Path(out)
     paths = {"json": out / "sensitivity.json", "md": out / "sensitivity.md", "png": out / "sensitivity.png"}
@@ -346,10 +345,11 @@ def plot_sensitivity(report: dict[str, Any], path: str | Path) -> Path:
     fig.suptitle(f"Per-group pruning sensitivity ({Path(report['model']).name}, imgsz={report['imgsz']})")
     fig.tight_layout()
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100)
+    from yolo_opt.files import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 

@@ -317,7 +317,7 @@ def report(st, run_dir: str | Path, objectives: str, top: int = 3) -> dict[str, 
     import optuna
     from ultralytics.utils import YAML
 
-    from yolo_opt.prune.io import atomic_write_bytes
+    from yolo_opt.files import atomic_write_bytes
 
     run_dir = Path(run_dir)
     trials = st.get_trials(deepcopy=False)
@@ -385,8 +385,9 @@ def plot_pareto(complete: list, pareto: list, path: Path, second: str) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.png")
-    fig.savefig(tmp, dpi=100)
+    from yolo_opt.files import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return path
