@@ -15,22 +15,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 from pathlib import Path
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 
 def train_run(model: str, data: Path, project: Path, name: str, epochs: int, imgsz: int, **opts) -> Path:
-    """Train with yolo-opt (pruning inside the Ultralytics trainer); return best.pt (reused if present)."""
-    from yolo_opt.callbacks import train
+    """Train with yolo-opt (pruning inside the Ultralytics trainer); return best.pt (reused or resumed if present)."""
+    from yolo_opt.callbacks import train_in
 
-    best = project / name / "weights" / "best.pt"
-    if not best.exists():
-        shutil.rmtree(project / name, ignore_errors=True)
-        train(model, data=str(data), epochs=epochs, imgsz=imgsz, batch=16, workers=0, plots=False, project=str(project),
-              name=name, exist_ok=True, close_mosaic=max(1, epochs // 4), seed=0, deterministic=False, **opts)
-    return best
+    return train_in(project, name, model, data=str(data), epochs=epochs, imgsz=imgsz, batch=16, workers=0,
+                    plots=False, close_mosaic=max(1, epochs // 4), seed=0, deterministic=False, **opts)
 
 
 def measure(weights: Path, data: Path, imgsz: int, lat_imgsz: int, runs: int) -> dict:

@@ -354,3 +354,21 @@ def train(model: str | Path, **kwargs) -> dict[str, Any]:
 
         result["qat_onnx"] = export_qat_onnx(result["best"], imgsz=trainer.args.imgsz)
     return result
+
+
+def train_in(project: str | Path, name: str, model: str | Path, **kwargs) -> Path:
+    """Train `model` into `project/name`, or continue what is there: resume an interrupted run (its last.pt),
+    reuse a finished one. Returns the run's best.pt (last.pt when no best was saved).
+    """
+    import shutil
+
+    folder = Path(project) / name
+    last, best = folder / "weights" / "last.pt", folder / "weights" / "best.pt"
+    if last.exists():
+        # Ultralytics strips the final checkpoints and marks them epoch -1
+        if torch.load(last, map_location="cpu", weights_only=False).get("epoch", -1) != -1:
+            train(str(last), resume=True)
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+        train(str(model), **{**kwargs, "project": str(project), "name": name, "exist_ok": True})
+    return best if best.exists() else last

@@ -18,7 +18,7 @@ def run_demo(**kwargs: Any) -> dict[str, Any]:
         The benchmark rows of the recipe's report.
     """
     from yolo_opt.bench.report import markdown_table
-    from yolo_opt.callbacks import train
+    from yolo_opt.callbacks import train_in
     from yolo_opt.data import make_dataset
     from yolo_opt.pipeline import optimize
 
@@ -29,24 +29,12 @@ def run_demo(**kwargs: Any) -> dict[str, Any]:
     imgsz = int(rest.pop("imgsz", 160))
     out = Path(ours["out"] or "runs/opt/demo").resolve()
     data = make_dataset(out / "data", seed=0, n_train=ours["n_train"], n_val=ours["n_val"], imgsz=imgsz)
-    base = out / "baseline" / "weights" / "best.pt"
-    last = base.with_name("last.pt")
-    if not base.exists() or (last.exists() and _unfinished(last)):
-        print(f"yolo-opt demo: training a {ours['arch']} baseline for {ours['base_epochs']} epochs on the CPU ...")
-        if last.exists() and _unfinished(last):
-            train(str(last), resume=True)
-        else:
-            train(f"{ours['arch']}.yaml", data=str(data), epochs=ours["base_epochs"], imgsz=imgsz, batch=16,
-                  workers=0, plots=False, project=str(out), name="baseline", exist_ok=True, seed=0,
-                  close_mosaic=max(1, ours["base_epochs"] // 4))
+    print(f"yolo-opt demo: {ours['arch']} baseline, {ours['base_epochs']} epochs on the CPU (reused when done) ...")
+    base = train_in(out, "baseline", f"{ours['arch']}.yaml", data=str(data), epochs=ours["base_epochs"], imgsz=imgsz,
+                    batch=16, workers=0, plots=False, seed=0, close_mosaic=max(1, ours["base_epochs"] // 4))
     rows = optimize(base, data, ours["recipe"], name="optimized", project=out, imgsz=imgsz,
                     lat_imgsz=ours["lat_imgsz"], plots=False, workers=0, **rest)
     print("\n" + markdown_table(rows))
     print(f"\nreport: {out / 'optimized' / 'report.md'} (plot: report.png, figures: results.json)")
     return rows
 
-
-def _unfinished(checkpoint: Path) -> bool:
-    import torch
-
-    return torch.load(checkpoint, map_location="cpu", weights_only=False).get("epoch", -1) != -1

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import yaml
 
 from yolo_opt.errors import ConfigError, ModelError, TensorRTMissing
-from yolo_opt.prune.io import atomic_write_bytes
+from yolo_opt.files import atomic_write_bytes
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 DEFAULT_RECIPE = "cpu-onnx"
@@ -152,25 +151,14 @@ class Run:
 
 def _train_stage(run: Run, stage: str, model: Path, cfg: dict[str, Any], **opts: Any) -> Path:
     """A training stage in `run/<stage>/`, resumed through Ultralytics when a previous attempt was killed."""
-    import torch
-
-    from yolo_opt.callbacks import train
+    from yolo_opt.callbacks import train_in
     from yolo_opt.config import ARG_BY_NAME
 
     ultralytics_args = {k: v for k, v in cfg.items() if k not in ARG_BY_NAME and k not in PIPELINE_KEYS}
     ours = {k: v for k, v in cfg.items() if k in ARG_BY_NAME and "train" in ARG_BY_NAME[k].modes}
-    last = run.folder / stage / "weights" / "last.pt"
-    best = run.folder / stage / "weights" / "best.pt"
-    finished = last.exists() and torch.load(last, map_location="cpu", weights_only=False).get("epoch", -1) == -1
-    if not finished:
-        if last.exists():
-            train(str(last), resume=True)
-        else:
-            shutil.rmtree(run.folder / stage, ignore_errors=True)
-            train(str(model), **{**ultralytics_args, **ours, **opts, "project": str(run.folder), "name": stage,
-                                 "exist_ok": True})
+    trained = train_in(run.folder, stage, model, **{**ultralytics_args, **ours, **opts})
     out = run.folder / f"{stage}.pt"
-    atomic_write_bytes(out, (best if best.exists() else last).read_bytes())
+    atomic_write_bytes(out, trained.read_bytes())
     return out
 
 
