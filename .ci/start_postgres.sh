@@ -8,7 +8,7 @@ fi
 BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 PORT="${YOLO_OPT_PG_PORT:-55432}"
 while (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; do PORT=$((PORT + 1)); done  # first free port
-DIR=$(mktemp -d /tmp/yolo-opt-pg.XXXXXX)
+DIR="${YOLO_OPT_PG_DIR:-$(mktemp -d /tmp/yolo-opt-pg.XXXXXX)}"  # .ci/stop_postgres.sh DIR stops this server
 as_pg() { if [ "$(id -u)" = 0 ]; then su postgres -s /bin/sh -c "$1"; else sh -c "$1"; fi; }  # initdb refuses root
 [ "$(id -u)" = 0 ] && chown postgres:postgres "$DIR"
 as_pg "'$BIN/initdb' -D '$DIR/data' -U postgres --auth-local=trust --auth-host=scram-sha-256" >&2

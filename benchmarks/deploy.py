@@ -31,14 +31,15 @@ def ultralytics_int8(pt: Path, data: str, imgsz: int, workdir: Path) -> Path:
 
 def artefacts(name: str, pt: Path, data: str, imgsz: int, workdir: Path, calibs: list[str],
               n_calib: int) -> dict[str, Path]:
-    from yolo_opt.deploy import export_onnx, quantize_onnx
+    from yolo_opt.deploy import export_onnx
+    from yolo_opt.quant import quantize_onnx
 
     d = workdir / f"{name}_{imgsz}"  # per model label: two models may both be called best.pt
     d.mkdir(parents=True, exist_ok=True)
     fp32 = export_onnx(pt, d / "fp32.onnx", imgsz=imgsz)
     out = {"fp32": fp32}
     for c in calibs:
-        out[f"int8-{c}"] = quantize_onnx(fp32, data, d / f"int8_{c}.onnx", c, n_calib, validate=False, progress=False).path
+        out[f"int8-{c}"] = quantize_onnx(fp32, data, d / f"int8_{c}.onnx", calib=c, calib_images=n_calib, validate=False, progress=False).path
     out["ultralytics-int8"] = ultralytics_int8(pt, data, imgsz, d)
     return out
 
@@ -60,7 +61,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from yolo_opt.bench import onnx_latency
-    from yolo_opt.deploy import validate_onnx
+    from yolo_opt.bench.measure import validate_onnx
     from yolo_opt.prune import prune_checkpoint
 
     work = Path(args.out)

@@ -22,7 +22,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 
 def train_run(model: str, data: Path, project: Path, name: str, epochs: int, imgsz: int, **opts) -> Path:
     """Train with yolo-opt (pruning inside the Ultralytics trainer); return best.pt (reused or resumed if present)."""
-    from yolo_opt.callbacks import train_in
+    from yolo_opt.train import train_in
 
     return train_in(project, name, model, data=str(data), epochs=epochs, imgsz=imgsz, batch=16, workers=0,
                     plots=False, close_mosaic=max(1, epochs // 4), seed=0, deterministic=False, **opts)
@@ -63,7 +63,7 @@ def main() -> None:
 
     from yolo_opt.bench import validate
     from yolo_opt.data import make_dataset
-    from yolo_opt.prune.io import prune_checkpoint
+    from yolo_opt.prune import prune_checkpoint
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)

@@ -38,8 +38,8 @@ def main() -> None:
 
     from yolo_opt.bench import validate
     from yolo_opt.data import make_dataset
-    from yolo_opt.deploy import export_onnx, quantize_onnx
-    from yolo_opt.quant import export_qat_onnx
+    from yolo_opt.deploy import export_onnx
+    from yolo_opt.quant import export_qat_onnx, quantize_onnx
 
     out = Path(args.out).resolve()
     data = make_dataset(out / "data", seed=0, n_train=args.n_train, n_val=args.n_val, imgsz=args.imgsz)

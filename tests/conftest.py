@@ -27,7 +27,7 @@ def make_checkpoint(cfg: str, path: Path) -> Path:
     from ultralytics.nn.tasks import DetectionModel
 
     from yolo_opt.data import CLASS_NAMES
-    from yolo_opt.prune.io import save_model
+    from yolo_opt.io.checkpoint import save_model
 
     model = DetectionModel(cfg, nc=len(CLASS_NAMES), verbose=False)
     model.names = dict(enumerate(CLASS_NAMES))

@@ -31,7 +31,8 @@ def ws(tmp_path_factory):
 
     from yolo_opt.data import make_dataset
     from yolo_opt.deploy import export_onnx
-    from yolo_opt.prune import prune_checkpoint, save_model
+    from yolo_opt.io.checkpoint import save_model
+    from yolo_opt.prune import prune_checkpoint
 
     root = tmp_path_factory.mktemp("deploy")
     data = Path(make_dataset(root / "data", n_train=16, n_val=8, imgsz=IMGSZ))
@@ -48,7 +49,8 @@ def ws(tmp_path_factory):
 
 
 def _val_batches(ws, n=4):
-    from yolo_opt.deploy.calib import dataset_images, load_batches
+    from yolo_opt.data.calib import load_batches
+    from yolo_opt.data.checks import dataset_images
 
     return load_batches(dataset_images(ws["data"], "val")[:n], IMGSZ, progress=False)
 
@@ -70,16 +72,16 @@ def rel_error(a_path, b_path, batches) -> float:
 
 @pytest.fixture(scope="module")
 def int8(ws):
-    from yolo_opt.deploy import quantize_onnx
+    from yolo_opt.quant import quantize_onnx
 
-    return quantize_onnx(ws["fp32"], ws["data"], ws["root"] / "pruned_int8.onnx", "minmax", 16, validate=False,
+    return quantize_onnx(ws["fp32"], ws["data"], ws["root"] / "pruned_int8.onnx", calib="minmax", calib_images=16, validate=False,
                          progress=False)
 
 
 def test_full_graph_qdq_with_float_tail(ws, int8):
     import onnx
 
-    from yolo_opt.deploy import float_tail
+    from yolo_opt.quant.graph import float_tail
 
     q = onnx.load(str(int8.path))
     ops = [n.op_type for n in q.graph.node]
@@ -107,9 +109,9 @@ def test_full_graph_qdq_with_float_tail(ws, int8):
 @pytest.mark.parametrize("calib", ["minmax", "entropy", pytest.param("percentile", marks=pytest.mark.xfail(
     raises=Exception, reason="ORT's 2048-bin percentile histogram fails on an untrained model's ~1e-9 activations"))])
 def test_calibration_methods_close_to_fp32(ws, calib, tmp_path):
-    from yolo_opt.deploy import quantize_onnx
+    from yolo_opt.quant import quantize_onnx
 
-    r = quantize_onnx(ws["base_fp32"], ws["data"], tmp_path / f"{calib}.onnx", calib, 8, validate=False, progress=False)
+    r = quantize_onnx(ws["base_fp32"], ws["data"], tmp_path / f"{calib}.onnx", calib=calib, calib_images=8, validate=False, progress=False)
     err = rel_error(r.path, ws["base_fp32"], _val_batches(ws))
     assert err < REL_TOL, f"{calib}: INT8 vs FP32 relative error {err:.3f}"
     assert r.calib == calib and r.calib_images == 8
@@ -119,7 +121,7 @@ def test_tensorrt_form_is_lossless_int8(ws, int8, tmp_path):
     import onnx
     import onnxruntime as ort
 
-    from yolo_opt.deploy import to_tensorrt_qdq
+    from yolo_opt.quant import to_tensorrt_qdq
 
     trt_path = to_tensorrt_qdq(int8.path, tmp_path / "trt.onnx")
     q = onnx.load(str(trt_path))
@@ -139,13 +141,13 @@ def test_max_map_drop_keeps_sensitive_layers_float(ws, tmp_path):
     """Force the fallback: the score is output agreement with FP32, and the bound is half the full-INT8 error."""
     import onnx
 
-    from yolo_opt.deploy import quantize_onnx
+    from yolo_opt.quant import quantize_onnx
 
     batches = _val_batches(ws)
     score = lambda p: -rel_error(p, ws["fp32"], batches)  # noqa: E731 (FP32 scores 0, INT8 its -error)
-    full = quantize_onnx(ws["fp32"], ws["data"], tmp_path / "full.onnx", "minmax", 8, evaluate=score, progress=False)
+    full = quantize_onnx(ws["fp32"], ws["data"], tmp_path / "full.onnx", calib="minmax", calib_images=8, evaluate=score, progress=False)
     bound = (full.fp32_map - full.int8_map) / 2
-    r = quantize_onnx(ws["fp32"], ws["data"], tmp_path / "fb.onnx", "minmax", 8, max_map_drop=bound, evaluate=score,
+    r = quantize_onnx(ws["fp32"], ws["data"], tmp_path / "fb.onnx", calib="minmax", calib_images=8, max_map_drop=bound, evaluate=score,
                       progress=False)
     assert r.excluded_layers and r.fp32_map - r.int8_map <= bound
     assert r.sensitivity and r.sensitivity[0]["added_error"] >= r.sensitivity[-1]["added_error"]
@@ -166,7 +168,7 @@ def test_export_api_validates_fp32_and_int8(ws, tmp_path, capsys):
 
     pt = tmp_path / "m.pt"
     shutil.copyfile(ws["pruned"], pt)
-    rep = export(pt, "onnx", int8=True, data=ws["data"], imgsz=IMGSZ, calib_images=8)
+    rep = export(pt, data=ws["data"], format="onnx", int8=True, imgsz=IMGSZ, calib_images=8)
     assert Path(rep["fp32"]).exists() and Path(rep["path"]).name == "m_int8.onnx"
     assert isinstance(rep["fp32_map"], float) and isinstance(rep["int8_map"], float)
     assert "mAP50-95 FP32" in capsys.readouterr().out
@@ -197,7 +199,7 @@ def test_bundle(ws, tmp_path):
     readme = (out / "README.txt").read_text()
     assert "build_engine.py" in readme and "infer.py" in readme
     # The bundle's own decode + NMS (numpy) on the INT8 model, through ONNX Runtime: runs and prints JSON detections.
-    from yolo_opt.deploy.calib import dataset_images
+    from yolo_opt.data.checks import dataset_images
 
     img = dataset_images(ws["data"], "val")[0]
     res = subprocess.run([sys.executable, str(out / "infer.py"), str(img), "--onnx", str(out / "model_int8.onnx"),
@@ -243,8 +245,9 @@ def test_no_tensorrt_is_one_clear_error(int8, tmp_path):
 
 def test_bad_input_errors(ws, tmp_path):
     from yolo_opt.cli import main
-    from yolo_opt.deploy import export, make_bundle, quantize_onnx
+    from yolo_opt.deploy import export, make_bundle
     from yolo_opt.errors import ConfigError, DataError, ModelError
+    from yolo_opt.quant import quantize_onnx
 
     with pytest.raises(DataError, match="data="):
         quantize_onnx(ws["fp32"], None, tmp_path / "x.onnx")
@@ -261,7 +264,7 @@ def test_bad_input_errors(ws, tmp_path):
     with pytest.raises(DataError):
         make_bundle(ws["base"], tmp_path / "nope.yaml", tmp_path / "b")
     with pytest.raises(DataError, match="data="):
-        export(ws["base"], "onnx", int8=True, data=None)
+        export(ws["base"], format="onnx", int8=True, data=None)
     # Nothing half-written: no outputs, no temporary files.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corrupt.onnx"]
     # CLI: one line, exit code 2, no traceback.

@@ -14,13 +14,13 @@ def test_shipped_recipes_are_valid():
     names = available_recipes()
     assert {"cpu-onnx", "jetson-int8", "accuracy-first"} <= set(names)
     for name in names:
-        cfg = load_recipe(name)
-        assert cfg["stages"]
+        recipe = load_recipe(name)
+        assert recipe.stages
 
 
 def test_recipe_override_from_command_line():
-    cfg = load_recipe("cpu-onnx", {"prune_target": 0.3, "epochs": 2})
-    assert cfg["prune_target"] == 0.3 and cfg["epochs"] == 2
+    recipe = load_recipe("cpu-onnx", {"prune_target": 0.3, "epochs": 2})
+    assert recipe.train.prune.prune_target == 0.3 and recipe.ultralytics["epochs"] == 2
 
 
 @pytest.mark.parametrize(
@@ -87,8 +87,8 @@ def optimized(tmp_path_factory, v8_checkpoint, tiny_data):
     args = ["optimize", f"model={v8_checkpoint}", f"data={tiny_data}", "recipe=cpu-onnx", "name=tiny",
             f"project={project}", *OPT]
     kill = (
-        "import os, sys; import yolo_opt.pipeline as p\n"
-        "p.STAGE_FUNCS['export'] = lambda *a: os._exit(17)\n"
+        "import dataclasses, os, sys; from yolo_opt.pipeline.stages import STAGES\n"
+        "STAGES['export'] = dataclasses.replace(STAGES['export'], fn=lambda *a: os._exit(17))\n"
         "from yolo_opt.cli import main; sys.exit(main(sys.argv[1:]))"
     )
     env = {**os.environ, "YOLO_OFFLINE": "1"}

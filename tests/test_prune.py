@@ -7,13 +7,13 @@ import torch
 from torch import nn
 from ultralytics.nn.tasks import DetectionModel
 
-from yolo_opt.errors import ConfigError, PruneError
+from yolo_opt.errors import ConfigError, ModelError, PruneError
+from yolo_opt.io.checkpoint import load_model
 from yolo_opt.prune import (
     C2fSplit,
     C2PSASplit,
     count_macs,
     ignored_layers,
-    load_model,
     make_prunable,
     prune_model,
     ratio_for_macs,
@@ -67,7 +67,7 @@ def test_prune_half_shapes_and_gflops(model, method):
 
 
 def test_channels_rounded_to_multiple(model):
-    prune_model(model, 0.4, "l2", round_to=8, imgsz=96)
+    prune_model(model, 0.4, "l2", prune_round=8, imgsz=96)
     ignored = {m for layer in ignored_layers(model) for m in layer.modules()}
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m not in ignored]
     assert convs and all(c.out_channels % 8 == 0 for c in convs)
@@ -108,7 +108,7 @@ def test_unreachable_target(model):
 
 
 def test_taylor_uses_training_batches(tiny_data, v8_checkpoint):
-    from yolo_opt.prune.data import taylor_batches
+    from yolo_opt.data.batches import taylor_batches
 
     net = load_model(v8_checkpoint)
     batches, loss_fn = taylor_batches(net, str(tiny_data), 64, n=2, batch_size=4)
@@ -134,5 +134,5 @@ def test_unknown_method(model):
 def test_non_detection_model_refused():
     from ultralytics.nn.tasks import ClassificationModel
 
-    with pytest.raises(PruneError, match="only detection models"):
+    with pytest.raises(ModelError, match="only detection models"):
         prune_model(ClassificationModel("yolov8n-cls.yaml", nc=3, verbose=False), 0.3)

@@ -65,7 +65,7 @@ def test_missing_teacher(tmp_path, v8_checkpoint, tiny_data):
 def test_teacher_with_other_classes(tmp_path, v8_checkpoint, tiny_data):
     from ultralytics.nn.tasks import DetectionModel
 
-    from yolo_opt.prune.io import save_model
+    from yolo_opt.io.checkpoint import save_model
 
     other = DetectionModel("yolov8n.yaml", nc=3, verbose=False)
     other.names = {0: "a", 1: "b", 2: "c"}

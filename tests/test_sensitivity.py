@@ -24,7 +24,7 @@ def fixed_checkpoint(tmp_path_factory, tiny_data) -> Path:
     from ultralytics.nn.tasks import DetectionModel
 
     from yolo_opt.data import CLASS_NAMES
-    from yolo_opt.prune.io import save_model
+    from yolo_opt.io.checkpoint import save_model
 
     torch.manual_seed(0)
     model = DetectionModel("yolov8n.yaml", nc=len(CLASS_NAMES), verbose=False)
@@ -46,8 +46,8 @@ def fixed_checkpoint(tmp_path_factory, tiny_data) -> Path:
 
 @pytest.fixture(scope="module")
 def v8(fixed_checkpoint):
+    from yolo_opt.io.checkpoint import load_model
     from yolo_opt.prune.blocks import make_prunable
-    from yolo_opt.prune.io import load_model
 
     model = load_model(fixed_checkpoint).float().eval()
     make_prunable(model)
@@ -66,13 +66,13 @@ def sens_run(tmp_path_factory, fixed_checkpoint, tiny_data):
 
 def test_mask_equals_physical_pruning(v8):
     """Zeroing a group's planned channels gives the outputs of really pruning that group alone."""
-    from yolo_opt.prune.core import prune_model
-    from yolo_opt.prune.sensitivity import _plans, mask_group
+    from yolo_opt.prune import prune_model
+    from yolo_opt.prune.groups import mask_group, plans
 
-    plans, _ = _plans(v8, 0.5, "l2", 8, IMGSZ)
+    planned, _ = plans(v8, 0.5, "l2", 8, IMGSZ)
     x = torch.rand(2, 3, IMGSZ, IMGSZ)
     for name in ("model.4.m.1.cv2", "model.22.cv3.0.0"):
-        items = next(p[2] for p in plans if p[0] == name)
+        items = next(p[2] for p in planned if p[0] == name)
         masked, pruned = copy.deepcopy(v8), copy.deepcopy(v8)
         mask_group(masked, items)
         prune_model(pruned, 0.0, "l2", 8, False, IMGSZ, layer_ratios={name: 0.5})
@@ -115,8 +115,9 @@ def _report(groups: dict[str, int], sensitive: str | None) -> dict:
 
 def test_allocation_rule_meets_target(v8):
     """Equal curves give uniform ratios; a sensitive group is spared; real GFLOPs meet the target."""
-    from yolo_opt.prune.core import count_macs, prune_model
-    from yolo_opt.prune.sensitivity import allocate_ratios, prunable_groups
+    from yolo_opt.prune import count_macs, prune_model
+    from yolo_opt.prune.allocation import allocate_ratios
+    from yolo_opt.prune.groups import prunable_groups
 
     groups = prunable_groups(copy.deepcopy(v8), IMGSZ)
     assert "model.4.m.1.cv2" in groups and len(groups) > 40
@@ -133,8 +134,8 @@ def test_allocation_rule_meets_target(v8):
 @pytest.fixture(scope="module")
 def full_report(tmp_path_factory, fixed_checkpoint) -> Path:
     """A hand-made report covering every group of the fixed model; model.4.m.1.cv2 is the sensitive one."""
-    from yolo_opt.prune.io import load_model
-    from yolo_opt.prune.sensitivity import prunable_groups
+    from yolo_opt.io.checkpoint import load_model
+    from yolo_opt.prune.groups import prunable_groups
 
     path = tmp_path_factory.mktemp("full") / "full.json"
     path.write_text(json.dumps(_report(prunable_groups(load_model(fixed_checkpoint).float(), IMGSZ), "model.4.m.1.cv2")))
@@ -149,12 +150,12 @@ def test_prune_with_sensitivity_ratios(sens_run, full_report, fixed_checkpoint, 
                 f"sensitivity={partial}", f"out={tmp_path / 'p.pt'}", f"imgsz={IMGSZ}")
     assert r.returncode == 2 and "does not cover" in r.stderr and "Traceback" not in r.stderr
     from yolo_opt.errors import ConfigError
-    from yolo_opt.prune.sensitivity import check_sensitivity_opts
+    from yolo_opt.options import PruneOptions
 
     with pytest.raises(ConfigError, match="needs sensitivity="):
-        check_sensitivity_opts({"prune_ratios": "sensitivity"})
+        PruneOptions(prune_ratios="sensitivity")
 
-    from yolo_opt.prune.io import load_model
+    from yolo_opt.io.checkpoint import load_model
 
     uni = run_cli("prune", f"model={fixed_checkpoint}", "prune=0.3", f"out={tmp_path / 'u.pt'}", f"imgsz={IMGSZ}")
     sens = run_cli("prune", f"model={fixed_checkpoint}", "prune=0.3", "prune_ratios=sensitivity",
@@ -171,7 +172,7 @@ def test_prune_with_sensitivity_ratios(sens_run, full_report, fixed_checkpoint, 
 
 def test_train_with_sensitivity_ratios(full_report, fixed_checkpoint, tiny_data, tmp_path):
     """Inside the trainer: 2 pruning steps with per-group ratios; the sensitive group is spared, GFLOPs ~ uniform."""
-    from yolo_opt.prune.io import load_model, meta
+    from yolo_opt.io.checkpoint import load_model, meta
 
     r = run_cli("train", f"model={fixed_checkpoint}", f"data={tiny_data}", "epochs=2", "prune=0.3", "prune_steps=2",
                 "prune_ratios=sensitivity", f"sensitivity={full_report}", f"imgsz={IMGSZ}", "batch=8", "workers=0",

@@ -1,25 +1,50 @@
-"""yolo-opt: prune, quantize and deploy Ultralytics YOLO detectors for edge GPUs."""
+"""yolo-opt: prune, quantize and deploy Ultralytics YOLO detectors for edge devices.
 
-__version__ = "0.1.0"
+The public verbs take a model plus typed option objects (`yolo_opt.options`), or their keyword shortcuts:
 
-from yolo_opt.errors import ConfigError, DataError, DeployError, ModelError, PruneError, YoloOptError  # noqa: E402
+    from yolo_opt import train, prune_checkpoint, quantize_onnx, export, optimize, PruneOptions
+    train("best.pt", data="data.yaml", epochs=30, prune=PruneOptions(prune_target=0.5))
+    prune_checkpoint("best.pt", "pruned.pt", prune=0.5)
+"""
+
+__version__ = "0.2.0"
+
+from yolo_opt.errors import (  # noqa: E402
+    ConfigError,
+    DataError,
+    DeployError,
+    ModelError,
+    PruneError,
+    StorageError,
+    YoloOptError,
+)
 
 # public name -> module that defines it (imported on first use: torch and Ultralytics load only when needed)
 _LAZY = {
-    "attach": "yolo_opt.callbacks",
-    "train": "yolo_opt.callbacks",
+    "PruneOptions": "yolo_opt.options",
+    "DistillOptions": "yolo_opt.options",
+    "QATOptions": "yolo_opt.options",
+    "TrainOptions": "yolo_opt.options",
+    "PTQOptions": "yolo_opt.options",
+    "ExportOptions": "yolo_opt.options",
+    "TuneOptions": "yolo_opt.options",
+    "PruneTrainer": "yolo_opt.train",
+    "attach": "yolo_opt.train",
+    "train": "yolo_opt.train",
     "prune_model": "yolo_opt.prune",
     "prune_checkpoint": "yolo_opt.prune",
-    "load_model": "yolo_opt.prune",
+    "load_model": "yolo_opt.io",
+    "save_model": "yolo_opt.io",
     "make_dataset": "yolo_opt.data",
     "export": "yolo_opt.deploy",
     "export_onnx": "yolo_opt.deploy",
-    "quantize_onnx": "yolo_opt.deploy",
     "build_engine": "yolo_opt.deploy",
     "make_bundle": "yolo_opt.deploy",
+    "quantize_onnx": "yolo_opt.quant",
     "export_qat_onnx": "yolo_opt.quant",
     "optimize": "yolo_opt.pipeline",
     "benchmark": "yolo_opt.bench.report",
+    "tune": "yolo_opt.tune",
 }
 
 __all__ = [
@@ -28,6 +53,7 @@ __all__ = [
     "DeployError",
     "ModelError",
     "PruneError",
+    "StorageError",
     "YoloOptError",
     "__version__",
     *_LAZY,

@@ -27,3 +27,7 @@ class DeployError(YoloOptError):
 
 class TensorRTMissing(DeployError):
     """TensorRT is not installed on this machine (build the engine on the device from the bundle)."""
+
+
+class StorageError(YoloOptError):
+    """The Optuna storage URL is malformed, unreachable, or its driver is missing."""

@@ -6,6 +6,7 @@ import os
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ def _median_ms(fn, runs: int, warmup: int) -> float:
 
 def torch_latency(weights: str | Path, imgsz: int = 640, runs: int = 30, warmup: int = 5) -> dict:
     """Median batch-1 CPU latency (ms) of a fused `.pt` model in eval mode, with the threads used."""
-    from yolo_opt.prune.io import load_model
+    from yolo_opt.io.checkpoint import load_model
 
     model = load_model(weights).fuse(verbose=False).eval()
     x = torch.rand(1, 3, imgsz, imgsz)
@@ -70,8 +71,30 @@ def validate(weights: str | Path, data: str | Path, imgsz: int, batch: int = 16)
 
 def model_stats(weights: str | Path, imgsz: int = 640) -> dict:
     """Parameters, GFLOPs at `imgsz` and file size of a `.pt` checkpoint."""
-    from yolo_opt.prune.core import count_macs
-    from yolo_opt.prune.io import load_model
+    from yolo_opt.io.checkpoint import load_model
+    from yolo_opt.prune.targets import count_macs
 
     macs, params = count_macs(load_model(weights), imgsz)
     return {"params": params, "gflops": 2 * macs / 1e9, "size_mb": Path(weights).stat().st_size / 2**20}
+
+
+def validate_onnx(
+    path: str | Path, data: str | Path, imgsz: int | list[int] | None = None, verbose: bool = False, **kwargs: Any
+) -> dict[str, float]:
+    """mAP of an `.onnx` model with the Ultralytics validator (ONNX Runtime on CPU).
+
+    Returns:
+        {"map50_95": ..., "map50": ...}.
+    """
+    from ultralytics import YOLO
+
+    from yolo_opt.data.checks import dataset_images
+    from yolo_opt.io.onnx import load_onnx, onnx_metadata
+
+    dataset_images(data, "val")  # clear DataError before Ultralytics tries to download anything
+    load_onnx(path, check=False)
+    if imgsz is None:
+        imgsz = onnx_metadata(load_onnx(path, check=False)).get("imgsz", 640)
+    args = {"data": str(data), "imgsz": imgsz, "plots": False, "batch": 1, "verbose": verbose, "device": "cpu"}
+    metrics = YOLO(str(path), task="detect").val(**{**args, **kwargs})
+    return {"map50_95": float(metrics.box.map), "map50": float(metrics.box.map50)}

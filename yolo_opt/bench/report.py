@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from yolo_opt.errors import ModelError
-from yolo_opt.files import atomic_write_bytes
+from yolo_opt.io.files import atomic_write_bytes
 
 SUPPORTED = (".pt", ".onnx", ".engine")
 

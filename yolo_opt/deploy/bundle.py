@@ -75,8 +75,12 @@ def make_bundle(
         The bundle folder.
     """
     from yolo_opt import __version__
-    from yolo_opt.deploy.onnx_export import export_onnx, load_onnx, onnx_io, onnx_metadata, validate_onnx
-    from yolo_opt.deploy.quantize import calibration_method, quantize_onnx, to_tensorrt_qdq
+    from yolo_opt.bench.measure import validate_onnx
+    from yolo_opt.deploy.onnx import export_onnx
+    from yolo_opt.io.onnx import load_onnx, onnx_io, onnx_metadata
+    from yolo_opt.quant.calibrate import calibration_method
+    from yolo_opt.quant.ptq import quantize_onnx
+    from yolo_opt.quant.qdq import to_tensorrt_qdq
 
     if not out:
         raise ConfigError("out= is required for a bundle, e.g. out=jetson_bundle")
@@ -85,7 +89,7 @@ def make_bundle(
         raise ConfigError(f"out={out} exists and is not a folder; choose another out=")
     if int8:
         calibration_method(calib)
-        from yolo_opt.deploy.calib import calibration_files
+        from yolo_opt.data.calib import calibration_files
 
         calibration_files(data, calib_images)  # fail fast on no/empty data before exporting anything
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -112,8 +116,8 @@ def make_bundle(
         }
         accuracy = "not validated"
         if int8:
-            r = quantize_onnx(fp32, data, tmp / "model_int8_ort.onnx", calib, calib_images, per_channel, imgsz=None,
-                              max_map_drop=max_map_drop, validate=validate, progress=progress)
+            r = quantize_onnx(fp32, data, tmp / "model_int8_ort.onnx", calib=calib, calib_images=calib_images,
+                              per_channel=per_channel, max_map_drop=max_map_drop, validate=validate, progress=progress)
             to_tensorrt_qdq(r.path, tmp / "model_int8.onnx")
             (tmp / "model_int8_ort.onnx").unlink()
             info["models"]["int8"] = "model_int8.onnx"

@@ -70,7 +70,7 @@ def _make_calibrator(trt, batches: list[np.ndarray], cache: Path):
     """An IInt8EntropyCalibrator2 over preprocessed batches, reading/writing `cache` (CUDA via ctypes cudart)."""
     import ctypes
 
-    from yolo_opt.files import atomic_path
+    from yolo_opt.io.files import atomic_path
 
     cudart = None
     for lib in ("libcudart.so", "libcudart.so.12", "libcudart.so.11.0", "libcudart.so.13"):
@@ -150,9 +150,9 @@ def build_engine(
     """
     import tempfile
 
-    from yolo_opt.deploy.onnx_export import load_onnx, onnx_io
-    from yolo_opt.deploy.quantize import to_tensorrt_qdq
-    from yolo_opt.files import atomic_path
+    from yolo_opt.io.files import atomic_path
+    from yolo_opt.io.onnx import load_onnx, onnx_io
+    from yolo_opt.quant.qdq import to_tensorrt_qdq
 
     if calib not in (None, "legacy"):
         raise ConfigError(f"unknown calib '{calib}' for format=engine; use a QDQ ONNX (default) or calib=legacy")
@@ -163,7 +163,7 @@ def build_engine(
         raise ConfigError("calib=legacy needs the FP32 ONNX, not a QDQ model (it already carries its INT8 scales)")
     batches: list[np.ndarray] = []
     if calib == "legacy":
-        from yolo_opt.deploy.calib import calibration_files, load_batches
+        from yolo_opt.data.calib import calibration_files, load_batches
 
         shape = onnx_io(model)["inputs"][0]["shape"]
         batches = load_batches(calibration_files(data, calib_images), imgsz or [int(shape[2]), int(shape[3])])

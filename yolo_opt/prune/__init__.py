@@ -1,29 +1,28 @@
-"""Structured channel pruning (torch-pruning DepGraph) for Ultralytics YOLO detection models."""
+"""Structured channel pruning (torch-pruning DepGraph) for Ultralytics YOLO detection models.
+
+    blocks       split-free twins of C2f/C3k2/C2PSA (their `chunk` hides dependencies from DepGraph)
+    groups       what may be pruned, how groups are found and named, masking a group
+    importance   the criteria (`prune_method`) registry
+    pruner       one pruning step, in place (`prune_model`)
+    targets      GFLOPs counting, channel rounding, the ratio for a GFLOPs target, a fast estimate
+    oneshot      checkpoint -> pruned checkpoint (`prune_checkpoint`)
+    sensitivity  per-group sensitivity analysis; report: its JSON/table/plot; allocation: ratios from it
+"""
 
 from yolo_opt.prune.blocks import C2fSplit, C2PSASplit, make_prunable
-from yolo_opt.prune.core import (
-    PRUNE_METHODS,
-    check_detection_model,
-    check_ratio,
-    count_macs,
-    ignored_layers,
-    prune_model,
-    ratio_for_macs,
-)
-from yolo_opt.prune.io import load_model, prune_checkpoint, save_model
+from yolo_opt.prune.groups import ignored_layers, prunable_groups
+from yolo_opt.prune.oneshot import prune_checkpoint
+from yolo_opt.prune.pruner import prune_model
+from yolo_opt.prune.targets import count_macs, ratio_for_macs
 
 __all__ = [
-    "PRUNE_METHODS",
     "C2PSASplit",
     "C2fSplit",
-    "check_detection_model",
-    "check_ratio",
     "count_macs",
     "ignored_layers",
-    "load_model",
     "make_prunable",
+    "prunable_groups",
     "prune_checkpoint",
     "prune_model",
     "ratio_for_macs",
-    "save_model",
 ]

@@ -1,5 +1,12 @@
-"""Optuna compression search: mAP vs latency/GFLOPs over pruning and fine-tuning hyperparameters."""
+"""Compression search on Optuna: mAP vs latency (or GFLOPs) over the `yolo-opt train` keys.
 
-from yolo_opt.tune.study import OBJECTIVES, StorageError, open_storage, report, suggest, tune
+    storage  the RDB storage (SQLite default, PostgreSQL to share a study), heartbeats, redacted errors
+    space    what a trial draws
+    study    one trial (train + measure) and the resumable study
+    report   Pareto table/plot, summary, recipe YAMLs
+"""
 
-__all__ = ["OBJECTIVES", "StorageError", "open_storage", "report", "suggest", "tune"]
+from yolo_opt.tune.storage import open_storage
+from yolo_opt.tune.study import tune
+
+__all__ = ["open_storage", "tune"]

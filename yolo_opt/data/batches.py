@@ -1,4 +1,4 @@
-"""Training batches for gradient-based channel scoring outside the trainer."""
+"""Training batches and the detection loss, for gradient-based channel scoring outside the trainer."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ from collections.abc import Callable, Iterator
 from itertools import islice
 
 from torch import nn
-
-from yolo_opt.errors import DataError
 
 
 def detection_loss(model: nn.Module, batch: dict):
@@ -20,15 +18,11 @@ def taylor_batches(model: nn.Module, data: str, imgsz: int, n: int, batch_size: 
     """`n` preprocessed training batches from `data` (an Ultralytics data.yaml) and the loss to score them."""
     from ultralytics.cfg import get_cfg
     from ultralytics.data import build_dataloader, build_yolo_dataset
-    from ultralytics.data.utils import check_det_dataset
 
-    try:
-        info = check_det_dataset(str(data))
-    except Exception as e:
-        raise DataError(f"cannot read dataset '{data}' ({str(e).splitlines()[0][:160]}); pass a valid data.yaml") from e
-    names = getattr(model, "names", None)
-    if names and info["nc"] != len(names):
-        raise DataError(f"dataset has {info['nc']} classes but the model has {len(names)}")
+    from yolo_opt.data.checks import check_classes, dataset_images
+
+    info = check_classes(data, getattr(model, "names", None))
+    dataset_images(data, "train")  # an empty train split is one clear error, not a dataloader traceback
     cfg = get_cfg(overrides={"imgsz": imgsz, "data": str(data), "mode": "train"})
     model.args = cfg
     stride = int(max(model.stride.max(), 32))

@@ -1,4 +1,4 @@
-"""Calibration images: the dataset's train split, letterboxed exactly as Ultralytics validates."""
+"""Calibration images: a seeded sample of the dataset's train split, letterboxed exactly as Ultralytics validates."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from yolo_opt.data.checks import dataset_images
 from yolo_opt.errors import ConfigError, DataError
-
-IMG_SUFFIXES = {".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp"}
 
 
 def _as_hw(imgsz: int | tuple[int, int] | list[int]) -> tuple[int, int]:
@@ -21,42 +20,6 @@ def _as_hw(imgsz: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     if h < 1 or w < 1:
         raise ConfigError(f"imgsz={imgsz} must be positive, e.g. imgsz=640")
     return h, w
-
-
-def dataset_images(data: str | Path | None, split: str = "train") -> list[Path]:
-    """List the image files of one split of an Ultralytics `data.yaml` (sorted, deterministic).
-
-    Raises:
-        DataError: No data given, missing yaml, or the split has no images.
-    """
-    if data is None or str(data) == "":
-        raise DataError("INT8 calibration needs images: pass data=path/to/data.yaml (its train split is used)")
-    path = Path(str(data))
-    if path.suffix in {".yaml", ".yml"} and not path.exists():
-        raise DataError(f"dataset file not found: {path}; pass data=path/to/data.yaml")
-    from ultralytics.data.utils import check_det_dataset
-
-    try:
-        info = check_det_dataset(str(data), autodownload=False)
-    except Exception as e:  # Ultralytics raises FileNotFoundError/SyntaxError/... for bad yamls
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise DataError(f"cannot read dataset {data}: {first}") from e
-    roots = info.get(split) or info.get("val")
-    roots = roots if isinstance(roots, list) else [roots]
-    files: list[Path] = []
-    for root in roots:
-        root = Path(str(root))
-        if root.is_dir():
-            files += [p for p in root.rglob("*") if p.suffix.lower() in IMG_SUFFIXES]
-        elif root.suffix == ".txt" and root.exists():  # list file of image paths
-            for line in root.read_text().splitlines():
-                p = Path(line.strip())
-                p = p if p.is_absolute() else root.parent / p
-                if p.suffix.lower() in IMG_SUFFIXES and p.exists():
-                    files.append(p)
-    if not files:
-        raise DataError(f"no images found in the '{split}' split of {data}; check its '{split}:' path")
-    return sorted(set(files))
 
 
 def letterbox(image: np.ndarray, imgsz: int | tuple[int, int]) -> np.ndarray:

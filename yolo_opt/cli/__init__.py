@@ -1,0 +1,307 @@
+"""`yolo-opt MODE key=value ...`: the `yolo` CLI grammar plus yolo-opt's keys (see `yolo-opt help`).
+
+The CLI parses `key=value` pairs into the option objects of `yolo_opt.options` (which validate them) and calls
+the Python API; it decides nothing else. Nothing imports it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from yolo_opt.errors import ConfigError, ModelError, YoloOptError
+
+MODES = {
+    "train": "fine-tune with Ultralytics, pruning as asked (prune=, prune_target=, prune_steps=, ...)",
+    "prune": "one-shot pruning without training: model=best.pt prune=0.5 out=pruned.pt",
+    "val": "Ultralytics validation of any model (pruned ones too)",
+    "predict": "Ultralytics prediction",
+    "export": "Ultralytics export; int8=True or format=engine|jetson: INT8 QDQ ONNX / TensorRT / bundle (calib=, ...)",
+    "bundle": "Jetson folder (ONNX FP32+INT8, metadata, build_engine.py/.sh, infer.py): model= data= out=",
+    "optimize": "the whole pipeline from a recipe: model=best.pt data=data.yaml recipe=jetson-int8 [name= key=...]",
+    "benchmark": "measure models side by side: model=a.pt,b.onnx,... data=data.yaml [imgsz= lat_imgsz= name=]",
+    "data": "write the generated demo dataset: out=DIR [seed= n_train= n_val= imgsz=]",
+    "demo": "generated data -> small CPU-trained baseline -> the default recipe (prune, INT8 ONNX), with a table",
+    "sensitivity": "per-layer pruning sensitivity table + plot: model=best.pt data=data.yaml [ratios=0.25,0.5,0.75]",
+    "tune": "Optuna search, mAP vs latency: model=best.pt data=data.yaml trials=20 [storage=... study=...]",
+    "help": "this help and the table of yolo-opt keys",
+    "version": "print versions",
+}
+
+
+def parse_value(text: str) -> Any:
+    """Turn a CLI string into None/bool/int/float/str like the `yolo` CLI does."""
+    lower = text.lower()
+    if lower == "none":
+        return None
+    if lower in {"true", "false"}:
+        return lower == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_argv(argv: list[str]) -> tuple[str, dict[str, Any]]:
+    """Split `MODE key=value ...` into the mode and a dict; bare flags (e.g. `resume`) mean True."""
+    if not argv:
+        return "help", {}
+    mode, kwargs = argv[0], {}
+    if "=" in mode:
+        raise ConfigError(f"first argument must be a mode ({', '.join(MODES)}), got '{mode}'")
+    for token in argv[1:]:
+        key, sep, value = token.partition("=")
+        key = key.strip()
+        if sep and (not key or not value):
+            raise ConfigError(f"'{token}' is not key=value (no spaces around '=')")
+        if key in kwargs:
+            raise ConfigError(f"'{key}' is given twice; give each key once")
+        kwargs[key] = parse_value(value.strip()) if sep else True
+    if mode not in MODES:
+        close = difflib.get_close_matches(mode, MODES, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"unknown mode '{mode}'{hint} Modes: {', '.join(MODES)}")
+    return mode, kwargs
+
+
+def _ultralytics_keys() -> set[str]:
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    return set(DEFAULT_CFG_DICT)
+
+
+def check_known(kwargs: dict[str, Any], mode: str) -> None:
+    """Reject keys neither yolo-opt nor Ultralytics knows (one line, with a suggestion); ours in the wrong mode."""
+    from yolo_opt.options import our_keys
+
+    ours = our_keys()
+    known = _ultralytics_keys() | set(ours) | {"cfg"}
+    for key in kwargs:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"unknown argument '{key}'{hint} See 'yolo-opt help' and 'yolo cfg'")
+        if key in ours and key not in _ultralytics_keys() and mode not in ours[key][0].modes:
+            hint = " (INT8 export: add int8=True)" if mode == "export" else ""
+            raise ConfigError(f"'{key}' is a yolo-opt key that 'yolo-opt {mode}' does not use{hint}; see 'yolo-opt help'")
+
+
+def refuse_rest(kwargs: dict[str, Any], mode: str) -> None:
+    """Nothing may be left once a mode took its keys."""
+    if kwargs:
+        check_known(kwargs, mode)
+        raise ConfigError(f"unknown argument(s) for 'yolo-opt {mode}': {', '.join(kwargs)}; see 'yolo-opt help'")
+
+
+def need(kwargs: dict[str, Any], key: str, example: str) -> Any:
+    """Pop a required key, with a one-line error naming an example."""
+    value = kwargs.pop(key, None)
+    if value is None or value == "":
+        raise (ModelError if key == "model" else ConfigError)(f"{key}= is required, e.g. {key}={example}")
+    return value
+
+
+def run_train(kwargs: dict[str, Any]) -> None:
+    from yolo_opt.options import TrainOptions
+    from yolo_opt.train import train
+
+    check_known(kwargs, "train")
+    opts = TrainOptions.take(kwargs, "train")
+    model = need(kwargs, "model", "best.pt")
+    resume = kwargs.get("resume")
+    if isinstance(resume, str):  # yolo grammar: resume=path/to/last.pt
+        model, kwargs["resume"] = resume, True
+    result = train(model, opts, **kwargs)
+    print(f"yolo-opt: trained model {result['best']}")
+    if result.get("qat_onnx"):
+        print(f"yolo-opt: QDQ INT8 ONNX from QAT {result['qat_onnx']}")
+
+
+def run_prune(kwargs: dict[str, Any]) -> None:
+    from yolo_opt.options import PruneOptions, check_imgsz
+    from yolo_opt.prune import prune_checkpoint
+
+    opts = PruneOptions.take(kwargs, "prune")
+    model, out = need(kwargs, "model", "best.pt"), need(kwargs, "out", "pruned.pt")
+    imgsz = check_imgsz(kwargs.pop("imgsz", 640))
+    data = kwargs.pop("data", None)
+    refuse_rest(kwargs, "prune")
+    summary = prune_checkpoint(model, out, opts, imgsz=imgsz, data=data)
+    print(
+        f"pruned {model} -> {summary['out']}: ratio {summary['ratio']:.3f} ({summary['method']}), "
+        f"params {summary['params_ratio']:.3f}x, GFLOPs {summary['gflops']:.2f} ({summary['gflops_ratio']:.3f}x) "
+        f"at imgsz={summary['imgsz']}"
+    )
+
+
+def run_ultralytics(mode: str, kwargs: dict[str, Any]) -> None:
+    from ultralytics import YOLO
+
+    from yolo_opt.data.checks import check_data_arg
+    from yolo_opt.io.checkpoint import load_model
+
+    check_known(kwargs, mode)
+    ours = [k for k in kwargs if k not in _ultralytics_keys()]
+    if ours:
+        raise ConfigError(f"'{ours[0]}' is a yolo-opt key that 'yolo-opt {mode}' does not use; see 'yolo-opt help'")
+    model = str(need(kwargs, "model", "best.pt"))
+    if model.endswith(".pt"):
+        load_model(model)  # the clear error for a missing, corrupt or untrusted checkpoint
+    elif not Path(model).exists():
+        raise ModelError(f"model file not found: {model}")
+    if mode == "val":
+        check_data_arg(kwargs.get("data"))
+    getattr(YOLO(model, task="detect"), mode)(**kwargs)
+
+
+def run_optimize(kwargs: dict[str, Any]) -> None:
+    from yolo_opt.pipeline import optimize
+    from yolo_opt.pipeline.recipes import DEFAULT_RECIPE
+
+    model, data = need(kwargs, "model", "best.pt"), need(kwargs, "data", "data.yaml")
+    recipe = kwargs.pop("recipe", DEFAULT_RECIPE)
+    name, project = kwargs.pop("name", None), kwargs.pop("project", "runs/opt")
+    optimize(model, data, recipe, name=name, project=project, **kwargs)
+
+
+def run_benchmark(kwargs: dict[str, Any]) -> None:
+    from yolo_opt.bench.report import benchmark, markdown_table
+    from yolo_opt.data.checks import check_data_arg
+    from yolo_opt.options import BenchOptions, check_imgsz
+
+    bench = BenchOptions.take(kwargs, "benchmark")
+    models = need(kwargs, "model", "best.pt,pruned.pt,pruned_int8.onnx")
+    data = check_data_arg(need(kwargs, "data", "data.yaml"))
+    imgsz = check_imgsz(kwargs.pop("imgsz", 640))
+    out = Path(str(kwargs.pop("project", "runs/opt"))) / str(kwargs.pop("name", "benchmark"))
+    refuse_rest(kwargs, "benchmark")
+    rows = benchmark(str(models).split(","), data, imgsz, out=out, lat_imgsz=bench.lat_imgsz)
+    print(markdown_table(rows))
+    print(f"report: {out / 'report.md'}, plot: {out / 'report.png'}, figures: {out / 'results.json'}")
+
+
+def wants_deploy(mode: str, kwargs: dict[str, Any]) -> bool:
+    """True when `export` needs yolo-opt's deploy path (INT8, TensorRT engine, Jetson bundle)."""
+    if mode == "bundle":
+        return True
+    if mode != "export":
+        return False
+    int8 = kwargs.get("int8") is True or str(kwargs.get("quantize")).lower() in {"8", "int8"}
+    return int8 or str(kwargs.get("format", "")).lower() in {"engine", "jetson"}
+
+
+def run_deploy(mode: str, kwargs: dict[str, Any]) -> None:
+    """`export` with int8/engine/jetson and `bundle`."""
+    from yolo_opt.deploy import export
+    from yolo_opt.options import ExportOptions
+
+    if str(kwargs.pop("quantize", None)).lower() in {"8", "int8"}:  # Ultralytics' spelling of int8=True
+        kwargs["int8"] = True
+    if mode == "bundle":
+        kwargs["format"] = "jetson"
+        need(dict(kwargs), "out", "jetson_bundle")
+    opts = ExportOptions.take(kwargs, mode)
+    model, data = need(kwargs, "model", "best.pt"), kwargs.pop("data", None)
+    refuse_rest(kwargs, mode)
+    export(model, opts, data)
+
+
+def run_data(kwargs: dict[str, Any]) -> None:
+    from yolo_opt.data import make_dataset
+    from yolo_opt.options import DataOptions
+
+    opts = DataOptions.take(kwargs, "data")
+    refuse_rest(kwargs, "data")
+    path = make_dataset(opts.out, opts.seed, opts.n_train, opts.n_val, opts.imgsz, opts.max_objects)
+    print(f"dataset written: {path}")
+
+
+def run_sensitivity(kwargs: dict[str, Any]) -> None:
+    from yolo_opt.options import PruneOptions, SensitivityOptions, check_imgsz
+    from yolo_opt.prune.sensitivity import pruning_sensitivity
+
+    prune = PruneOptions.take(kwargs, "sensitivity")
+    opts = SensitivityOptions.take(kwargs, "sensitivity")
+    model, data = need(kwargs, "model", "best.pt"), need(kwargs, "data", "data.yaml")
+    imgsz = check_imgsz(kwargs.pop("imgsz", 640))
+    out = Path(str(kwargs.pop("project", "runs/opt/sensitivity"))) / str(kwargs.pop("name", "exp"))
+    check_known(kwargs, "sensitivity")  # what is left are `yolo val` arguments (batch=, workers=, conf=, ...)
+    report = pruning_sensitivity(model, data, opts, imgsz, prune.prune_method, prune.prune_round, out=out,
+                                 val_args=kwargs)
+    print((out / "sensitivity.md").read_text())
+    print(f"sensitivity of {len(report['groups'])} groups in {report['seconds']}s: {out}/sensitivity.json, .md, .png")
+
+
+def run_tune(kwargs: dict[str, Any]) -> None:
+    from yolo_opt.options import TuneOptions
+    from yolo_opt.tune import tune
+
+    opts = TuneOptions.take(kwargs, "tune")
+    model, data = need(kwargs, "model", "best.pt"), need(kwargs, "data", "data.yaml")
+    summary = tune(model, data, opts, project=kwargs.pop("project", "runs/opt/tune"), **kwargs)
+    print(f"study '{summary['study']}' ({summary['storage']}): {summary['states']}; recipes: {summary['recipes']}")
+
+
+def run_demo(kwargs: dict[str, Any]) -> None:
+    from yolo_opt.options import DemoOptions
+    from yolo_opt.pipeline.demo import run_demo as demo
+
+    demo(DemoOptions.take(kwargs, "demo"), **kwargs)
+
+
+def run_help(kwargs: dict[str, Any]) -> None:
+    from yolo_opt.options import help_table
+
+    print("usage: yolo-opt MODE key=value ...\n\nmodes:")
+    width = max(map(len, MODES))
+    for mode, text in MODES.items():
+        print(f"  {mode:<{width}}  {text}")
+    print("\nyolo-opt keys (every other key is an Ultralytics argument, see 'yolo cfg'):")
+    print(help_table())
+
+
+def run_version(kwargs: dict[str, Any]) -> None:
+    import ultralytics
+
+    from yolo_opt import __version__
+
+    print(f"yolo-opt {__version__} (ultralytics {ultralytics.__version__})")
+
+
+HANDLERS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "help": run_help, "version": run_version, "train": run_train, "prune": run_prune, "data": run_data,
+    "optimize": run_optimize, "benchmark": run_benchmark, "sensitivity": run_sensitivity, "tune": run_tune,
+    "demo": run_demo,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `yolo-opt` command; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        mode, kwargs = parse_argv(argv)
+        if wants_deploy(mode, kwargs):
+            run_deploy(mode, kwargs)
+        elif mode in HANDLERS:
+            HANDLERS[mode](kwargs)
+        else:
+            run_ultralytics(mode, kwargs)
+    except YoloOptError as e:
+        print(f"yolo-opt: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("yolo-opt: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def entrypoint() -> None:
+    """Console-script wrapper."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    sys.exit(main())

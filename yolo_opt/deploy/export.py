@@ -1,0 +1,78 @@
+"""`export()`: the `yolo-opt export` verb for yolo-opt's formats (INT8 ONNX, TensorRT engine, Jetson bundle)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from yolo_opt.options import ExportOptions
+
+
+def export(model: str | Path, opts: ExportOptions | None = None, data: str | Path | None = None,
+           verbose: bool = True, **shortcuts: Any) -> dict[str, Any]:
+    """FP32 + INT8 QDQ ONNX (both validated), a TensorRT engine, or a Jetson bundle, from an Ultralytics `.pt`.
+
+    Args:
+        model: Ultralytics `.pt` (pruned or not).
+        opts: `format` (onnx, engine, jetson), `int8`, `imgsz`, `out` (INT8 .onnx, .engine or bundle folder; nothing
+            is written anywhere else), `workspace` (TensorRT GiB) and the PTQ options in `opts.ptq`; or their
+            keyword shortcuts (`export("best.pt", int8=True, calib="entropy", data="data.yaml")`).
+        data: data.yaml: its train split calibrates, its val split validates.
+        verbose: Print the summary.
+
+    Returns:
+        A report dict (paths, mAPs, layers kept in float).
+    """
+    from yolo_opt.data.calib import calibration_files
+    from yolo_opt.deploy.bundle import make_bundle
+    from yolo_opt.deploy.onnx import export_onnx
+    from yolo_opt.deploy.tensorrt import build_engine
+    from yolo_opt.io.checkpoint import load_model
+    from yolo_opt.quant.ptq import quantize_onnx
+
+    if opts is None:
+        rest = dict(shortcuts)
+        opts = ExportOptions.take(rest)
+        if rest:
+            from yolo_opt.errors import ConfigError
+
+            raise ConfigError(f"unknown export option(s): {', '.join(rest)}; see 'yolo-opt help'")
+    ptq, fmt, int8, imgsz, out = opts.ptq, opts.format, opts.int8, opts.imgsz, opts.out
+    load_model(model)
+    if int8 or fmt == "jetson":
+        calibration_files(data, ptq.calib_images)  # one clear error before any work
+    if fmt == "jetson":
+        folder = make_bundle(model, data, out or Path(model).with_name(Path(model).stem + "_jetson"), imgsz,
+                             True, ptq.calib, ptq.calib_images, ptq.per_channel, ptq.max_map_drop,
+                             workspace=opts.workspace)
+        if verbose:
+            print(f"Jetson bundle written: {folder} (see {folder / 'README.txt'})")
+        return {"bundle": str(folder)}
+    report: dict[str, Any] = {}
+    onnx_out = Path(out).with_suffix(".onnx") if (out and fmt == "engine") else None
+    fp32 = export_onnx(model, onnx_out if not int8 else None, imgsz=imgsz)
+    report["fp32"] = str(fp32)
+    if fmt == "engine" and ptq.calib == "legacy":
+        engine = build_engine(fp32, out, int8=int8, workspace=opts.workspace, calib="legacy", data=data,
+                              calib_images=ptq.calib_images)
+        return {**report, "engine": str(engine)}
+    src = fp32
+    if int8:
+        int8_out = out if (out and fmt == "onnx") else None
+        r = quantize_onnx(fp32, data, int8_out, ptq)
+        report.update(r.as_dict())
+        src = r.path
+        if verbose:
+            line = f"INT8 QDQ ONNX: {r.path} ({ptq.calib}, {r.calib_images} images)"
+            if r.fp32_map is not None:
+                line += f"; mAP50-95 FP32 {r.fp32_map:.4f} -> INT8 {r.int8_map:.4f} ({r.int8_map - r.fp32_map:+.4f})"
+            print(line)
+            if r.excluded_layers:
+                print(f"kept in float to meet max_map_drop={ptq.max_map_drop}: {', '.join(r.excluded_layers)}")
+    if fmt == "engine":
+        engine = build_engine(src, out if out else Path(src).with_suffix(".engine"), int8=int8,
+                              workspace=opts.workspace)
+        report["engine"] = str(engine)
+        if verbose:
+            print(f"TensorRT engine: {engine}")
+    return report

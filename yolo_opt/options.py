@@ -1,0 +1,453 @@
+"""Typed option objects: the one home of every yolo-opt key, its type, default, range and help.
+
+Each object is frozen and validated once, on construction (types coerced, ranges and combinations checked,
+`ConfigError` naming the fix otherwise), so the layers below take them as given. The CLI's parsing and the
+`yolo-opt help` table are generated from these fields. Python callers build them directly
+(`PruneOptions(prune_target=0.5)`) or pass keyword shortcuts that the verbs turn into them (`from_kwargs`).
+
+This module imports no torch/Ultralytics: the CLI parses with it before anything heavy is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+from yolo_opt.errors import ConfigError
+
+# Channel importance criteria (`prune_method`); yolo_opt.prune.importance maps each name to a torch-pruning object.
+PRUNE_METHODS = {
+    "l2": "group L2 magnitude of the weights of each channel group",
+    "l1": "group L1 magnitude of the weights of each channel group",
+    "bn": "BatchNorm scale |gamma| (network slimming; pair with sparsity=)",
+    "taylor": "first-order Taylor |w * dL/dw| on training batches (needs data)",
+    "random": "random channels (a baseline for comparisons)",
+}
+CALIB_METHODS = ("minmax", "entropy", "percentile")  # ONNX Runtime calibration; "legacy" is TensorRT's own
+DEPLOY_FORMATS = ("onnx", "engine", "jetson")
+# TensorRT builder workspace (GiB) for engines and bundles: Jetson Orin Nano/NX share 4-8 GiB with the CPU
+TRT_WORKSPACE_GIB = 2.0
+# Pruning decisions are searched on a small image: conv MACs scale with the area, so ratios do not change
+SEARCH_IMGSZ = 320
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What the CLI and `help` know of one key."""
+
+    type: type
+    help: str
+    modes: tuple[str, ...]
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple[str, ...] | None = None
+    ultralytics: bool = False  # an Ultralytics argument that this object also reads (not listed as ours in help)
+
+    def describe_range(self) -> str:
+        """Human-readable valid range, e.g. '0 <= x < 1' or 'a|b|c'."""
+        if self.choices:
+            return "|".join(self.choices)
+        if self.low is None and self.high is None:
+            return ""
+        lo = "" if self.low is None else f"{_num(self.low)} {'<' if self.low_open else '<='} "
+        hi = "" if self.high is None else f" {'<' if self.high_open else '<='} {_num(self.high)}"
+        return f"{lo}x{hi}"
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def key(default: Any, type_: type, help: str, modes: tuple[str, ...], **limits: Any) -> Any:  # noqa: A002
+    """A dataclass field carrying its CLI spec."""
+    return field(default=default, metadata={"spec": Spec(type_, help, tuple(modes), **limits)})
+
+
+def parse_bool(name: str, value: Any) -> bool:
+    """True/False from a bool or the strings the `yolo` CLI accepts."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"true", "1", "yes"}:
+        return True
+    if text in {"false", "0", "no"}:
+        return False
+    raise ConfigError(f"{name}={value!r} must be True or False")
+
+
+def coerce(name: str, spec: Spec, value: Any, default: Any) -> Any:
+    """Convert and range-check one value; raise ConfigError naming the fix."""
+    if value is None or (isinstance(value, str) and value.lower() == "none"):
+        if default is None:
+            return None
+        raise ConfigError(f"{name} needs a value ({spec.help})")
+    if spec.type is bool:
+        return parse_bool(name, value)
+    try:
+        if spec.type in (int, float) and isinstance(value, bool):
+            raise ValueError
+        if spec.type is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        out = spec.type(value)
+    except (TypeError, ValueError):
+        example = spec.describe_range().replace("x", name) or f"{name}=<{spec.type.__name__}>"
+        raise ConfigError(f"{name}={value!r} must be {spec.type.__name__} ({example})") from None
+    if spec.choices and out not in spec.choices:
+        raise ConfigError(f"unknown {name} '{out}'; choose one of: {', '.join(spec.choices)}")
+    bad_low = spec.low is not None and (out <= spec.low if spec.low_open else out < spec.low)
+    bad_high = spec.high is not None and (out >= spec.high if spec.high_open else out > spec.high)
+    if bad_low or bad_high:
+        raise ConfigError(f"{name}={value} is out of range; use {spec.describe_range().replace('x', name)}")
+    return out
+
+
+def check_imgsz(value: Any, name: str = "imgsz") -> int:
+    """An image size: an integer >= 32 and a multiple of the YOLO stride 32 (else one line naming the fix)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 32:
+        raise ConfigError(f"{name}={value!r} must be an integer multiple of 32, e.g. {name}=640")
+    if value % 32:
+        raise ConfigError(f"{name}={value} must be a multiple of the model stride 32, e.g. {name}={(value + 31) // 32 * 32}")
+    return value
+
+
+@dataclass(frozen=True)
+class Options:
+    """Base of the option objects: every field coerced and checked on construction, then `check()`."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            spec = f.metadata.get("spec")
+            if spec is not None:
+                object.__setattr__(self, f.name, coerce(f.name, spec, getattr(self, f.name), f.default))
+        self.check()
+
+    def check(self) -> None:
+        """Rules between fields (override)."""
+
+    @classmethod
+    def specs(cls) -> dict[str, tuple[Spec, Any]]:
+        """Key name -> (spec, default) of this object's own keys."""
+        return {f.name: (f.metadata["spec"], f.default) for f in fields(cls) if "spec" in f.metadata}
+
+    @classmethod
+    def take(cls, kwargs: dict[str, Any], mode: str | None = None, **extra: Any):
+        """Build from the keys of `kwargs` this class knows, removing them from `kwargs`.
+
+        A key of this class that does not apply to `mode` is refused (e.g. prune_steps= for one-shot pruning).
+        """
+        mine = {}
+        for name, (spec, _) in cls.specs().items():
+            if name in kwargs:
+                if mode is not None and mode not in spec.modes:
+                    raise ConfigError(f"'{name}' does not apply to 'yolo-opt {mode}' (it is for: {', '.join(spec.modes)})")
+                mine[name] = kwargs.pop(name)
+        return cls(**mine, **extra)
+
+    @classmethod
+    def from_kwargs(cls, opts: Options | None = None, **kwargs: Any):
+        """`opts` itself, or an object built from keyword shortcuts (not both); unknown keys raise ConfigError."""
+        if opts is not None:
+            if kwargs:
+                raise ConfigError(f"give {cls.__name__} or its keywords, not both ({', '.join(kwargs)})")
+            if not isinstance(opts, cls):
+                raise ConfigError(f"expected {cls.__name__}, got {type(opts).__name__}")
+            return opts
+        rest = dict(kwargs)
+        out = cls.take(rest)
+        if rest:
+            raise ConfigError(f"unknown {cls.__name__} key(s): {', '.join(rest)}; see 'yolo-opt help'")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of this object's keys (what is saved in checkpoints and recipes)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if "spec" in f.metadata}
+
+    def replace(self, **changes: Any):
+        """A copy with some keys changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+TRAIN = ("train",)
+PRUNE_MODES = ("train", "prune")
+
+
+@dataclass(frozen=True)
+class PruneOptions(Options):
+    """Structured channel pruning: how much, by which criterion, in how many steps (train) or at once (prune)."""
+
+    prune: float = key(0.0, float, "fraction of prunable channels to remove", PRUNE_MODES, low=0, high=1, high_open=True)
+    prune_target: float | None = key(None, float, "target GFLOPs ratio to keep (0.5 = half); the ratio is searched",
+                                     PRUNE_MODES, low=0, high=1, low_open=True)
+    prune_method: str = key("l2", str, "channel importance criterion", PRUNE_MODES + ("sensitivity",),
+                            choices=tuple(PRUNE_METHODS))
+    prune_steps: int = key(1, int, "iterative pruning: prune a share, fine-tune, repeat", TRAIN, low=1, high=100)
+    prune_round: int = key(8, int, "round kept channels to a multiple of this (8 suits TensorRT/VNNI)",
+                           PRUNE_MODES + ("sensitivity",), low=1, high=256)
+    prune_global: bool = key(False, bool, "rank channels across layers instead of one ratio per layer", PRUNE_MODES)
+    prune_batches: int = key(8, int, "training batches scored by prune_method=taylor", PRUNE_MODES, low=1, high=10000)
+    prune_ratios: str = key("uniform", str, "per-layer ratios: one ratio everywhere, or allocated from sensitivity=",
+                            PRUNE_MODES, choices=("uniform", "sensitivity"))
+    sensitivity: str | None = key(None, str, "sensitivity.json from 'yolo-opt sensitivity' (for "
+                                  "prune_ratios=sensitivity)", PRUNE_MODES)
+    sparsity: float = key(0.0, float, "L1 penalty on BN scales during a sparsity phase before the first prune step",
+                          TRAIN, low=0, high=1)
+    sparsity_epochs: int = key(0, int, "length of the sparsity phase in epochs (0: a third of the epochs)", TRAIN,
+                               low=0, high=100000)
+
+    def check(self) -> None:
+        """One of prune / prune_target; sensitivity ratios need their report and per-layer ranking."""
+        if self.prune and self.prune_target is not None:
+            raise ConfigError("give prune=<channel fraction> or prune_target=<GFLOPs ratio>, not both")
+        if self.prune_ratios == "sensitivity":
+            if not self.sensitivity:
+                raise ConfigError("prune_ratios=sensitivity needs sensitivity=path/to/sensitivity.json "
+                                  "('yolo-opt sensitivity')")
+            if self.prune_global:
+                raise ConfigError("prune_ratios=sensitivity sets one ratio per group; it cannot be combined with "
+                                  "prune_global=True")
+
+    @property
+    def active(self) -> bool:
+        """Whether anything is pruned."""
+        return bool(self.prune) or self.prune_target is not None
+
+
+@dataclass(frozen=True)
+class DistillOptions(Options):
+    """Recovery by distillation from the model before pruning (or `teacher=`)."""
+
+    distill: bool = key(False, bool, "recover by distillation from the unpruned model (or teacher=)", TRAIN)
+    teacher: str | None = key(None, str, "teacher checkpoint for distill (default: the model before pruning)", TRAIN)
+
+    @property
+    def enabled(self) -> bool:
+        """Distillation runs when asked, or when a teacher is named."""
+        return self.distill or self.teacher is not None
+
+
+@dataclass(frozen=True)
+class QATOptions(Options):
+    """Quantization-aware fine-tuning (Ultralytics' ModelOpt fake-quant), a phase after pruning + recovery."""
+
+    qat: bool = key(False, bool, "INT8 quantization-aware fine-tuning (after pruning and recovery when prune is set); "
+                    "writes a QDQ ONNX", TRAIN + ("optimize",))
+    qat_epochs: int = key(3, int, "epochs of the QAT phase that follows pruning + recovery", TRAIN + ("optimize",),
+                          low=1, high=10000)
+    qat_lr0: float = key(1e-4, float, "learning rate of the QAT phase (AdamW, no warm-up)", TRAIN + ("optimize",),
+                         low=0, high=1, low_open=True)
+
+    # the phase's fixed Ultralytics settings: small steps from a converged float model
+    optimizer: ClassVar[str] = "AdamW"
+    warmup_epochs: ClassVar[int] = 0
+
+    def phase_args(self) -> dict[str, Any]:
+        """Ultralytics train arguments of the QAT phase."""
+        return {"quantize": 8, "epochs": self.qat_epochs, "lr0": self.qat_lr0, "optimizer": self.optimizer,
+                "warmup_epochs": self.warmup_epochs}
+
+
+@dataclass(frozen=True)
+class TrainOptions(Options):
+    """Everything yolo-opt adds to `yolo train`: pruning, distillation and QAT (each its own object)."""
+
+    prune: PruneOptions = field(default_factory=PruneOptions)
+    distill: DistillOptions = field(default_factory=DistillOptions)
+    qat: QATOptions = field(default_factory=QATOptions)
+
+    PARTS: ClassVar[tuple[type[Options], ...]] = (PruneOptions, DistillOptions, QATOptions)
+
+    @classmethod
+    def specs(cls) -> dict[str, tuple[Spec, Any]]:
+        """The keys of all parts."""
+        return {k: v for part in cls.PARTS for k, v in part.specs().items()}
+
+    @classmethod
+    def take(cls, kwargs: dict[str, Any], mode: str | None = None, **extra: Any) -> TrainOptions:
+        """Each part takes its keys from `kwargs`."""
+        return cls(PruneOptions.take(kwargs, mode), DistillOptions.take(kwargs, mode), QATOptions.take(kwargs, mode))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainOptions:
+        """From a flat dict (checkpoint metadata, DDP arguments); unknown keys are refused."""
+        rest = dict(values)
+        out = cls.take(rest)
+        if rest:
+            raise ConfigError(f"unknown training option(s): {', '.join(rest)}")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """One flat dict of all parts (key names are unique across them)."""
+        return {**self.prune.to_dict(), **self.distill.to_dict(), **self.qat.to_dict()}
+
+
+@dataclass(frozen=True)
+class PTQOptions(Options):
+    """Post-training INT8 quantization of an ONNX model, calibrated on the train split."""
+
+    calib: str = key("minmax", str, "INT8 calibration (legacy: TensorRT's implicit calibrator, format=engine)",
+                     ("export", "bundle", "optimize"), choices=(*CALIB_METHODS, "legacy"))
+    calib_images: int = key(256, int, "train images used for INT8 calibration", ("export", "bundle", "optimize"),
+                            low=1, high=100000)
+    per_channel: bool = key(True, bool, "per-output-channel INT8 weight scales", ("export", "bundle", "optimize"))
+    max_map_drop: float | None = key(None, float, "largest accepted absolute mAP50-95 drop of INT8 vs FP32; "
+                                     "sensitive layers are kept in float to meet it", ("export", "bundle", "optimize"),
+                                     low=0, high=1, high_open=True)
+
+
+EXPORT_MODES = ("export", "bundle")
+
+
+@dataclass(frozen=True)
+class ExportOptions(Options):
+    """`yolo-opt export` with int8/engine/jetson and `yolo-opt bundle`: the format and where it goes."""
+
+    format: str = key("onnx", str, "export format", EXPORT_MODES, choices=DEPLOY_FORMATS, ultralytics=True)
+    int8: bool = key(False, bool, "INT8 quantization", EXPORT_MODES, ultralytics=True)
+    imgsz: int = key(640, int, "export image size", EXPORT_MODES, low=32, high=8192, ultralytics=True)
+    workspace: float = key(TRT_WORKSPACE_GIB, float, "TensorRT builder workspace (GiB)", EXPORT_MODES, low=0,
+                           high=1024, low_open=True, ultralytics=True)
+    out: str | None = key(None, str, "output path (.pt for prune, a folder for data, demo and bundle, the INT8 "
+                          ".onnx/.engine for export)", ("prune", "data", "demo", "export", "bundle"))
+    ptq: PTQOptions = field(default_factory=PTQOptions)
+
+    def check(self) -> None:
+        """legacy calibration only builds engines; a bundle needs a folder."""
+        if self.ptq.calib == "legacy" and self.format != "engine":
+            raise ConfigError("calib=legacy is TensorRT's implicit calibrator: use it with format=engine")
+        check_imgsz(self.imgsz)
+
+    @classmethod
+    def take(cls, kwargs: dict[str, Any], mode: str | None = None, **extra: Any) -> ExportOptions:
+        """The PTQ keys go to the nested PTQOptions."""
+        ptq = PTQOptions.take(kwargs, mode)
+        return super().take(kwargs, mode, ptq=ptq, **extra)
+
+
+@dataclass(frozen=True)
+class DataOptions(Options):
+    """`yolo-opt data`: the generated dataset."""
+
+    out: str = key("datasets/yolo-opt", str, "output folder of the dataset", ("data",))
+    seed: int = key(0, int, "dataset seed (same seed, same bytes)", ("data",), low=0, high=2**31 - 1)
+    n_train: int = key(300, int, "number of training images", ("data", "demo"), low=1, high=1000000)
+    n_val: int = key(80, int, "number of validation images", ("data", "demo"), low=1, high=1000000)
+    imgsz: int = key(160, int, "image side in pixels", ("data",), low=32, high=4096, ultralytics=True)
+    max_objects: int = key(6, int, "most objects per image", ("data",), low=1, high=100)
+
+
+@dataclass(frozen=True)
+class BenchOptions(Options):
+    """How models are measured in reports."""
+
+    lat_imgsz: int | None = key(None, int, "image size of .pt latency (default: imgsz; an ONNX is timed at its own "
+                                "input size)", ("demo", "optimize", "benchmark"), low=32, high=4096)
+
+
+@dataclass(frozen=True)
+class DemoOptions(Options):
+    """`yolo-opt demo`: generated data -> small CPU-trained baseline -> a recipe."""
+
+    out: str = key("runs/opt/demo", str, "output folder of the demo", ("demo",))
+    n_train: int = key(300, int, "number of training images", ("data", "demo"), low=1, high=1000000)
+    n_val: int = key(80, int, "number of validation images", ("data", "demo"), low=1, high=1000000)
+    base_epochs: int = key(30, int, "epochs of the demo's baseline training", ("demo",), low=1, high=10000)
+    arch: str = key("yolov8n", str, "Ultralytics model yaml stem the demo trains (yolov8n, yolo11n, ...)", ("demo",))
+    recipe: str = key("cpu-onnx", str, "pipeline recipe: a shipped name (cpu-onnx, jetson-int8, accuracy-first) or "
+                      "a .yaml path", ("optimize", "demo"))
+    imgsz: int = key(160, int, "training and validation image size", ("demo",), low=32, high=4096, ultralytics=True)
+
+
+@dataclass(frozen=True)
+class SensitivityOptions(Options):
+    """`yolo-opt sensitivity`: per-group pruning sensitivity without fine-tuning."""
+
+    ratios: str = key("0.25,0.5,0.75", str, "pruning ratios tried on each group, comma-separated", ("sensitivity",))
+    max_images: int | None = key(None, int, "score only the first N val images (faster, noisier)", ("sensitivity",),
+                                 low=1, high=10**9)
+    groups: str | None = key(None, str, "only these groups (comma-separated root layer names, e.g. model.4.cv0)",
+                             ("sensitivity",))
+
+    def ratio_list(self) -> list[float]:
+        """The ratios as sorted unique fractions 0 < r < 1."""
+        try:
+            values = [float(r) for r in self.ratios.replace(" ", "").split(",") if r]
+        except ValueError:
+            raise ConfigError(f"ratios={self.ratios!r} must be comma-separated fractions, e.g. "
+                              "ratios=0.25,0.5,0.75") from None
+        if not values or any(not 0 < r < 1 for r in values):
+            raise ConfigError(f"ratios={self.ratios!r}: give fractions 0 < r < 1, e.g. ratios=0.25,0.5,0.75")
+        return sorted(set(values))
+
+    def check(self) -> None:
+        """The ratios parse."""
+        self.ratio_list()
+
+
+@dataclass(frozen=True)
+class TuneOptions(Options):
+    """`yolo-opt tune`: an Optuna multi-objective compression search."""
+
+    OBJECTIVES: ClassVar[dict[str, tuple[str, str]]] = {"map,latency": ("map", "latency_ms"),
+                                                        "map,gflops": ("map", "gflops")}
+
+    trials: int = key(20, int, "total trials of the study (a resumed study runs only the missing ones)", ("tune",),
+                      low=1, high=100000)
+    storage: str | None = key(None, str, "Optuna storage URL (default: SQLite study.db in the run folder; "
+                              "postgresql://user:pw@host/db to share a study between machines)", ("tune",))
+    study: str = key("tune", str, "study name (also the run folder runs/opt/tune/<study>)", ("tune",))
+    objectives: str = key("map,latency", str, "what to optimize: map and one of latency (ONNX Runtime ms) or gflops",
+                          ("tune",), choices=("map,latency", "map,gflops"))
+    max_epochs: int = key(10, int, "largest fine-tuning epochs a trial may draw (fix it with epochs=)", ("tune",),
+                          low=1, high=10000)
+    top: int = key(3, int, "Pareto-optimal trials written as recipe YAML files", ("tune",), low=0, high=1000)
+    heartbeat: int = key(60, int, "seconds between trial heartbeats; a trial silent for 2x this becomes FAIL",
+                         ("tune",), low=1, high=86400)
+
+    def check(self) -> None:
+        """The study name names a folder."""
+        import re
+
+        if not re.fullmatch(r"[\w.-]+", self.study):
+            raise ConfigError(f"study={self.study!r}: use letters, digits, '.', '-' or '_' (it names the run folder)")
+
+
+@dataclass(frozen=True)
+class PipelineOptions(Options):
+    """`yolo-opt optimize`: which recipe, and the run folder."""
+
+    recipe: str = key("cpu-onnx", str, "pipeline recipe: a shipped name (cpu-onnx, jetson-int8, accuracy-first) or a "
+                      ".yaml path", ("optimize", "demo"))
+
+
+# Every object whose keys the CLI knows, in the order `help` lists them.
+ALL_OPTIONS: tuple[type[Options], ...] = (
+    PruneOptions, DistillOptions, QATOptions, PTQOptions, ExportOptions, DataOptions, DemoOptions, BenchOptions,
+    SensitivityOptions, TuneOptions, PipelineOptions,
+)
+
+
+def our_keys() -> dict[str, tuple[Spec, Any]]:
+    """Every yolo-opt key (not the Ultralytics ones some objects read) -> (spec, default), modes merged."""
+    out: dict[str, tuple[Spec, Any]] = {}
+    for cls in ALL_OPTIONS:
+        for name, (spec, default) in cls.specs().items():
+            if spec.ultralytics:
+                continue
+            if name in out:
+                known = out[name][0]
+                spec = dataclasses.replace(known, modes=tuple(dict.fromkeys(known.modes + spec.modes)))
+                default = out[name][1]
+            out[name] = (spec, default)
+    return out
+
+
+def help_table() -> str:
+    """The table `yolo-opt help` prints: key, type, default, range, modes, help."""
+    rows = [("key", "type", "default", "range", "modes", "help")]
+    rows += [(name, spec.type.__name__, str(default), spec.describe_range(), ",".join(spec.modes), spec.help)
+             for name, (spec, default) in our_keys().items()]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:5], widths, strict=True)) + "  " + r[5] for r in rows)

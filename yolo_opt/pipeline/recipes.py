@@ -1,0 +1,101 @@
+"""Recipes: YAML files naming the pipeline's stages and their keys, validated whole into option objects.
+
+A recipe is checked completely when it is loaded (stage names and order, every key's type and range, what each
+stage needs), so a bad recipe or override fails before a run folder or any stage output exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from yolo_opt.errors import ConfigError
+from yolo_opt.options import BenchOptions, PTQOptions, TrainOptions
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+DEFAULT_RECIPE = "cpu-onnx"
+PIPELINE_KEYS = {"stages", "recipe", "name", "project"}
+
+
+def available_recipes() -> list[str]:
+    """Names of the recipes shipped with yolo-opt."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A validated recipe: its stages, yolo-opt's option objects, and the Ultralytics arguments of its trainings."""
+
+    name: str
+    stages: tuple[str, ...]
+    train: TrainOptions
+    ptq: PTQOptions
+    bench: BenchOptions
+    ultralytics: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)  # the merged keys as given (recorded in the run's state)
+
+    @property
+    def imgsz(self) -> int:
+        """Training, validation and export image size."""
+        return int(self.ultralytics.get("imgsz", 640))
+
+
+def _read(recipe: str | Path) -> tuple[Path, dict[str, Any]]:
+    path = Path(str(recipe))
+    if path.suffix in {".yaml", ".yml"}:
+        if not path.exists():
+            raise ConfigError(f"recipe file not found: {path}; pass a shipped recipe name "
+                              f"({', '.join(available_recipes())}) or an existing .yaml path")
+    else:
+        path = RECIPES_DIR / f"{recipe}.yaml"
+        if not path.exists():
+            raise ConfigError(f"unknown recipe '{recipe}'; choose one of: {', '.join(available_recipes())} or a "
+                              ".yaml path")
+    try:
+        cfg = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"recipe {path} is not valid YAML ({str(e).splitlines()[0]})") from e
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"recipe {path} must be a mapping of key: value")
+    return path, cfg
+
+
+def load_recipe(recipe: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
+    """Load a recipe by name (see `available_recipes`) or path, apply `overrides`, and validate all of it."""
+    from ultralytics.cfg import DEFAULT_CFG_DICT
+
+    from yolo_opt.pipeline.stages import STAGES, check_order
+
+    path, cfg = _read(recipe)
+    cfg = {**cfg, **(overrides or {})}
+    stages = cfg.get("stages")
+    if isinstance(stages, str):
+        stages = [s.strip() for s in stages.strip("[]").split(",") if s.strip()]
+    if not stages or not isinstance(stages, list):
+        raise ConfigError(f"recipe {path.name} needs a list of stages, e.g. stages: [baseline, prune, export]")
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ConfigError(f"recipe {path.name}: unknown stage '{unknown[0]}'; stages are: {', '.join(STAGES)}")
+    cfg["stages"] = stages
+    rest = {k: v for k, v in cfg.items() if k not in PIPELINE_KEYS}
+    try:
+        train = TrainOptions.take(rest)
+        ptq = PTQOptions.take(rest)
+        bench = BenchOptions.take(rest)
+    except ConfigError as e:
+        raise ConfigError(f"recipe {path.name}: {e}") from None
+    bad = [k for k in rest if k not in DEFAULT_CFG_DICT]
+    if bad:
+        raise ConfigError(f"recipe {path.name}: unknown key '{bad[0]}'; see 'yolo-opt help' and 'yolo cfg'")
+    for key in ("imgsz", "epochs", "batch"):
+        if key in rest and (isinstance(rest[key], bool) or not isinstance(rest[key], int) or rest[key] < 1):
+            raise ConfigError(f"recipe {path.name}: {key}={rest[key]!r} must be a positive integer")
+    if "imgsz" in rest and rest["imgsz"] % 32:
+        raise ConfigError(f"recipe {path.name}: imgsz={rest['imgsz']} must be a multiple of the model stride 32, "
+                          f"e.g. imgsz={(rest['imgsz'] + 31) // 32 * 32}")
+    out = Recipe(path.stem, tuple(stages), train, ptq, bench, rest, cfg)
+    check_order(out, path.name)
+    return out

@@ -1,0 +1,171 @@
+"""The pipeline's stages, in one registry: what each needs from earlier stages, what it gives, and what it does.
+
+A stage reads its input artefact from the run folder, writes its output atomically and records it in the run's
+`state.json` (`Run.record`), so a killed run continues at the unfinished stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from yolo_opt.errors import ConfigError, ModelError, TensorRTMissing
+from yolo_opt.io.files import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from yolo_opt.pipeline.recipes import Recipe
+    from yolo_opt.pipeline.run import Run
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A pipeline stage."""
+
+    name: str
+    needs: tuple[str, ...]  # artefact kinds an earlier stage must have made ("pt", "onnx")
+    gives: tuple[str, ...]  # artefact kinds it makes available to later stages
+    help: str
+    fn: Callable[[Run, Recipe], Any]
+    check: Callable[[Recipe], None] | None = None  # recipe rules of this stage, checked at load
+
+
+STAGES: dict[str, Stage] = {}
+
+
+def stage(name: str, needs: tuple[str, ...], gives: tuple[str, ...], help: str,  # noqa: A002
+          check: Callable[[Recipe], None] | None = None):
+    """Register a stage function under `name`."""
+
+    def register(fn: Callable[[Run, Recipe], Any]) -> Callable[[Run, Recipe], Any]:
+        STAGES[name] = Stage(name, needs, gives, help, fn, check)
+        return fn
+
+    return register
+
+
+def check_order(recipe: Recipe, source: str) -> None:
+    """Each stage's needs are met by an earlier stage, and each stage's own rules hold."""
+    have = {"pt"}
+    for name in recipe.stages:
+        s = STAGES[name]
+        missing = [n for n in s.needs if n not in have]
+        if missing:
+            raise ConfigError(f"recipe {source}: stage '{name}' needs an {missing[0].upper()} model from an earlier "
+                              "stage; add 'export' before it")
+        if s.check is not None:
+            try:
+                s.check(recipe)
+            except ConfigError as e:
+                raise ConfigError(f"recipe {source}: {e}") from None
+        have |= set(s.gives)
+
+
+def _train_stage(run: Run, recipe: Recipe, name: str, model: Path, **args: Any) -> Path:
+    """A training stage in `run/<name>/`, resumed through Ultralytics when a previous attempt was killed."""
+    from yolo_opt.train.phases import train_in
+
+    trained = train_in(run.folder, name, model, **{**recipe.ultralytics, "data": run.data, **args})
+    out = run.folder / f"{name}.pt"
+    atomic_write_bytes(out, trained.read_bytes())
+    return out
+
+
+@stage("baseline", ("pt",), (), "measure the input model")
+def _baseline(run: Run, recipe: Recipe) -> None:
+    run.record("baseline", {"baseline_pt": run.path("pt")})
+
+
+def _check_prune(recipe: Recipe) -> None:
+    if not recipe.train.prune.active:
+        raise ConfigError("stage 'prune' needs prune= or prune_target= in the recipe or on the command line")
+
+
+@stage("prune", ("pt",), ("pt",), "prune + fine-tune inside the Ultralytics trainer (distill= for recovery)",
+       check=_check_prune)
+def _prune(run: Run, recipe: Recipe) -> None:
+    opts = recipe.train
+    distill = opts.distill
+    if distill.enabled and distill.teacher is None:
+        distill = distill.replace(teacher=str(run.path("baseline_pt") or run.path("pt")))
+    first = opts.replace(distill=distill, qat=opts.qat.replace(qat=False))
+    out = _train_stage(run, recipe, "prune", run.path("pt"), **first.to_dict())
+    run.record("prune", {"pt": out, "pruned_pt": out})
+
+
+@stage("qat", ("pt",), ("pt", "onnx"), "quantization-aware fine-tuning; QDQ ONNX with the QAT scales")
+def _qat(run: Run, recipe: Recipe) -> None:
+    from yolo_opt.quant.qat import export_qat_onnx
+
+    out = _train_stage(run, recipe, "qat", run.path("pt"), **recipe.train.qat.phase_args())
+    onnx = export_qat_onnx(out, imgsz=recipe.imgsz, out=run.folder / "qat_int8.onnx")
+    run.record("qat", {"pt": out, "qat_pt": out, "int8_onnx": onnx, "qat_onnx": onnx})
+
+
+@stage("export", ("pt",), ("onnx",), "FP32 ONNX of the latest model")
+def _export(run: Run, recipe: Recipe) -> None:
+    from yolo_opt.deploy.onnx import export_onnx
+
+    src = run.path("pt")
+    if src.name == "qat.pt":  # the QAT model's ONNX is the QDQ one; export the float model it started from
+        src = run.path("pruned_pt") or run.path("baseline_pt") or src
+    out = export_onnx(src, run.folder / "model_fp32.onnx", imgsz=recipe.imgsz)
+    artefacts = {"onnx": out, "fp32_onnx": out}
+    base = run.path("baseline_pt")
+    if base is not None and base != src:  # the ONNX Runtime reference for the compressed models
+        artefacts["baseline_onnx"] = export_onnx(base, run.folder / "baseline_fp32.onnx", imgsz=recipe.imgsz)
+    run.record("export", artefacts)
+
+
+@stage("ptq", ("onnx",), ("onnx",), "INT8 QDQ ONNX by post-training calibration")
+def _ptq(run: Run, recipe: Recipe) -> None:
+    from yolo_opt.quant.ptq import quantize_onnx
+
+    result = quantize_onnx(run.path("fp32_onnx") or run.path("onnx"), run.data, run.folder / "model_int8.onnx",
+                           recipe.ptq, validate=recipe.ptq.max_map_drop is not None)
+    run.record("ptq", {"int8_onnx": result.path, "ptq_onnx": result.path}, excluded_layers=result.excluded_layers)
+
+
+@stage("bundle", ("pt",), (), "Jetson bundle folder (ONNX, metadata, build_engine, infer)")
+def _bundle(run: Run, recipe: Recipe) -> None:
+    from yolo_opt.deploy.bundle import make_bundle
+
+    ptq = recipe.ptq
+    src = run.path("pruned_pt") or run.path("pt")
+    folder = make_bundle(src, run.data, run.folder / "jetson", recipe.imgsz, True, ptq.calib, ptq.calib_images,
+                         ptq.per_channel, ptq.max_map_drop, validate=ptq.max_map_drop is not None)
+    qat = run.path("qat_onnx")
+    if qat is not None:  # the QAT scales travel too: build_engine.py --onnx model_int8_qat.onnx
+        atomic_write_bytes(folder / "model_int8_qat.onnx", qat.read_bytes())
+    run.record("bundle", {"bundle": folder})
+
+
+@stage("engine", ("onnx",), (), "TensorRT engine (skipped with a note where TensorRT is absent)")
+def _engine(run: Run, recipe: Recipe) -> None:
+    from yolo_opt.deploy.tensorrt import build_engine
+
+    src = run.path("int8_onnx") or run.path("onnx")
+    try:
+        engine = build_engine(src, run.folder / "model.engine", int8=src == run.path("int8_onnx"))
+    except TensorRTMissing as e:  # only a missing TensorRT is a skip; a failed build is an error
+        print(f"yolo-opt: stage 'engine' skipped: {e}")
+        run.record("engine", {}, skipped=str(e))
+        return
+    run.record("engine", {"engine": engine})
+
+
+@stage("benchmark", (), (), "measure every artefact: report.md, report.png, results.json")
+def _benchmark(run: Run, recipe: Recipe) -> dict[str, Any]:
+    from yolo_opt.bench.report import benchmark
+
+    labels = {"baseline_pt": "baseline", "pruned_pt": "pruned", "baseline_onnx": "baseline onnx",
+              "fp32_onnx": "fp32 onnx", "qat_onnx": "qat int8 onnx", "ptq_onnx": "ptq int8 onnx", "engine": "engine"}
+    chosen = {label: run.path(kind) for kind, label in labels.items() if run.path(kind)}
+    if not chosen:
+        raise ModelError("stage 'benchmark' found no model artefact in the run; add stages before it")
+    rows = benchmark(chosen.values(), run.data, recipe.imgsz, out=run.folder, lat_imgsz=recipe.bench.lat_imgsz,
+                     names=chosen.keys())
+    run.record("benchmark", {"report": run.folder / "report.md", "plot": run.folder / "report.png",
+                             "results": run.folder / "results.json"})
+    return rows

@@ -1,0 +1,184 @@
+"""Per-group pruning ratios allocated from a sensitivity report ("equal damage"), for a GFLOPs target."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from yolo_opt.errors import ConfigError, PruneError
+from yolo_opt.prune.blocks import make_prunable
+from yolo_opt.prune.sensitivity import SENS_METRICS
+from yolo_opt.prune.targets import MacsModel
+
+# Damage per unit ratio added to every group's curve in the allocation: a tie-break for flat (noise-level) curves.
+TIE_BREAK = 0.005
+
+
+def load_sensitivity(path: str | Path) -> dict[str, Any]:
+    """Read a `sensitivity.json` written by `layer_sensitivity` (clear error when missing or malformed)."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"sensitivity file not found: {path}; make one with 'yolo-opt sensitivity model=... data=...'")
+    try:
+        report = json.loads(path.read_text())
+        assert isinstance(report["groups"], dict) and report["ratios"] and "baseline" in report
+    except (ValueError, KeyError, TypeError, AssertionError):
+        raise ConfigError(f"{path} is not a sensitivity report written by 'yolo-opt sensitivity'") from None
+    return report
+
+
+def choose_metric(report: dict[str, Any], metric: str = "auto") -> str:
+    """'auto': mAP50-95 when the baseline has a usable mAP (>= 0.05), else the head-output change `err`."""
+    if metric == "auto":
+        return "map" if report["baseline"]["map"] >= 0.05 else "err"
+    if metric not in SENS_METRICS:
+        raise ConfigError(f"unknown sensitivity metric '{metric}'; choose one of: auto, {', '.join(SENS_METRICS)}")
+    return metric
+
+
+def damage_curves(report: dict[str, Any], metric: str) -> dict[str, tuple[list[float], list[float]]]:
+    """Per group: (ratios, damage) with damage(0)=0, non-negative and non-decreasing (running max)."""
+    curves = {}
+    for name, row in report["groups"].items():
+        values = row[metric]
+        raw = values if metric == "err" else [report["baseline"][metric] - v for v in values]
+        damage, worst = [0.0], 0.0
+        for d in raw:
+            worst = max(worst, float(d), 0.0)
+            damage.append(worst)
+        curves[name] = ([0.0, *report["ratios"]], damage)
+    return curves
+
+
+def _ratio_at(ratios: list[float], damage: list[float], tau: float, eps: float) -> float:
+    """Largest r with damage(r) + eps*r <= tau (piecewise-linear damage; the left side is strictly increasing)."""
+    cost = [d + eps * r for r, d in zip(ratios, damage, strict=True)]
+    if tau >= cost[-1]:
+        return ratios[-1]
+    for i in range(1, len(ratios)):
+        if tau < cost[i]:
+            r0, r1, c0, c1 = ratios[i - 1], ratios[i], cost[i - 1], cost[i]
+            return r0 + (r1 - r0) * (tau - c0) / (c1 - c0)
+    return ratios[-1]
+
+
+def _ratio_cost(ratios: list[float], damage: list[float], eps: float):
+    """r -> interpolated damage(r) + eps*r."""
+
+    def cost(r: float) -> float:
+        for i in range(1, len(ratios)):
+            if r <= ratios[i]:
+                t = (r - ratios[i - 1]) / (ratios[i] - ratios[i - 1])
+                return damage[i - 1] + t * (damage[i] - damage[i - 1]) + eps * r
+        return damage[-1] + eps * r
+
+    return cost
+
+
+def allocate_ratios(
+    report: dict[str, Any],
+    model: nn.Module,
+    target: float,
+    imgsz: int = 128,
+    round_to: int | None = 8,
+    metric: str = "auto",
+    tol: float = 0.01,
+) -> dict[str, float]:
+    """Per-group pruning ratios from a sensitivity report that bring GFLOPs to `target` x the model's.
+
+    Allocation rule ("equal damage"): each group's measured damage curve d_g(r) (mAP drop after pruning the
+    group alone at ratio r, clipped at 0, made non-decreasing, linear between measured ratios, d_g(0)=0) gets a
+    small tie-break slope, c_g(r) = d_g(r) + eps*r with eps = TIE_BREAK / r_max. For a damage level tau every
+    group is pruned at the largest ratio whose cost stays <= tau, r_g(tau), capped at the largest measured ratio
+    r_max (nothing beyond what was measured). tau is raised (bisection) until the estimated GFLOPs meet the
+    target; groups that channel rounding makes flip together are then moved one at a time (least damage first)
+    so the estimate lands just under the target. So every group is pruned to the same predicted accuracy cost:
+    insensitive groups lose many channels, sensitive groups few. Drops below the noise tolerance behave like equal sensitivity, and with equal curves
+    (e.g. all zero) the rule gives the same ratio to every group, i.e. uniform pruning.
+
+    Args:
+        report: A `layer_sensitivity` report (e.g. from `load_sensitivity`); it must cover this model's groups.
+        model: The model to prune (made prunable here if needed; not modified).
+        target: GFLOPs to keep, as a fraction of the model's (0 < target <= 1).
+        imgsz: Image size of the (fast, analytic) GFLOPs estimate.
+        round_to: Channel rounding used when pruning.
+        metric: 'auto' (mAP50-95, or the output change `err` when the baseline mAP is < 0.05), 'map', 'map50', 'err'.
+        tol: Relative tolerance on the target (channel rounding makes GFLOPs a step function).
+
+    Returns:
+        {group root name: ratio} for `prune_model(..., layer_ratios=...)`.
+
+    Raises:
+        PruneError: The report does not match the model, or the target needs more than the measured ratios.
+    """
+    net = copy.deepcopy(model).float().eval()
+    make_prunable(net)
+    estimate = MacsModel(net, imgsz, round_to)
+    missing = sorted(set(estimate.groups) - set(report["groups"]))
+    if missing:
+        raise PruneError(
+            f"the sensitivity report does not cover {len(missing)} prunable group(s) of this model "
+            f"(e.g. {missing[0]}); run 'yolo-opt sensitivity' on this model (without groups=)"
+        )
+    metric = choose_metric(report, metric)
+    curves = {n: c for n, c in damage_curves(report, metric).items() if n in estimate.groups}
+    r_max = max(report["ratios"])
+    eps = TIE_BREAK / r_max
+
+    def ratios_at(tau: float) -> dict[str, float]:
+        return {n: round(_ratio_at(r, d, tau, eps), 4) for n, (r, d) in curves.items()}
+
+    hi = max(d[-1] + eps * r[-1] for r, d in curves.values())
+    if estimate.ratio(ratios_at(hi)) > target * (1 + tol):
+        raise PruneError(
+            f"GFLOPs target {target} needs more than the largest measured ratio {r_max} in some groups; "
+            f"measure larger ratios (ratios=...,0.9) or ask for a larger target"
+        )
+    lo = 0.0
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if estimate.ratio(ratios_at(mid)) <= target * (1 + tol):
+            hi = mid
+        else:
+            lo = mid
+    # Channel rounding makes groups with equal curves flip together between lo and hi (a GFLOPs jump well below
+    # the target): move them from their lo to their hi ratio one at a time, least damage first, until it is met.
+    below, above = ratios_at(hi), ratios_at(lo)
+    cost = {n: _ratio_cost(r, d, eps) for n, (r, d) in curves.items()}
+    moves = sorted((n for n in below if below[n] != above[n]), key=lambda n: (cost[n](below[n]) - cost[n](above[n]), n))
+    chosen = dict(above)
+    for name in moves:
+        if estimate.ratio(chosen) <= target * (1 + tol):
+            break
+        chosen[name] = below[name]
+    return chosen
+
+
+def sensitivity_ratios(
+    model: nn.Module,
+    sensitivity: str | Path | dict,
+    prune: float | None = None,
+    prune_target: float | None = None,
+    round_to: int | None = 8,
+    imgsz: int = 128,
+) -> tuple[dict[str, float], float]:
+    """Per-group ratios for the GFLOPs of `prune_target`, or of uniform pruning at `prune`.
+
+    Returns:
+        (ratios by group name, the GFLOPs target used).
+    """
+    report = sensitivity if isinstance(sensitivity, dict) else load_sensitivity(sensitivity)
+    if prune_target is None:
+        if not prune:
+            return {}, 1.0
+        net = copy.deepcopy(model).float().eval()
+        make_prunable(net)
+        estimate = MacsModel(net, imgsz, round_to)
+        prune_target = estimate.ratio(dict.fromkeys(estimate.groups, prune))
+    return allocate_ratios(report, model, prune_target, imgsz, round_to), prune_target
+
+

@@ -1,0 +1,97 @@
+"""One-shot pruning of a checkpoint, without training: load, prune, save (atomically)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from yolo_opt.errors import ConfigError
+from yolo_opt.options import SEARCH_IMGSZ, PruneOptions
+
+
+def prune_checkpoint(
+    model: str | Path,
+    out: str | Path,
+    opts: PruneOptions | None = None,
+    imgsz: int = 640,
+    data: str | Path | None = None,
+    **shortcuts: Any,
+) -> dict[str, Any]:
+    """Load `model`, prune it as `opts` says, save it to `out`. Returns a summary dict.
+
+    Args:
+        model: Ultralytics `.pt` detection checkpoint.
+        out: Output `.pt` path (never the input).
+        opts: `prune` (channel fraction) or `prune_target` (GFLOPs ratio to keep), criterion, rounding, ... (or
+            their keyword shortcuts: `prune_checkpoint("best.pt", "pruned.pt", prune=0.5)`). With
+            `prune_ratios="sensitivity"`, per-group ratios from the report reach the same GFLOPs
+            (see `yolo_opt.prune.allocation.allocate_ratios`).
+        imgsz: Image size of the GFLOPs figures and of the Taylor batches.
+        data: data.yaml, needed by `prune_method="taylor"` (training batches score the channels).
+    """
+    from yolo_opt.io.checkpoint import load_model, meta, save_model
+    from yolo_opt.prune.importance import NEEDS_DATA
+    from yolo_opt.prune.pruner import prune_model
+    from yolo_opt.prune.targets import count_macs, ratio_for_macs
+
+    opts = PruneOptions.from_kwargs(opts, **shortcuts)
+    if not opts.active:
+        raise ConfigError("give prune=<fraction of channels> or prune_target=<GFLOPs ratio>, e.g. prune=0.5")
+    out = Path(out)
+    if out.suffix != ".pt":
+        raise ConfigError(f"out= must name a .pt file, got '{out}'")
+    if out.exists() and Path(model).exists() and out.resolve() == Path(model).resolve():
+        raise ConfigError(f"out={out} is the input model; choose another out= (the input is never overwritten)")
+    if opts.prune_method in NEEDS_DATA and not data:
+        raise ConfigError(f"prune_method={opts.prune_method} scores channels with training batches; pass data=data.yaml")
+    report = None
+    if opts.prune_ratios == "sensitivity":
+        from yolo_opt.prune.allocation import load_sensitivity
+
+        report = load_sensitivity(opts.sensitivity)
+    net = load_model(model)
+    if data is not None:
+        from yolo_opt.data.checks import check_classes
+
+        check_classes(data, getattr(net, "names", None))
+    base_macs, base_params = count_macs(net, imgsz)
+    search_imgsz = min(imgsz, SEARCH_IMGSZ)
+    layer_ratios = None
+    if report is not None:
+        from yolo_opt.prune.allocation import sensitivity_ratios
+
+        layer_ratios, _ = sensitivity_ratios(net, report, opts.prune or None, opts.prune_target, opts.prune_round,
+                                             imgsz=search_imgsz)
+        ratio = 0.0
+    elif opts.prune_target is not None:
+        ratio = ratio_for_macs(net, opts.prune_target, opts.prune_method, opts.prune_round, opts.prune_global,
+                               imgsz=search_imgsz)
+    else:
+        ratio = opts.prune
+    batches = loss_fn = None
+    if opts.prune_method in NEEDS_DATA:
+        from yolo_opt.data.batches import taylor_batches
+
+        batches, loss_fn = taylor_batches(net, data, imgsz, opts.prune_batches)
+    prune_model(net, ratio, opts.prune_method, opts.prune_round, opts.prune_global, imgsz, batches, loss_fn,
+                layer_ratios=layer_ratios)
+    macs, params = count_macs(net, imgsz)
+    info = meta(net)
+    info.setdefault("base_macs", base_macs)
+    info.setdefault("base_params", base_params)
+    step = {"ratio": ratio, "method": opts.prune_method, "macs": macs, "params": params}
+    if layer_ratios:
+        step["layer_ratios"] = layer_ratios
+    info.setdefault("history", []).append(step)
+    save_model(net, out)
+    return {
+        "out": str(out),
+        "ratio": ratio,
+        "method": opts.prune_method,
+        "layer_ratios": layer_ratios,
+        "params": params,
+        "params_ratio": params / base_params,
+        "gflops": 2 * macs / 1e9,
+        "gflops_ratio": macs / base_macs,
+        "imgsz": imgsz,
+    }

@@ -1,0 +1,123 @@
+"""Graph analysis of a YOLO ONNX model for INT8: feature convs, the float decode tail, conv+SiLU layers, and the
+shared ranges of Concat inputs and outputs. Decisions come from the graph itself, so pruned models and other head
+variants work unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def _consumers(graph) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for n in graph.node:
+        for t in n.input:
+            out.setdefault(t, []).append(n)
+    return out
+
+
+def _producers(graph) -> dict[str, Any]:
+    return {t: n for n in graph.node for t in n.output}
+
+
+def feature_convs(model) -> list[str]:
+    """Names of Conv nodes that compute features (all but DFL's fixed 1-output-channel conv)."""
+    init = {i.name: i for i in model.graph.initializer}
+    names = []
+    for n in model.graph.node:
+        if n.op_type != "Conv":
+            continue
+        w = init.get(n.input[1]) if len(n.input) > 1 else None
+        if w is not None and len(w.dims) == 4 and w.dims[0] == 1:
+            continue  # DFL integral conv (arange weights): part of the decode tail
+        names.append(n.name)
+    return names
+
+
+def float_tail(model) -> list[str]:
+    """Post-processing nodes to keep in float: every node that no feature Conv depends on.
+
+    For YOLO Detect heads this is the box decode after the final head convs (reshape/concat of the branches, DFL
+    softmax and conv, anchor and stride arithmetic, the class sigmoid and the output concat), found from the graph
+    itself so it also holds for pruned models and other head variants.
+    """
+    graph = model.graph
+    prod = _producers(graph)
+    convs = set(feature_convs(model))
+    ancestors: set[str] = set()
+    stack = [n for n in graph.node if n.name in convs]
+    while stack:
+        node = stack.pop()
+        if node.name in ancestors:
+            continue
+        ancestors.add(node.name)
+        stack += [prod[t] for t in node.input if t in prod]
+    return [n.name for n in graph.node if n.name not in ancestors]
+
+
+def layer_groups(model, tail: set[str]) -> list[dict[str, Any]]:
+    """Conv 'layers' that can be kept in float together: a Conv plus its SiLU (Sigmoid, Mul) when present."""
+    graph = model.graph
+    cons = _consumers(graph)
+    groups = []
+    for name in feature_convs(model):
+        if name in tail:
+            continue
+        conv = next(n for n in graph.node if n.name == name)
+        nodes, out = [conv.name], conv.output[0]
+        users = cons.get(out, [])
+        sig = next((u for u in users if u.op_type == "Sigmoid"), None)
+        if sig is not None:
+            mul = next((u for u in users if u.op_type == "Mul" and sig.output[0] in u.input), None)
+            if mul is not None:
+                nodes += [sig.name, mul.name]
+                out = mul.output[0]
+        groups.append({"name": conv.name, "nodes": nodes, "input": conv.input[0], "output": out})
+    return groups
+
+
+# ONNX Runtime gives these ops' outputs their input's scale, so they join the Concat range groups.
+SCALE_PRESERVING = ("Resize", "MaxPool", "Split", "Slice", "Reshape", "Transpose")
+
+
+def share_concat_ranges(model, ranges, skip: set[str]) -> int:
+    """Give each quantized Concat's inputs and output one common range (union), in place. Returns groups merged.
+
+    Scale-preserving ops (Resize, MaxPool, Split, ...) link their input and outputs into the same group, since ONNX
+    Runtime's QDQ quantizer reuses the input scale for their outputs.
+    """
+    from onnxruntime.quantization.calibrate import TensorData
+
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    init = {i.name for i in model.graph.initializer}
+    for n in model.graph.node:
+        if n.name in skip or n.op_type not in {"Concat", *SCALE_PRESERVING}:
+            continue
+        io = [*n.input, *n.output] if n.op_type == "Concat" else [n.input[0], *n.output]
+        tensors = [t for t in io if t and t not in init and t in ranges]
+        for t in tensors[1:]:
+            parent[find(t)] = find(tensors[0])
+    groups: dict[str, list[str]] = {}
+    for t in list(parent):
+        groups.setdefault(find(t), []).append(t)
+    merged = 0
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        lo = min(float(np.min(ranges[t].range_value[0])) for t in members)
+        hi = max(float(np.max(ranges[t].range_value[1])) for t in members)
+        for t in members:
+            ranges[t] = TensorData(lowest=np.array(lo, dtype=np.float32), highest=np.array(hi, dtype=np.float32))
+        merged += 1
+    return merged
+
+

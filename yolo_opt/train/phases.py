@@ -1,0 +1,171 @@
+"""`train()`: yolo-opt's training verb, in phases: [prune + recover (distilling)] -> [QAT] -> QDQ ONNX.
+
+Without QAT only the first phase runs; without pruning options it is a plain Ultralytics training (with
+`PruneTrainer`, which then changes nothing). Every input is checked before the first run folder is made.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from yolo_opt.errors import ConfigError, ModelError
+from yolo_opt.options import QATOptions, TrainOptions
+
+
+def _ultralytics_run(model: str | Path, opts: TrainOptions | None = None, after: QATOptions | None = None,
+                     **args: Any):
+    """One Ultralytics training run with yolo-opt's trainer, given `opts` (and the QAT phase to follow)."""
+    from ultralytics import YOLO
+
+    from yolo_opt.train.trainer import PruneSchedule, PruneTrainer
+
+    yolo = YOLO(str(model), task="detect")
+    if opts is not None:  # the trainer takes its options from this callback (how they also reach DDP workers)
+        yolo.add_callback("on_train_epoch_start", PruneSchedule(opts.to_dict(), after and after.to_dict()))
+    yolo.train(trainer=PruneTrainer, **args)
+    return yolo.trainer
+
+
+def _check_inputs(model: str | Path, opts: TrainOptions, args: dict[str, Any]) -> None:
+    """Fail before any run folder exists: model, data, GFLOPs target, sensitivity report, teacher."""
+    from yolo_opt.data.checks import check_classes
+    from yolo_opt.io.checkpoint import load_model
+    from yolo_opt.options import SEARCH_IMGSZ
+
+    net = None
+    if str(model).endswith(".pt"):
+        net = load_model(model)  # a clear error for a missing, corrupt or non-detection file
+    elif not str(model).endswith((".yaml", ".yml")):
+        raise ModelError(f"model={model} must be a .pt checkpoint or a model .yaml")
+    names = getattr(net, "names", None)
+    check_classes(args.get("data"), names)
+    if opts.prune.prune_ratios == "sensitivity":
+        from yolo_opt.prune.allocation import load_sensitivity
+
+        load_sensitivity(opts.prune.sensitivity)
+    if net is not None and opts.prune.prune_target is not None:
+        from yolo_opt.prune.targets import check_reachable, min_macs_ratio
+
+        floor = min_macs_ratio(net, opts.prune.prune_round, opts.prune.prune_global,
+                               imgsz=min(int(args.get("imgsz", 640)), SEARCH_IMGSZ, 128))
+        check_reachable(opts.prune.prune_target, floor)
+    if opts.distill.enabled:
+        from yolo_opt.distill import check_teacher
+
+        teacher = opts.distill.teacher or (str(model) if net is not None else None)
+        if teacher is None:
+            raise ConfigError("distill=True needs teacher=path/to/model.pt when training from a yaml")
+        if names is None:
+            from yolo_opt.data.checks import read_dataset
+
+            names = read_dataset(args.get("data"))["names"]
+        args["distill_model"] = check_teacher(teacher, names)
+
+
+def train(model: str | Path, opts: TrainOptions | None = None, **kwargs: Any) -> dict[str, Any]:
+    """Train (fine-tune) `model` with Ultralytics, with yolo-opt's pruning, distillation and QAT.
+
+    Example:
+        >>> from yolo_opt import train, TrainOptions, PruneOptions
+        >>> train("best.pt", TrainOptions(prune=PruneOptions(prune_target=0.5)), data="data.yaml", epochs=30)
+        >>> train("best.pt", data="data.yaml", epochs=30, prune_target=0.5, prune_steps=3, distill=True)  # shortcuts
+
+    Args:
+        model: `.pt` checkpoint (or a model yaml), or a `last.pt` with `resume=True`.
+        opts: Pruning, distillation and QAT options; their keys may instead be given as keyword shortcuts.
+        **kwargs: yolo-opt keyword shortcuts and Ultralytics train arguments (`data=`, `epochs=`, ...).
+
+    Returns:
+        Dict with `save_dir` and `best` of the last phase, `metrics` (Ultralytics), and `qat_onnx` when qat=True.
+    """
+    rest = dict(kwargs)
+    shortcuts = TrainOptions.take(rest)  # what is left is Ultralytics' (which checks its own keys)
+    if opts is None:
+        opts = shortcuts
+    elif len(rest) != len(kwargs):
+        raise ConfigError("give TrainOptions or its keyword shortcuts, not both")
+    if rest.get("resume"):  # Ultralytics restores its arguments, the trainer the pruning run, from last.pt
+        trainer = _ultralytics_run(model, **rest)
+        after = trainer.schedule.after
+        if after:  # the run was the prune + recover phase of a phased run: QAT follows
+            keep = {k: getattr(trainer.args, k) for k in RESUMED_ARGS}
+            trainer = _qat_after(trainer, QATOptions(**after), keep)
+        return _result(trainer, trainer.opts.replace(qat=QATOptions(**after)) if after else trainer.opts)
+    _check_inputs(model, opts, rest)
+    phased = opts.qat.qat and opts.prune.active
+    first = opts.replace(qat=QATOptions()) if phased else opts
+    trainer = _ultralytics_run(model, first, opts.qat if phased else None, **rest)
+    if phased:
+        trainer = _qat_after(trainer, opts.qat, rest)
+    return _result(trainer, opts)
+
+
+# Ultralytics arguments a QAT phase takes over from a resumed prune + recover run
+RESUMED_ARGS = ("imgsz", "batch", "workers", "device", "plots", "amp", "seed", "cache", "val", "exist_ok")
+
+
+def _qat_after(trainer, qat: QATOptions, args: dict[str, Any]):
+    """The QAT phase after a finished prune + recover run, in `<its name>-qat/` beside it."""
+    weights = trainer.best if trainer.best.exists() else trainer.last
+    return qat_phase(weights, qat, {**args, "name": f"{trainer.save_dir.name}-qat",
+                                    "project": str(trainer.save_dir.parent), "data": trainer.args.data})
+
+
+def qat_phase(weights: str | Path, qat: QATOptions, args: dict[str, Any]):
+    """The QAT fine-tune after pruning + recovery (the pruned shapes are kept); returns the trainer.
+
+    Used by `train()` and by the pipeline's `qat` stage, so both run the same phase.
+    """
+    keep = {k: v for k, v in args.items()
+            if k not in {"resume", "epochs", "lr0", "optimizer", "pretrained", "warmup_epochs", "distill_model"}}
+    return _ultralytics_run(weights, TrainOptions(), **keep, **qat.phase_args())
+
+
+def _result(trainer, opts: TrainOptions) -> dict[str, Any]:
+    result = {"save_dir": Path(trainer.save_dir), "best": Path(trainer.best), "metrics": trainer.metrics}
+    if opts.qat.qat:
+        from yolo_opt.quant.qat import export_qat_onnx
+
+        result["qat_onnx"] = export_qat_onnx(result["best"], imgsz=trainer.args.imgsz)
+    return result
+
+
+def train_in(project: str | Path, name: str, model: str | Path, **kwargs: Any) -> Path:
+    """Train `model` into `project/name`, or continue what is there: resume an interrupted run (its last.pt),
+    reuse a finished one. Returns the run's best.pt (last.pt when no best was saved).
+    """
+    import shutil
+
+    from yolo_opt.io.checkpoint import read_checkpoint
+
+    folder = Path(project) / name
+    last, best = folder / "weights" / "last.pt", folder / "weights" / "best.pt"
+    if last.exists():
+        # Ultralytics strips the final checkpoints and marks them epoch -1
+        if read_checkpoint(last).get("epoch", -1) != -1:
+            train(str(last), resume=True)
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+        train(str(model), **{**kwargs, "project": str(project), "name": name, "exist_ok": True})
+    return best if best.exists() else last
+
+
+def attach(model, **opts: Any):
+    """Make `model.train(...)` (a `ultralytics.YOLO`) train with yolo-opt's pruning options; returns the options.
+
+    A thin shim over `model.train(trainer=PruneTrainer, **opts)`, kept for scripts written against it.
+    """
+    import functools
+
+    from yolo_opt.train.trainer import PruneTrainer
+
+    rest = dict(opts)
+    options = TrainOptions.take(rest)
+    if rest:
+        raise ConfigError(f"not yolo-opt training options: {', '.join(rest)} (pass Ultralytics arguments to train())")
+    if options.qat.qat or options.distill.enabled:
+        raise ConfigError("attach() handles pruning only; for qat/distill use yolo_opt.train(...), or pass "
+                          "quantize=8 / distill_model=teacher.pt to model.train()")
+    model.train = functools.partial(type(model).train, model, trainer=PruneTrainer, **options.prune.to_dict())
+    return options

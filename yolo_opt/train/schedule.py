@@ -1,0 +1,53 @@
+"""When the trainer prunes, and by how much at each step."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from yolo_opt.options import SEARCH_IMGSZ, PruneOptions
+
+
+def prune_epochs(epochs: int, steps: int, start: int) -> list[int]:
+    """Epochs at whose start each pruning step runs: spread over the run, leaving time to fine-tune after."""
+    span = max(epochs - start, 1)
+    gap = max(1, span // (steps + 1)) if steps > 1 else 0
+    return [min(start + i * gap, epochs - 1) for i in range(steps)]
+
+
+def sparsity_epochs(opts: PruneOptions, epochs: int) -> int:
+    """Length of the BN-sparsity phase before the first pruning step (0 without sparsity)."""
+    if not opts.sparsity:
+        return 0
+    return opts.sparsity_epochs or max(1, epochs // 3)
+
+
+def step_fraction(final: float, step: int, steps: int) -> float:
+    """Fraction of the *current* channels to remove at step `step` of `steps`, so that `final` is removed in all."""
+    keep_now, keep_next = 1 - final * (step - 1) / steps, 1 - final * step / steps
+    return max(0.0, 1 - keep_next / keep_now)
+
+
+def step_ratio(model: nn.Module, opts: PruneOptions, run: dict[str, Any], step: int, steps: int, imgsz: int) -> float:
+    """This step's ratio of the current channels, so that after `steps` steps the goal (prune or GFLOPs) is met."""
+    from yolo_opt.prune.targets import count_macs, ratio_for_macs
+
+    if opts.prune_target is not None:
+        goal = 1 - (1 - opts.prune_target) * step / steps  # of the run's starting MACs
+        current = count_macs(model, imgsz)[0] / run["base_macs"]
+        return ratio_for_macs(model, min(1.0, goal / current), opts.prune_method, opts.prune_round,
+                              opts.prune_global, imgsz=min(imgsz, SEARCH_IMGSZ))
+    return step_fraction(opts.prune, step, steps)
+
+
+def step_layer_ratios(model: nn.Module, opts: PruneOptions, run: dict[str, Any], step: int, steps: int,
+                      imgsz: int) -> dict[str, float]:
+    """Per-group ratios of one step; the final allocation (from the sensitivity report) is computed once, in `run`."""
+    from yolo_opt.prune.allocation import sensitivity_ratios
+
+    if "layer_ratios" not in run:
+        final, target = sensitivity_ratios(model, opts.sensitivity, opts.prune or None, opts.prune_target,
+                                           opts.prune_round, imgsz=min(imgsz, SEARCH_IMGSZ))
+        run["layer_ratios"], run["layer_ratios_target"] = final, target
+    return {name: step_fraction(r, step, steps) for name, r in run["layer_ratios"].items()}

@@ -1,0 +1,262 @@
+"""`PruneTrainer`: Ultralytics' DetectionTrainer that prunes on a schedule while it trains.
+
+    from ultralytics import YOLO
+    from yolo_opt.train import PruneTrainer
+    YOLO("best.pt").train(trainer=PruneTrainer, data="data.yaml", epochs=30, prune_target=0.5)
+
+What it adds, through the trainer's public methods (and one callback for the epoch start, which has no method):
+  - `get_model` hands a pruned model back as it is (a pruned model cannot be rebuilt from its yaml);
+  - `optimizer_step` adds the L1 penalty on BN scales during a sparsity phase (network slimming);
+  - at scheduled epochs it prunes (`prune_steps` steps), then rebuilds what holds the old parameters: the
+    distillation wrapper, the DDP wrapper, the optimizer, the LR scheduler and the EMA, and restarts best-model
+    tracking so `best.pt` always has the final shape;
+  - the schedule state lives in the model's metadata, so `resume=True` continues at the right step.
+
+Multi-GPU (Ultralytics' DDP re-creates the trainer in each worker from `type(trainer)`, its arguments and its
+pickled callbacks): the options travel in the `PruneSchedule` callback, rank 0 alone decides each pruning step
+(Taylor scores would differ per rank's batches) and broadcasts the pruned model, and every rank rebuilds its
+wrappers, optimizer and EMA from it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from itertools import islice
+from typing import Any
+
+import torch
+from torch import distributed as dist
+from torch import nn
+from ultralytics.models.yolo.detect import DetectionTrainer
+from ultralytics.utils import DEFAULT_CFG, LOGGER
+
+from yolo_opt.errors import ConfigError
+from yolo_opt.io.checkpoint import META_ATTR, meta
+from yolo_opt.options import TrainOptions
+from yolo_opt.prune.blocks import C2fSplit, C2PSASplit
+
+RUN_KEY = "train_run"  # meta(model)[RUN_KEY]: options and progress of the current pruning run
+
+
+def is_pruned(model: nn.Module) -> bool:
+    """True for a model whose shapes came from yolo-opt (it cannot be rebuilt from its yaml)."""
+    return any(isinstance(m, (C2fSplit, C2PSASplit)) for m in model.modules())
+
+
+def student(model: nn.Module) -> nn.Module:
+    """The detection model inside DDP / compile / distillation wrappers."""
+    from ultralytics.utils.torch_utils import unwrap_model
+
+    model = unwrap_model(model)
+    return getattr(model, "student_model", model)
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+class PruneSchedule:
+    """The `on_train_epoch_start` callback that runs due pruning steps; it also carries the trainer's options.
+
+    Ultralytics pickles a trainer's callbacks into the file a DDP worker starts from, so the options survive the
+    trainer's re-creation there (its arguments cannot carry them: Ultralytics refuses unknown keys).
+    """
+
+    def __init__(self, options: dict[str, Any], after: dict[str, Any] | None = None):
+        """Hold the flat options dict (`TrainOptions.to_dict()`) and the QAT phase that follows this run, if any."""
+        self.options = options
+        self.after = after
+
+    def __call__(self, trainer) -> None:
+        """Prune if a step is due at this epoch."""
+        if isinstance(trainer, PruneTrainer):
+            trainer.prune_due()
+
+
+class PruneTrainer(DetectionTrainer):
+    """DetectionTrainer with yolo-opt's pruning schedule, sparsity penalty and rebuilds (see the module doc)."""
+
+    def __init__(self, cfg=DEFAULT_CFG, overrides: dict[str, Any] | None = None, _callbacks: dict | None = None):
+        """Take yolo-opt's keys out of `overrides` (the rest is Ultralytics'), or the options a DDP worker carries."""
+        overrides = dict(overrides or {})
+        ours = {k: overrides.pop(k) for k in list(overrides) if k in TrainOptions.specs()}
+        carrier = next((cb for cb in (_callbacks or {}).get("on_train_epoch_start", [])
+                        if isinstance(cb, PruneSchedule)), None)
+        self.opts = TrainOptions.from_dict({**(carrier.options if carrier else {}), **ours})
+        if self.opts.qat.qat:
+            if self.opts.prune.active:
+                raise ConfigError("qat=True after pruning is a second training phase: use yolo_opt.train() or "
+                                  "'yolo-opt train', which run prune + recover, then QAT")
+            overrides.update(quantize=8)  # a single QAT fine-tune (Ultralytics' ModelOpt fake-quant)
+        super().__init__(cfg, overrides, _callbacks)
+        if carrier is None:
+            carrier = PruneSchedule(self.opts.to_dict())
+            self.add_callback("on_train_epoch_start", carrier)
+        self.schedule = carrier
+        if self.opts.prune.active and self.args.compile:
+            LOGGER.warning("yolo-opt: 'compile' is disabled while pruning (shapes change between epochs)")
+            self.args.compile = False
+
+    # ---- Ultralytics' public methods ------------------------------------------------------------------------------
+    def get_model(self, cfg=None, weights=None, verbose: bool = True):
+        """A pruned model is handed back as it is; other models are built from the yaml, keeping our metadata."""
+        if isinstance(weights, nn.Module) and is_pruned(weights):
+            nc = self.data["nc"]
+            if getattr(weights.model[-1], "nc", nc) != nc:
+                raise ConfigError(
+                    f"the pruned model predicts {weights.model[-1].nc} classes but the dataset has {nc}; "
+                    "a pruned head cannot be rebuilt: prune a model trained on this dataset"
+                )
+            model = copy.deepcopy(weights).float()
+            for p in model.parameters():
+                p.requires_grad = True
+            return self.set_model_names_for_load(model)
+        model = super().get_model(cfg=cfg, weights=weights, verbose=verbose)
+        if isinstance(weights, nn.Module) and isinstance(getattr(weights, META_ATTR, None), dict):
+            setattr(model, META_ATTR, copy.deepcopy(meta(weights)))  # a resumed run's schedule state
+        return model
+
+    def optimizer_step(self) -> None:
+        """During the sparsity phase, add the L1 penalty on BN scales to the gradients (at the AMP scale)."""
+        if self._sparsity_on():
+            lam = self.opts.prune.sparsity * float(self.scaler.get_scale() if self.scaler.is_enabled() else 1.0)
+            for m in student(self.model).modules():
+                if isinstance(m, nn.BatchNorm2d) and m.weight.grad is not None:
+                    m.weight.grad.add_(lam * torch.sign(m.weight.detach()))
+        super().optimizer_step()
+
+    def resume_training(self, ckpt) -> None:
+        """After Ultralytics' own resume: continue the stored pruning run, or start its record."""
+        super().resume_training(ckpt)
+        model = student(self.model)
+        stored = meta(model).get(RUN_KEY)
+        if self.resume and stored:
+            self.opts = TrainOptions.from_dict(stored["opts"])
+            self.schedule.options, self.schedule.after = self.opts.to_dict(), stored.get("after")
+            return
+        if not self.opts.prune.active:
+            return
+        from yolo_opt.prune.targets import count_macs
+        from yolo_opt.train.schedule import prune_epochs, sparsity_epochs
+
+        macs, params = count_macs(model, self.args.imgsz)
+        meta(model)[RUN_KEY] = {
+            "opts": self.opts.to_dict(),
+            "epochs": prune_epochs(self.epochs, self.opts.prune.prune_steps, sparsity_epochs(self.opts.prune, self.epochs)),
+            "steps_done": 0,
+            "base_macs": macs,
+            "base_params": params,
+            "imgsz": self.args.imgsz,
+            "after": self.schedule.after,  # a QAT phase yolo_opt.train() runs next (kept for resume)
+        }
+
+    def save_model(self):
+        """Checkpoints are saved from the EMA: give it the current run record first."""
+        record = meta(student(self.model)).get(RUN_KEY)
+        if record is not None and self.ema is not None:
+            meta(student(self.ema.ema))[RUN_KEY] = copy.deepcopy(record)
+        return super().save_model()
+
+    # ---- the schedule ---------------------------------------------------------------------------------------------
+    def _run(self) -> dict[str, Any] | None:
+        return meta(student(self.model)).get(RUN_KEY)
+
+    def _sparsity_on(self) -> bool:
+        from yolo_opt.train.schedule import sparsity_epochs
+
+        run = self._run()
+        return (bool(self.opts.prune.sparsity) and run is not None and run["steps_done"] == 0
+                and self.epoch < sparsity_epochs(self.opts.prune, self.epochs))
+
+    def prune_due(self) -> None:
+        """Run every pruning step scheduled at or before this epoch (several when steps outnumber epochs)."""
+        run = self._run()
+        while run is not None and run["steps_done"] < len(run["epochs"]) and self.epoch >= run["epochs"][run["steps_done"]]:
+            self.prune_step()
+            run = self._run()
+
+    def prune_step(self) -> None:
+        """One pruning step (decided on rank 0, broadcast under DDP), then fresh wrappers, optimizer and EMA."""
+        model = student(self.model)
+        if not _distributed() or dist.get_rank() == 0:
+            self._prune(model)
+        if _distributed():
+            from yolo_opt.prune.groups import no_forward_hooks
+
+            with no_forward_hooks(model):
+                payload = [copy.deepcopy(model).cpu() if dist.get_rank() == 0 else None]
+            dist.broadcast_object_list(payload, src=0)
+            if dist.get_rank() != 0:
+                model = payload[0].to(self.device)
+        self._rewrap(model)
+        self._rebuild_optimization()
+
+    def _prune(self, model: nn.Module) -> None:
+        """Prune `model` in place by this step's share and record it in the run."""
+        from yolo_opt.data.batches import detection_loss
+        from yolo_opt.prune.importance import NEEDS_DATA
+        from yolo_opt.prune.pruner import prune_model
+        from yolo_opt.prune.targets import count_macs
+        from yolo_opt.train.schedule import step_layer_ratios, step_ratio
+
+        opts, run, imgsz = self.opts.prune, self._run(), self.args.imgsz
+        step, steps = run["steps_done"] + 1, len(run["epochs"])
+        per_layer = opts.prune_ratios == "sensitivity"
+        ratio = 0.0 if per_layer else step_ratio(model, opts, run, step, steps, imgsz)
+        layer_ratios = step_layer_ratios(model, opts, run, step, steps, imgsz) if per_layer else None
+        batches = loss_fn = None
+        if opts.prune_method in NEEDS_DATA:
+            batches = (self.preprocess_batch(b) for b in islice(self.train_loader, opts.prune_batches))
+            loss_fn = detection_loss
+        prune_model(model, ratio, opts.prune_method, opts.prune_round, opts.prune_global, imgsz, batches, loss_fn,
+                    layer_ratios=layer_ratios)
+        macs, params = count_macs(model, imgsz)
+        run["steps_done"] = step
+        run.setdefault("history", []).append({"epoch": self.epoch, "ratio": ratio, "macs_ratio": macs / run["base_macs"],
+                                              "params_ratio": params / run["base_params"]})
+        LOGGER.info(
+            f"yolo-opt: prune step {step}/{steps} at epoch {self.epoch + 1} ({opts.prune_method}, ratio "
+            f"{'per-layer' if layer_ratios else f'{ratio:.3f}'}): GFLOPs {macs / run['base_macs']:.3f}x, "
+            f"params {params / run['base_params']:.3f}x"
+        )
+
+    def _rewrap(self, model: nn.Module) -> None:
+        """Put the (pruned) student back into the distillation and DDP wrappers, built anew for its shapes."""
+        from ultralytics.utils.torch_utils import unwrap_model
+
+        from yolo_opt.distill import rebuild_wrapper
+
+        inner = rebuild_wrapper(unwrap_model(self.model), model)
+        if _distributed():
+            from ultralytics.utils.torch_utils import TORCH_2_13
+
+            # as BaseTrainer._setup_train wraps it (compile is off while pruning); construction broadcasts rank 0's
+            # parameters, so the distillation projector built on each rank starts equal too
+            self.model = nn.parallel.DistributedDataParallel(
+                inner, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True, **{"forward_sync_buffers" if TORCH_2_13 else "broadcast_buffers": False},
+            )
+        else:
+            self.model = inner
+
+    def _rebuild_optimization(self) -> None:
+        """New parameters after pruning: new optimizer, LR scheduler and EMA; best-model tracking restarts."""
+        from torch import optim
+        from ultralytics.utils.torch_utils import ModelEMA
+
+        args = self.args
+        accumulate = max(round(args.nbs / self.batch_size), 1)
+        decay = args.weight_decay * self.batch_size * accumulate / args.nbs
+        iterations = math.ceil(len(self.train_loader.dataset) / max(self.batch_size, args.nbs)) * self.epochs
+        self.optimizer = self.build_optimizer(model=self.model, name=args.optimizer, lr=args.lr0,
+                                              momentum=args.momentum, decay=decay, iterations=iterations)
+        self.scheduler = optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda=self.lf)  # the run's LR curve
+        self.scheduler.last_epoch = self.epoch - 1  # the loop steps it to this epoch next
+        updates = self.ema.updates if self.ema else 0
+        self.ema = ModelEMA(self.model)
+        self.ema.updates = updates
+        # best.pt must be a model of the final shape: forget fitness measured on the wider model
+        self.best_fitness = None
+        self.stopper.best_fitness = 0.0
+        self.stopper.best_epoch = self.epoch
