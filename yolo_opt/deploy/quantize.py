@@ -212,38 +212,18 @@ def _write_qdq(pre_path: Path, out: Path, cache: Path, method: str, per_channel:
 
 
 def to_tensorrt_qdq(src: str | Path, dst: str | Path) -> Path:
-    """Rewrite a symmetric-UINT8-activation QDQ model (zero point 128) to INT8 activations (zero point 0), losslessly.
+    """Write the TensorRT form of a QDQ model: see `yolo_opt.quant.tensorrt.to_tensorrt_qdq` (delegates there).
 
-    TensorRT's explicit quantization accepts only INT8 Q/DQ with zero point 0; `q_u8 = q_s8 + 128` with the same scale,
-    so both graphs compute the same values. The file is written atomically.
+    INT8 zero points 0 instead of symmetric UINT8 128, INT32 bias DequantizeLinear folded into float, and NVIDIA's
+    Q/DQ placement (Conv inputs, residual Adds, shared Concat/MaxPool scales; nothing on outputs that feed float
+    layers). Written atomically.
 
     Raises:
-        DeployError: An activation zero point is not 128 (asymmetric quantization cannot be converted).
+        DeployError: Asymmetric activations, or a result that still fails `lint_tensorrt_qdq`.
     """
-    import onnx
-    from onnx import numpy_helper
+    from yolo_opt.quant.tensorrt import to_tensorrt_qdq as _to_tensorrt_qdq
 
-    from yolo_opt.deploy.onnx_export import load_onnx
-    from yolo_opt.files import atomic_path
-
-    model = load_onnx(src, check=False)
-    inits = {i.name: i for i in model.graph.initializer}
-    zps = {n.input[2] for n in model.graph.node if n.op_type in {"QuantizeLinear", "DequantizeLinear"} and len(n.input) > 2}
-    for name in zps:
-        init = inits.get(name)
-        if init is None or init.data_type != onnx.TensorProto.UINT8:
-            continue
-        value = numpy_helper.to_array(init)
-        if not np.all(value == 128):
-            raise DeployError(f"{src}: activation zero point {name} is not 128; re-quantize with symmetric activations")
-        init.CopyFrom(numpy_helper.from_array(np.zeros(value.shape, dtype=np.int8), name))
-    for p in model.metadata_props:
-        if p.key == "yolo_opt_precision":
-            p.value = "int8-qdq-tensorrt"
-    dst = Path(dst)
-    with atomic_path(dst) as tmp:
-        onnx.save(model, str(tmp))
-    return dst
+    return _to_tensorrt_qdq(src, dst)
 
 
 def _copy_metadata(src, dst_path: Path, extra: dict[str, str]) -> None:
