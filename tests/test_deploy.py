@@ -1,4 +1,5 @@
-"""Deploy: FP32/INT8 QDQ ONNX, calibration methods, accuracy fallback, TensorRT path, Jetson bundle, errors.
+"""Deploy: FP32/INT8 QDQ ONNX, calibration methods, accuracy fallback, errors (TensorRT and the Jetson bundle:
+tests/test_tensorrt.py).
 
 Tiny and fast: a 16/8-image generated dataset at 96 px and an untrained yolov8n (nc=5) plus a pruned copy.
 Tolerance: INT8 outputs vs FP32 on real val images must agree within 10% relative L2 error of the whole output
@@ -7,12 +8,8 @@ tensor (boxes + scores); measured ~2-4% here.
 
 from __future__ import annotations
 
-import ast
 import json
 import os
-import py_compile
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -117,26 +114,6 @@ def test_calibration_methods_close_to_fp32(ws, calib, tmp_path):
     assert r.calib == calib and r.calib_images == 8
 
 
-def test_tensorrt_form_is_lossless_int8(ws, int8, tmp_path):
-    import onnx
-    import onnxruntime as ort
-
-    from yolo_opt.quant import to_tensorrt_qdq
-
-    trt_path = to_tensorrt_qdq(int8.path, tmp_path / "trt.onnx")
-    q = onnx.load(str(trt_path))
-    zps = {n.input[2] for n in q.graph.node if n.op_type in {"QuantizeLinear", "DequantizeLinear"} and len(n.input) > 2}
-    init = {i.name: i for i in q.graph.initializer}
-    assert not any(init[z].data_type == onnx.TensorProto.UINT8 for z in zps if z in init)
-    assert all(not onnx.numpy_helper.to_array(init[z]).any() for z in zps if z in init and init[z].data_type == 3)
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # exact Q/DQ arithmetic
-    x = _val_batches(ws, 1)[0]
-    a = ort.InferenceSession(str(int8.path), so, providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
-    b = ort.InferenceSession(str(trt_path), so, providers=["CPUExecutionProvider"]).run(None, {"images": x})[0]
-    np.testing.assert_array_equal(a, b)
-
-
 def test_max_map_drop_keeps_sensitive_layers_float(ws, tmp_path):
     """Force the fallback: the score is output agreement with FP32, and the bound is half the full-INT8 error."""
     import onnx
@@ -172,75 +149,6 @@ def test_export_api_validates_fp32_and_int8(ws, tmp_path, capsys):
     assert Path(rep["fp32"]).exists() and Path(rep["path"]).name == "m_int8.onnx"
     assert isinstance(rep["fp32_map"], float) and isinstance(rep["int8_map"], float)
     assert "mAP50-95 FP32" in capsys.readouterr().out
-
-
-def test_bundle(ws, tmp_path):
-    from yolo_opt.deploy import make_bundle
-
-    out = make_bundle(ws["base"], ws["data"], tmp_path / "jetson", imgsz=IMGSZ, calib_images=8, validate=False,
-                      progress=False)
-    names = {p.name for p in out.iterdir()}
-    assert {"model_fp32.onnx", "model_int8.onnx", "metadata.json", "build_engine.py", "build_engine.sh", "infer.py",
-            "README.txt"} <= names
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary folders left behind"
-    meta = json.loads((out / "metadata.json").read_text())
-    assert meta["imgsz"] == [IMGSZ, IMGSZ] and meta["stride"] == 32 and meta["precision"] == "int8-qdq"
-    assert meta["names"]["0"] == "circle" and meta["input"]["name"] == "images"
-    assert meta["input"]["shape"] == [1, 3, IMGSZ, IMGSZ] and meta["outputs"][0]["shape"] == [1, 9, 189]
-    for script in ("build_engine.py", "infer.py"):
-        py_compile.compile(str(out / script), doraise=True, cfile=str(tmp_path / f"{script}c"))
-        tree = ast.parse((out / script).read_text())
-        mods = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-        mods |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-        assert not mods & {"yolo_opt", "ultralytics", "torch"}, (script, mods)
-        assert mods <= {"argparse", "json", "os", "pathlib", "ctypes", "cv2", "numpy", "tensorrt", "onnxruntime"}
-    sh = (out / "build_engine.sh").read_text()
-    assert "trtexec" in sh and "--onnx=model_int8.onnx" in sh and "--int8" in sh
-    readme = (out / "README.txt").read_text()
-    assert "build_engine.py" in readme and "infer.py" in readme
-    # The bundle's own decode + NMS (numpy) on the INT8 model, through ONNX Runtime: runs and prints JSON detections.
-    from yolo_opt.data.checks import dataset_images
-
-    img = dataset_images(ws["data"], "val")[0]
-    res = subprocess.run([sys.executable, str(out / "infer.py"), str(img), "--onnx", str(out / "model_int8.onnx"),
-                          "--conf", "0.0001", "--json", "--out", str(tmp_path / "det.jpg")],
-                         capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": ""})
-    assert res.returncode == 0, res.stderr
-    dets = json.loads(res.stdout)
-    assert isinstance(dets, list) and (tmp_path / "det.jpg").exists()
-
-
-def test_calibration_cache_format():
-    from yolo_opt.deploy import format_calibration_cache, parse_calibration_cache
-
-    payload = format_calibration_cache({"images": 1 / 127, "/model.0/conv/Conv_output_0": 0.0421})
-    lines = payload.decode().splitlines()
-    assert lines[0] == "TRT-100300-EntropyCalibration2" and lines[1] == "images: 3c010204"
-    header, scales = parse_calibration_cache(payload)
-    assert header == lines[0] and scales["/model.0/conv/Conv_output_0"] == pytest.approx(0.0421)
-
-
-def test_tensorrt_engine(ws, int8, tmp_path):
-    pytest.importorskip("tensorrt", reason="TensorRT is not installed (no GPU/TensorRT on this machine)")
-    from yolo_opt.deploy import build_engine
-
-    engine = build_engine(int8.path, tmp_path / "m.engine")
-    assert engine.stat().st_size > 0
-
-
-def test_no_tensorrt_is_one_clear_error(int8, tmp_path):
-    try:
-        import tensorrt  # noqa: F401
-
-        pytest.skip("TensorRT is installed")
-    except ImportError:
-        pass
-    from yolo_opt.deploy import build_engine
-    from yolo_opt.errors import DeployError
-
-    with pytest.raises(DeployError, match="TensorRT is not installed"):
-        build_engine(int8.path, tmp_path / "m.engine")
-    assert not list(tmp_path.iterdir())
 
 
 def test_bad_input_errors(ws, tmp_path):

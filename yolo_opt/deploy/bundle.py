@@ -14,25 +14,81 @@ from yolo_opt.errors import ConfigError
 
 README = """yolo-opt Jetson bundle ({name})
 ===========================================
-Files: model_fp32.onnx, model_int8.onnx (INT8 explicit-quantization Q/DQ graph for TensorRT), metadata.json,
-build_engine.py / build_engine.sh (engine build), infer.py (run the engine on an image).
+Files: model_fp32.onnx, {int8_line}metadata.json, build_engine.py / build_engine.sh (engine build),
+infer.py (run the engine on an image).
 
 On the device (JetPack with TensorRT; needs only tensorrt, numpy and OpenCV):
 
   1. python3 build_engine.py                 (or: sh build_engine.sh, the same with trtexec)
   2. python3 infer.py path/to/image.jpg      (writes image_det.jpg)
 
+Default engine: {engine} ({precision_default}). Other precisions: build_engine.py --precision fp16|fp32|int8,
+sh build_engine.sh fp16|fp32|int8; then infer.py --engine model_<precision>.engine.
+
+Supported TensorRT / JetPack
+----------------------------
+  TensorRT 8.5 / 8.6   JetPack 5.1 (8.5), JetPack 6.0 (8.6)
+  TensorRT 10.x        JetPack 6.1 / 6.2 (10.3), JetPack 7 (10.x)
+  TensorRT 11.x        x86-64 / SBSA GPUs (NVIDIA does not support JetPack on TensorRT 11 as of 11.4)
+Both scripts choose by the installed version: build_engine.py reads tensorrt.__version__, build_engine.sh the
+version in trtexec's banner ("TensorRT v8602", "v100300", ...; override with TRT_MAJOR=8|10|11).
+  8.x   explicit-batch network (EXPLICIT_BATCH); INT8 engine = --int8 --fp16 / BuilderFlag.INT8 + FP16 (FP16 for the
+        layers the Q/DQ model keeps in float: the box decode)
+  10.x  no batch flag (explicit batch is the only mode); the same precision flags (deprecated from 10.12: warnings)
+  11.x  strongly typed networks only: no precision flags (trtexec rejects --int8/--fp16). INT8 comes from the Q/DQ
+        nodes of model_int8.onnx; its float layers run in FP32. FP16 needs an FP16 ONNX (ModelOpt AutoCast:
+        python -m modelopt.onnx.autocast --onnx_path model_fp32.onnx --output_path model_fp16.onnx, then
+        build_engine.py --precision fp16 --onnx model_fp16.onnx); the scripts refuse FP16 from the FP32 model.
+The legacy INT8 calibrator is not used: model_int8.onnx carries its scales (explicit quantization). An engine only
+runs on the TensorRT version and GPU that built it; infer.py says so and asks for a rebuild.
+
 Precision: {precision}. Image size: {imgsz}. Classes: {nc}.
 Validated here with ONNX Runtime: {accuracy}
 """
 
 TRTEXEC = """#!/bin/sh
-# Equivalent of build_engine.py with trtexec (JetPack: /usr/src/tensorrt/bin/trtexec).
+# Equivalent of build_engine.py with trtexec (JetPack: /usr/src/tensorrt/bin/trtexec).  sh build_engine.sh [int8|fp16|fp32]
+# Flags follow trtexec's TensorRT version (its banner, or TRT_MAJOR=8|10|11):
+#   8.x, 10.x  --int8 --fp16 (INT8 Q/DQ model), --fp16 (FP16), none (FP32)
+#   11.x       none: networks are always strongly typed and --int8/--fp16 are unknown options; INT8 comes from the
+#              Q/DQ nodes, FP16 needs an FP16 ONNX (pass ONNX=model_fp16.onnx)
 set -e
 cd "$(dirname "$0")"
 TRTEXEC=${{TRTEXEC:-$(command -v trtexec || echo /usr/src/tensorrt/bin/trtexec)}}
-"$TRTEXEC" --onnx={onnx} --saveEngine={engine} {flags} --memPoolSize=workspace:{workspace_mib}M
+PRECISION=${{1:-{precision}}}
+if [ -z "$TRT_MAJOR" ]; then
+  V=$("$TRTEXEC" --help 2>&1 | sed -n 's/.*TensorRT v\\([0-9][0-9.]*\\).*/\\1/p' | head -n 1)
+  case "$V" in
+    *.*) TRT_MAJOR=${{V%%.*}} ;;
+    ??????*) TRT_MAJOR=${{V%????}} ;;
+    ????) TRT_MAJOR=${{V%???}} ;;
+    *) echo "cannot read the TensorRT version from '$TRTEXEC --help'; set TRT_MAJOR=8, 10 or 11" >&2; exit 2 ;;
+  esac
+fi
+case "$PRECISION" in
+  int8) MODEL={int8_onnx}; FLAGS="--int8 --fp16" ;;
+  fp16) MODEL=model_fp32.onnx; FLAGS="--fp16" ;;
+  fp32) MODEL=model_fp32.onnx; FLAGS="" ;;
+  *) echo "usage: sh build_engine.sh [int8|fp16|fp32]" >&2; exit 2 ;;
+esac
+if [ "$TRT_MAJOR" -ge 11 ]; then
+  FLAGS=""
+  if [ "$PRECISION" = fp16 ] && [ -z "$ONNX" ]; then
+    echo "TensorRT $TRT_MAJOR builds strongly typed networks: FP16 needs an FP16 ONNX (see README.txt); pass ONNX=model_fp16.onnx" >&2
+    exit 2
+  fi
+fi
+if [ "$MODEL" = none ]; then echo "this bundle has no INT8 model; use fp16 or fp32" >&2; exit 2; fi
+MODEL=${{ONNX:-$MODEL}}
+echo "TensorRT $TRT_MAJOR.x: $PRECISION from $MODEL ${{FLAGS:-(no precision flags)}}"
+"$TRTEXEC" --onnx="$MODEL" --saveEngine="model_$PRECISION.engine" $FLAGS --memPoolSize=workspace:{workspace_mib}
 """
+
+SUPPORTED_TENSORRT = {
+    "8": "8.5 / 8.6 (JetPack 5.1 / 6.0): explicit batch flag, INT8 + FP16 builder flags",
+    "10": "10.x (JetPack 6.1 / 6.2 / 7): INT8 + FP16 builder flags",
+    "11": "11.x (x86-64/SBSA; no JetPack yet): strongly typed, INT8 from Q/DQ, FP16 needs an FP16 ONNX",
+}
 
 
 def _template(name: str) -> str:
@@ -80,7 +136,7 @@ def make_bundle(
     from yolo_opt.io.onnx import load_onnx, onnx_io, onnx_metadata
     from yolo_opt.quant.calibrate import calibration_method
     from yolo_opt.quant.ptq import quantize_onnx
-    from yolo_opt.quant.qdq import to_tensorrt_qdq
+    from yolo_opt.quant.tensorrt import to_tensorrt_qdq
 
     if not out:
         raise ConfigError("out= is required for a bundle, e.g. out=jetson_bundle")
@@ -118,12 +174,13 @@ def make_bundle(
         if int8:
             r = quantize_onnx(fp32, data, tmp / "model_int8_ort.onnx", calib=calib, calib_images=calib_images,
                               per_channel=per_channel, max_map_drop=max_map_drop, validate=validate, progress=progress)
-            to_tensorrt_qdq(r.path, tmp / "model_int8.onnx")
+            to_tensorrt_qdq(r.path, tmp / "model_int8.onnx")  # TensorRT form, checked by lint_tensorrt_qdq
             (tmp / "model_int8_ort.onnx").unlink()
             info["models"]["int8"] = "model_int8.onnx"
             info["precision"] = "int8-qdq"
             info["quantization"] = {
                 "calib": calib, "calib_images": r.calib_images, "per_channel": per_channel,
+                "form": "tensorrt (INT8 zero point 0, float bias, NVIDIA Q/DQ placement: yolo_opt.quant.tensorrt)",
                 "activations": "int8 symmetric per-tensor (zero point 0)", "weights": "int8 symmetric per-channel"
                 if per_channel else "int8 symmetric per-tensor", "float_layers": r.excluded_layers,
                 "float_tail_nodes": r.tail_nodes,
@@ -135,19 +192,21 @@ def make_bundle(
             m32 = validate_onnx(fp32, data)
             info["accuracy"] = {"fp32_map50_95": m32["map50_95"], "data": str(data)}
             accuracy = f"mAP50-95 FP32 {m32['map50_95']:.4f} (ONNX Runtime CPU)"
+        default = "int8" if int8 else "fp16"
+        info["engine"] = {"precision": default, "file": f"model_{default}.engine"}
+        info["tensorrt"] = SUPPORTED_TENSORRT
         (tmp / "metadata.json").write_text(json.dumps(info, indent=2))
         (tmp / "build_engine.py").write_text(_template("build_engine.py"))
         (tmp / "infer.py").write_text(_template("infer.py"))
         precision = "int8" if int8 else "fp16"
-        flags = "--int8 --fp16" if int8 else "--fp16"
-        onnx_name = info["models"]["int8" if int8 else "fp32"]
-        (tmp / "build_engine.sh").write_text(TRTEXEC.format(onnx=onnx_name, engine=f"model_{precision}.engine",
-                                                            flags=flags, workspace_mib=int(workspace * 1024)))
+        (tmp / "build_engine.sh").write_text(TRTEXEC.format(
+            precision=precision, int8_onnx=info["models"].get("int8", "none"), workspace_mib=int(workspace * 1024)))
         for f in ("build_engine.py", "build_engine.sh", "infer.py"):
             os.chmod(tmp / f, 0o755)
+        int8_line = "model_int8.onnx (INT8 Q/DQ graph in TensorRT form), " if int8 else ""
         (tmp / "README.txt").write_text(README.format(
-            name=Path(model).name, precision=info["precision"], imgsz=info["imgsz"], nc=len(info["names"]),
-            accuracy=accuracy))
+            name=Path(model).name, int8_line=int8_line, engine=info["engine"]["file"], precision_default=default,
+            precision=info["precision"], imgsz=info["imgsz"], nc=len(info["names"]), accuracy=accuracy))
         os.chmod(tmp, 0o755)
         old = None
         if out.exists():

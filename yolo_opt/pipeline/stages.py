@@ -136,8 +136,10 @@ def _bundle(run: Run, recipe: Recipe) -> None:
     folder = make_bundle(src, run.data, run.folder / "jetson", recipe.imgsz, True, ptq.calib, ptq.calib_images,
                          ptq.per_channel, ptq.max_map_drop, validate=ptq.max_map_drop is not None)
     qat = run.path("qat_onnx")
-    if qat is not None:  # the QAT scales travel too: build_engine.py --onnx model_int8_qat.onnx
-        atomic_write_bytes(folder / "model_int8_qat.onnx", qat.read_bytes())
+    if qat is not None:  # the QAT scales travel too, in TensorRT form: build_engine.py --onnx model_int8_qat.onnx
+        from yolo_opt.quant.tensorrt import to_tensorrt_qdq
+
+        to_tensorrt_qdq(qat, folder / "model_int8_qat.onnx")
     run.record("bundle", {"bundle": folder})
 
 

@@ -1,12 +1,13 @@
 """Full-graph INT8 QDQ quantization of YOLO ONNX models with ONNX Runtime, and the accuracy fallback.
 
-What is quantized and why (measured on yolov8n, measured on yolov8n at 640 px, ONNX Runtime 1.32): every Conv (per-channel symmetric INT8 weights) and
+What is quantized and why (measured on yolov8n at 640 px, ONNX Runtime 1.32): every Conv (per-channel symmetric INT8 weights) and
 every activation through SiLU (Sigmoid*Mul), Add, Concat, Split, MaxPool and Resize, so that ONNX Runtime fuses the
 whole backbone/neck into QLinear kernels and TensorRT sees one explicit-quantization (QDQ) graph. Left in float:
 the Detect post-processing tail (DFL softmax, anchor/stride math, score sigmoid, final concat), found from the graph
 as every node that no feature Conv depends on. Concat inputs and output share one range (one scale), so a concat is a
 plain copy in INT8 instead of a re-quantization. Activations are symmetric (UINT8 with zero point 128 for ONNX Runtime
-CPU; `to_tensorrt_qdq` rewrites them losslessly to INT8 with zero point 0, the form TensorRT requires).
+CPU). This is the ONNX Runtime form; `yolo_opt.quant.tensorrt.to_tensorrt_qdq` derives the TensorRT form from it (INT8
+zero point 0, float biases, Q/DQ only where NVIDIA's placement rules want them).
 """
 
 from __future__ import annotations

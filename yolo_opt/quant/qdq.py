@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from yolo_opt.errors import DeployError
 from yolo_opt.quant.calibrate import calibration_method
 
 QUANT_OPS = ("Conv", "Sigmoid", "Mul", "Add", "Concat", "Split", "MaxPool", "Resize", "Slice")
@@ -30,41 +27,6 @@ def write_qdq(pre_path: Path, out: Path, cache: Path, method: str, per_channel: 
             "QDQKeepRemovableActivations": False,  # no Relu/Clip in YOLO; SiLU is Sigmoid*Mul, quantized as such
         },
     )
-
-
-def to_tensorrt_qdq(src: str | Path, dst: str | Path) -> Path:
-    """Rewrite a symmetric-UINT8-activation QDQ model (zero point 128) to INT8 activations (zero point 0), losslessly.
-
-    TensorRT's explicit quantization accepts only INT8 Q/DQ with zero point 0; `q_u8 = q_s8 + 128` with the same scale,
-    so both graphs compute the same values. The file is written atomically.
-
-    Raises:
-        DeployError: An activation zero point is not 128 (asymmetric quantization cannot be converted).
-    """
-    import onnx
-    from onnx import numpy_helper
-
-    from yolo_opt.io.files import atomic_path
-    from yolo_opt.io.onnx import load_onnx
-
-    model = load_onnx(src, check=False)
-    inits = {i.name: i for i in model.graph.initializer}
-    zps = {n.input[2] for n in model.graph.node if n.op_type in {"QuantizeLinear", "DequantizeLinear"} and len(n.input) > 2}
-    for name in zps:
-        init = inits.get(name)
-        if init is None or init.data_type != onnx.TensorProto.UINT8:
-            continue
-        value = numpy_helper.to_array(init)
-        if not np.all(value == 128):
-            raise DeployError(f"{src}: activation zero point {name} is not 128; re-quantize with symmetric activations")
-        init.CopyFrom(numpy_helper.from_array(np.zeros(value.shape, dtype=np.int8), name))
-    for p in model.metadata_props:
-        if p.key == "yolo_opt_precision":
-            p.value = "int8-qdq-tensorrt"
-    dst = Path(dst)
-    with atomic_path(dst) as tmp:
-        onnx.save(model, str(tmp))
-    return dst
 
 
 def copy_metadata(src, dst_path: Path, extra: dict[str, str]) -> None:
