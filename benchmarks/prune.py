@@ -1,13 +1,16 @@
-"""Pruning benchmark: baseline vs pruned + fine-tuned YOLOv8n / YOLO11n on the generated dataset, in one run.
+"""Pruning recovery against honest references, on the generated dataset, in one run with cached stages.
 
-For each architecture: train a baseline from its yaml, continue it for the fine-tune epochs (the fair
-reference: every model gets the same total training), then for each ratio and method prune inside the
-trainer and fine-tune. Reports params, GFLOPs, mAP50-95 before/after fine-tune, PyTorch CPU and ONNX Runtime
-CPU latency (median, batch 1), all as ratios to the reference. Results are cached per row in the JSON, so
-an interrupted run continues where it stopped.
+Protocol (DESIGN.md): the baseline is *converged* (trained until validation mAP stops improving, with a cap); every
+pruned model is compared with the **reference** (the baseline trained the same extra epochs with the same schedule)
+and with **slim models from scratch** (the same yaml at the width multiple whose GFLOPs are the nearest at or below
+the pruned model's), trained (a) for the baseline's epochs + the fine-tune epochs (equal total cost) and (b) for
+the fine-tune epochs only (equal extra cost). Rows: converged baseline, reference, slim models, and pruned models at
+~0.7x and ~0.5x GFLOPs with each recovery variant. mAP50-95 from the Ultralytics validator (val split, training
+size); GFLOPs and params at 640 px; ONNX Runtime latency at 640 px (batch 1, all cores, median of interleaved rounds).
 
-    python benchmarks/prune.py --out runs/bench/prune            # full run (about an hour on 2 CPU cores)
-    python benchmarks/prune.py --base-epochs 3 --ft-epochs 1 --archs yolov8n --ratios 0.5 --methods l2  # smoke
+    python benchmarks/prune.py --out runs/bench/prune                           # everything (hours on 2 CPU cores)
+    python benchmarks/prune.py --archs yolov8n --targets 0.5 --variants no-kd,kd  # a subset (rows are cached)
+    python benchmarks/prune.py --latency                                        # then time every cached row
 """
 
 from __future__ import annotations
@@ -15,148 +18,182 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
+# Recovery variants: yolo-opt train keys added to prune_target=<target> (the default recipe is "kd").
+VARIANTS = {
+    "no-kd": {"distill": False},
+    "kd": {},  # the defaults: output distillation from the model before pruning, weight 1
+    "kd-w0.5": {"distill_weight": 0.5},
+    "kd-w2": {"distill_weight": 2.0},
+    "feature-kd": {"distill_weight": 0.0, "distill_features": 1.0},  # Ultralytics' feature distillation only
+    "kd+feature": {"distill_features": 1.0},
+    "kd-steps3": {"prune_steps": 3},
+    "kd-taylor": {"prune_method": "taylor"},
+    "kd-bn": {"prune_method": "bn"},
+    "kd-global": {"prune_global": True},
+}
+TRAIN = {"imgsz": 160, "batch": 16, "workers": 0, "plots": False, "seed": 0, "deterministic": False}
 
-def train_run(model: str, data: Path, project: Path, name: str, epochs: int, imgsz: int, **opts) -> Path:
-    """Train with yolo-opt (pruning inside the Ultralytics trainer); return best.pt (reused or resumed if present)."""
+
+def train(project: Path, name: str, model: str | Path, **kwargs) -> Path:
+    """Train (or reuse / resume) a run; returns its best.pt."""
     from yolo_opt.train import train_in
 
-    return train_in(project, name, model, data=str(data), epochs=epochs, imgsz=imgsz, batch=16, workers=0,
-                    plots=False, close_mosaic=max(1, epochs // 4), seed=0, deterministic=False, **opts)
+    return train_in(project, name, model, **{**TRAIN, **kwargs})
 
 
-def measure(weights: Path, data: Path, imgsz: int, lat_imgsz: int, runs: int) -> dict:
-    """Stats, mAP and latency of one checkpoint (ONNX exported at the latency size)."""
-    from ultralytics import YOLO
+def convergence(run: Path) -> dict:
+    """Evidence that a run converged: epochs trained, best epoch, mAP gain over the last 30 epochs."""
+    import csv
 
-    from yolo_opt.bench import model_stats, onnx_latency, torch_latency, validate
+    rows = list(csv.DictReader((run / "results.csv").open()))
+    maps = [float(r["metrics/mAP50-95(B)"]) for r in rows]
+    best = max(range(len(maps)), key=maps.__getitem__)
+    return {"epochs": len(maps), "best_epoch": best + 1, "best_map": maps[best],
+            "gain_last30": maps[-1] - maps[max(0, len(maps) - 31)]}
 
-    onnx = Path(YOLO(str(weights)).export(format="onnx", imgsz=lat_imgsz, simplify=True, verbose=False))
-    return {
-        **model_stats(weights, lat_imgsz),
-        **validate(weights, data, imgsz),
-        "torch_ms": torch_latency(weights, lat_imgsz, runs)["ms"],
-        "ort_ms": onnx_latency(onnx, lat_imgsz, runs)["ms"],
-        "threads": os.cpu_count(),
-    }
+
+def measure(weights: Path, data: Path, imgsz: int) -> dict:
+    """Params and GFLOPs at 640 px, mAP from the Ultralytics validator at the training size."""
+    from yolo_opt.bench import model_stats, validate
+
+    return {**model_stats(weights, 640), **validate(weights, data, imgsz), "weights": str(weights)}
+
+
+def slim_yaml(arch: str, gflops: float, out: Path) -> tuple[Path, float]:
+    """The arch's yaml at the width multiple whose GFLOPs (640 px) are the nearest at or below `gflops`."""
+    from ultralytics.nn.tasks import DetectionModel, yaml_model_load
+    from ultralytics.utils import YAML
+
+    from yolo_opt.prune import count_macs
+
+    cfg = yaml_model_load(f"{arch}.yaml")
+    depth, _, max_ch = cfg["scales"][cfg["scale"]]
+    best = None
+    for w in [x / 1000 for x in range(50, 260, 5)]:
+        trial = {**cfg, "scales": {cfg["scale"]: [depth, w, max_ch]}, "nc": 5}
+        g = 2 * count_macs(DetectionModel(trial, verbose=False), 640)[0] / 1e9
+        if g <= gflops and (best is None or g > best[1]):
+            best = (w, g)
+    w, g = best
+    path = out / f"{arch}-w{w:g}.yaml"
+    YAML.save(path, {k: v for k, v in {**cfg, "scales": {cfg["scale"]: [depth, w, max_ch]}}.items()
+                     if k not in {"yaml_file"}})
+    return path, g
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/bench/prune")
     parser.add_argument("--archs", default="yolov8n,yolo11n")
-    parser.add_argument("--ratios", default="0.3,0.5")
-    parser.add_argument("--methods", default="l2,bn,taylor")
-    parser.add_argument("--base-epochs", type=int, default=30)
-    parser.add_argument("--ft-epochs", type=int, default=10)
-    parser.add_argument("--imgsz", type=int, default=160, help="training / validation size")
-    parser.add_argument("--lat-imgsz", type=int, default=640, help="latency measurement size")
-    parser.add_argument("--runs", type=int, default=30, help="timed runs per latency median")
+    parser.add_argument("--targets", default="0.7,0.5", help="GFLOPs ratios to prune to")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--base-epochs", type=int, default=200, help="cap of the baseline (stops earlier on plateau)")
+    parser.add_argument("--patience", type=int, default=30)
+    parser.add_argument("--ft-epochs", type=int, default=30)
+    parser.add_argument("--no-slim", action="store_true", help="skip the from-scratch slim models")
     parser.add_argument("--n-train", type=int, default=300)
-    parser.add_argument("--n-val", type=int, default=80)
-    parser.add_argument("--remeasure-latency", action="store_true",
-                        help="re-time every cached model, interleaved, on a quiet machine")
+    parser.add_argument("--n-val", type=int, default=200)
+    parser.add_argument("--latency", action="store_true", help="time every cached row (ONNX Runtime, 640 px)")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    from yolo_opt.bench import validate
     from yolo_opt.data import make_dataset
-    from yolo_opt.prune import prune_checkpoint
+    from yolo_opt.io.files import atomic_write_bytes
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    data = make_dataset(out / "data", seed=0, n_train=args.n_train, n_val=args.n_val, imgsz=args.imgsz)
-    results_path = out / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    data = make_dataset(out / "data", seed=0, n_train=args.n_train, n_val=args.n_val, imgsz=TRAIN["imgsz"])
+    path = out / "results.json"
+    results = json.loads(path.read_text()) if path.exists() else {}
 
-    def save():
-        tmp = results_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(results, indent=1))
-        tmp.replace(results_path)
+    def save() -> None:
+        atomic_write_bytes(path, json.dumps(results, indent=1).encode())
+
+    def row(key: str, make: Callable[[], Path], **extra) -> dict:
+        """The cached result of `key`, or train/measure it now (`make` returns the weights)."""
+        if key not in results:
+            results[key] = {**measure(make(), data, TRAIN["imgsz"]), **extra}
+            save()
+        return results[key]
 
     for arch in args.archs.split(","):
-        base = train_run(f"{arch}.yaml", data, out, f"{arch}-base", args.base_epochs, args.imgsz)
-        ref = train_run(str(base), data, out, f"{arch}-ref", args.ft_epochs, args.imgsz)
-        for key, path in ((f"{arch}/base", base), (f"{arch}/reference", ref)):
-            if key not in results:
-                results[key] = measure(path, data, args.imgsz, args.lat_imgsz, args.runs)
-                save()
-        for ratio in map(float, args.ratios.split(",")):
-            for method in args.methods.split(","):
-                key = f"{arch}/prune{ratio}/{method}"
-                if key in results:
-                    continue
-                oneshot = out / f"{arch}-p{ratio}-{method}-oneshot.pt"
-                prune_checkpoint(base, oneshot, prune=ratio, prune_method=method, imgsz=args.imgsz, data=str(data))
-                before = validate(oneshot, data, args.imgsz)
-                best = train_run(str(base), data, out, f"{arch}-p{ratio}-{method}", args.ft_epochs, args.imgsz,
-                                 prune=ratio, prune_method=method)
-                results[key] = {**measure(best, data, args.imgsz, args.lat_imgsz, args.runs),
-                                "map_before_ft": before["map"]}
-                save()
-    if args.remeasure_latency:
-        remeasure(results, out, args.lat_imgsz, args.runs)
+        base_pt = train(out, f"{arch}-base", f"{arch}.yaml", epochs=args.base_epochs, patience=args.patience)
+        base = row(f"{arch}/base", partial(Path, base_pt), convergence=convergence(out / f"{arch}-base"))
+        row(f"{arch}/reference", partial(train, out, f"{arch}-ref", base_pt, epochs=args.ft_epochs))
+        for target in map(float, args.targets.split(",")):
+            for variant in args.variants.split(","):
+                keys = {"prune_target": target, **VARIANTS[variant]}
+                row(f"{arch}/t{target}/{variant}",
+                    partial(train, out, f"{arch}-t{target}-{variant}", base_pt, epochs=args.ft_epochs, **keys), keys=keys)
+            pruned = next((results[k]["gflops"] for k in results if k.startswith(f"{arch}/t{target}/")), None)
+            if args.no_slim or pruned is None:
+                continue
+            yaml, _ = slim_yaml(arch, pruned, out)
+            for suffix, epochs in (("total", base["convergence"]["epochs"] + args.ft_epochs), ("ft", args.ft_epochs)):
+                row(f"{arch}/slim{target}-{suffix}", partial(train, out, f"{yaml.stem}-{suffix}", yaml, epochs=epochs,
+                                                             patience=0), yaml=yaml.name, epochs=epochs)
+    if args.latency:
+        time_rows(results, out, args.rounds)
         save()
-    print(table(results))
-    (out / "table.md").write_text(table(results) + "\n")
+    table = markdown(results)
+    atomic_write_bytes(out / "table.md", (table + "\n").encode())
+    print(table)
 
 
-def remeasure(results: dict, out: Path, lat_imgsz: int, runs: int, rounds: int = 3) -> None:
-    """Re-time every model round-robin (each round times every model once), keeping the median per model.
+def time_rows(results: dict, out: Path, rounds: int) -> None:
+    """ONNX Runtime latency at 640 px of every row, interleaved: each round times every model once."""
+    from ultralytics import YOLO
 
-    Interleaving spreads any background load evenly over the models, so the ratios stay fair.
-    """
-    import statistics
+    from yolo_opt.bench import onnx_latency
 
-    from yolo_opt.bench import onnx_latency, torch_latency
-
-    paths = {}
-    for key in results:
-        arch, rest = key.split("/", 1)
-        name = {"base": f"{arch}-base", "reference": f"{arch}-ref"}.get(rest)
-        if name is None:
-            _, ratio, method = key.split("/")
-            name = f"{arch}-p{ratio.removeprefix('prune')}-{method}"
-        paths[key] = out / name / "weights" / "best.pt"
-    samples = {key: {"torch_ms": [], "ort_ms": []} for key in paths}
-    for _ in range(rounds):
-        for key, pt in paths.items():
-            samples[key]["torch_ms"].append(torch_latency(pt, lat_imgsz, runs)["ms"])
-            samples[key]["ort_ms"].append(onnx_latency(pt.with_suffix(".onnx"), lat_imgsz, runs)["ms"])
-    for key, s in samples.items():
-        results[key].update({k: statistics.median(v) for k, v in s.items()})
-
-
-def _ratio(a: float, b: float) -> str:
-    return f"{a / b:.3f}" if b else "n/a"
-
-
-def table(results: dict) -> str:
-    """Markdown table: figures as ratios to the baseline; mAP also to the reference (baseline + the same fine-tune)."""
-    rows = [
-        "| model | params | GFLOPs | mAP50-95 (abs) | mAP before FT / base | mAP after FT / base | mAP after FT / ref "
-        "| PyTorch CPU latency | ORT CPU latency |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    onnx = {}
     for key, r in results.items():
-        arch = key.split("/")[0]
-        ref, base = results.get(f"{arch}/reference"), results.get(f"{arch}/base")
-        if not ref or not base:
+        target = out / "onnx640" / f"{key.replace('/', '_')}.onnx"
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            exported = Path(YOLO(r["weights"]).export(format="onnx", imgsz=640, simplify=True, verbose=False))
+            os.replace(exported, target)
+        onnx[key] = target
+    samples: dict[str, list[float]] = {k: [] for k in onnx}
+    for _ in range(rounds):
+        for key, f in onnx.items():
+            samples[key].append(onnx_latency(f, 640, runs=20, warmup=3)["ms"])
+    for key, s in samples.items():
+        results[key]["ort_ms"] = statistics.median(s)
+        results[key]["threads"] = os.cpu_count()
+
+
+def markdown(results: dict) -> str:
+    """One table per architecture: GFLOPs, params, mAP50-95 vs reference and vs the input, ORT latency."""
+    lines = []
+    for arch in dict.fromkeys(k.split("/")[0] for k in results):
+        base, ref = results.get(f"{arch}/base"), results.get(f"{arch}/reference")
+        if not base or not ref:
             continue
-        before = _ratio(r["map_before_ft"], base["map"]) if "map_before_ft" in r else "-"
-        rows.append(
-            f"| {key} | {_ratio(r['params'], base['params'])} | {_ratio(r['gflops'], base['gflops'])} | {r['map']:.3f} "
-            f"| {before} | {_ratio(r['map'], base['map'])} | {_ratio(r['map'], ref['map'])} "
-            f"| {_ratio(r['torch_ms'], base['torch_ms'])} | {_ratio(r['ort_ms'], base['ort_ms'])} |"
-        )
-    ref_lines = [
-        f"{k}: {v['params'] / 1e6:.2f}M params, {v['gflops']:.2f} GFLOPs, mAP50-95 "
-        f"{v['map']:.3f}, PyTorch {v['torch_ms']:.1f} ms, ORT {v['ort_ms']:.1f} ms ({v['threads']} threads)"
-        for k, v in results.items() if k.endswith(("/base", "/reference"))
-    ]
-    return "\n".join(rows + [""] + ref_lines)
+        c = base["convergence"]
+        lines += [f"### {arch}", "",
+                  f"Converged baseline: {c['epochs']} epochs (best at {c['best_epoch']}, mAP50-95 gain over the last "
+                  f"30 epochs {c['gain_last30']:+.4f}); reference = baseline + the fine-tune epochs.", "",
+                  "| model | GFLOPs (640) | params | mAP50-95 | vs reference | vs input | ORT ms (640) |",
+                  "|---|---|---|---|---|---|---|"]
+        for key, r in results.items():
+            if not key.startswith(f"{arch}/"):
+                continue
+            ms = f"{r['ort_ms']:.1f} ({r['ort_ms'] / base['ort_ms']:.2f}x)" if "ort_ms" in r and "ort_ms" in base else "-"
+            lines.append(
+                f"| {key.split('/', 1)[1]} | {r['gflops']:.2f} ({r['gflops'] / base['gflops']:.2f}x) "
+                f"| {r['params'] / 1e6:.2f}M | {r['map']:.4f} | {r['map'] / ref['map']:.3f} | {r['map'] / base['map']:.3f} "
+                f"| {ms} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

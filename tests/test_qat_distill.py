@@ -13,7 +13,7 @@ def prune_distill_qat_run(tmp_path_factory, v8_checkpoint, tiny_data):
     """prune=0.5 distill=True qat=True: prune + distilled recovery, then a QAT phase, then a QDQ ONNX."""
     project = tmp_path_factory.mktemp("qat")
     r = run_cli("train", f"model={v8_checkpoint}", f"data={tiny_data}", "epochs=1", "prune=0.5", "distill=True",
-                "qat=True", "qat_epochs=1", f"project={project}", "name=pdq", *TRAIN)
+                "distill_features=1", "qat=True", "qat_epochs=1", f"project={project}", "name=pdq", *TRAIN)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return project, r.stdout + r.stderr
 
@@ -21,7 +21,8 @@ def prune_distill_qat_run(tmp_path_factory, v8_checkpoint, tiny_data):
 def test_prune_distill_recovers_with_teacher(prune_distill_qat_run):
     project, log = prune_distill_qat_run
     assert "prune step 1/1" in log
-    assert "dis_loss" in log  # Ultralytics' distillation loss is part of the recovery
+    assert "kd_cls" in log and "kd_box" in log  # output-level distillation is part of the recovery
+    assert "dis_loss" in log  # and, with distill_features=, Ultralytics' feature distillation too
     assert (project / "pdq" / "weights" / "best.pt").exists()
 
 

@@ -217,15 +217,15 @@ class PruneOptions(Options):
 
 @dataclass(frozen=True)
 class DistillOptions(Options):
-    """Recovery by distillation from the model before pruning (or `teacher=`)."""
+    """Recovery by distillation from the model before pruning (or `teacher=`): on whenever a run prunes."""
 
-    distill: bool = key(False, bool, "recover by distillation from the unpruned model (or teacher=)", TRAIN)
+    distill: bool | None = key(None, bool, "distil the pruned model from the model before pruning (or teacher=) while "
+                               "it recovers; None (auto): on when a checkpoint is pruned or teacher= is given", TRAIN)
     teacher: str | None = key(None, str, "teacher checkpoint for distill (default: the model before pruning)", TRAIN)
-
-    @property
-    def enabled(self) -> bool:
-        """Distillation runs when asked, or when a teacher is named."""
-        return self.distill or self.teacher is not None
+    distill_weight: float = key(1.0, float, "weight of the output distillation (class scores + DFL boxes) relative to "
+                                "the labels' loss", TRAIN, low=0, high=100)
+    distill_features: float = key(0.0, float, "weight of Ultralytics' feature distillation (neck features through a "
+                                  "projector); 0 = off", TRAIN, low=0, high=100)
 
 
 @dataclass(frozen=True)
@@ -281,6 +281,13 @@ class TrainOptions(Options):
     def to_dict(self) -> dict[str, Any]:
         """One flat dict of all parts (key names are unique across them)."""
         return {**self.prune.to_dict(), **self.distill.to_dict(), **self.qat.to_dict()}
+
+    @property
+    def distilling(self) -> bool:
+        """Distillation runs when asked, or (auto) when there is something to recover (pruning) or a named teacher."""
+        if self.distill.distill is None:
+            return self.prune.active or self.distill.teacher is not None
+        return self.distill.distill
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,11 @@
-"""Distillation for recovery after pruning: teacher checks and the distillation wrapper around a pruned student."""
+"""Distillation for recovery after pruning, from the model before pruning.
 
+    losses   output-level distillation: class scores (Bernoulli KL) and DFL box distributions (KL), normalised
+    model    RecoveryDistillationModel: Ultralytics' DistillationModel with that loss
+    teacher  teacher checks, and the wrapper rebuilt around a pruned student
+"""
+
+from yolo_opt.distill.losses import output_distillation
 from yolo_opt.distill.teacher import check_teacher, rebuild_wrapper
 
-__all__ = ["check_teacher", "rebuild_wrapper"]
+__all__ = ["check_teacher", "output_distillation", "rebuild_wrapper"]

@@ -10,9 +10,15 @@ from torch import nn
 from yolo_opt.errors import ModelError
 
 
-def check_teacher(teacher: str | Path, names: dict[int, str] | None) -> str:
-    """Validate a distillation teacher: it loads, detects, and predicts the classes `names` (the student's/data's)."""
-    from yolo_opt.io.checkpoint import load_model
+def check_teacher(teacher: str | Path, names: dict[int, str] | None, student: nn.Module | None = None,
+                  imgsz: int | None = None) -> str:
+    """Validate a distillation teacher before any work: it loads, detects, predicts the classes `names` on the same
+    anchors as `student` (strides, DFL bins), and was trained at the run's `imgsz` (when both are known).
+
+    Output-level distillation compares teacher and student anchor for anchor, so a head of another layout cannot
+    teach, and a teacher scored at a size it was not trained for teaches its own errors.
+    """
+    from yolo_opt.io.checkpoint import check_detection_model, load_model
 
     if not Path(teacher).exists():
         raise ModelError(f"teacher model not found: {teacher}; pass teacher=path/to/unpruned.pt")
@@ -24,13 +30,27 @@ def check_teacher(teacher: str | Path, names: dict[int, str] | None) -> str:
             f"teacher {teacher} predicts {len(theirs)} classes {theirs[:5]} but the student has {len(ours)} "
             f"{ours[:5]}; distill from a model trained on the same classes"
         )
+    if student is not None:
+        t_head, s_head = check_detection_model(net), check_detection_model(student)
+        t_layout = (t_head.stride.tolist(), t_head.reg_max)
+        s_layout = (s_head.stride.tolist(), s_head.reg_max)
+        if t_layout != s_layout:
+            raise ModelError(f"teacher {teacher} predicts on other anchors (strides, DFL bins {t_layout} vs the "
+                             f"student's {s_layout}); distill from a model of the same head layout")
+    trained = (getattr(net, "args", None) or {}).get("imgsz") if isinstance(getattr(net, "args", None), dict) else None
+    if imgsz is not None and isinstance(trained, int) and trained != imgsz:
+        raise ModelError(f"teacher {teacher} was trained at imgsz={trained} but this run trains at imgsz={imgsz}; "
+                         f"pass imgsz={trained} or a teacher trained at {imgsz}")
     return str(teacher)
 
 
 def rebuild_wrapper(wrapper: Any, student: nn.Module) -> nn.Module:
-    """A distillation wrapper around a new (pruned) student: Ultralytics sizes its projector from the student."""
+    """The distillation wrapper around a new (pruned) student (its projector is sized from the student), or the
+    student itself when there is no wrapper."""
     from ultralytics.nn.distill_model import DistillationModel
 
+    if hasattr(wrapper, "rebuilt"):
+        return wrapper.rebuilt(student)
     if isinstance(wrapper, DistillationModel):
         return DistillationModel(teacher_model=wrapper.teacher_model, student_model=student)
     return student

@@ -87,7 +87,7 @@ def _check_prune(recipe: Recipe) -> None:
 def _prune(run: Run, recipe: Recipe) -> None:
     opts = recipe.train
     distill = opts.distill
-    if distill.enabled and distill.teacher is None:
+    if opts.distilling and distill.teacher is None:
         distill = distill.replace(teacher=str(run.path("baseline_pt") or run.path("pt")))
     first = opts.replace(distill=distill, qat=opts.qat.replace(qat=False))
     out = _train_stage(run, recipe, "prune", run.path("pt"), **first.to_dict())

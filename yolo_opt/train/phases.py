@@ -50,17 +50,20 @@ def _check_inputs(model: str | Path, opts: TrainOptions, args: dict[str, Any]) -
         floor = min_macs_ratio(net, opts.prune.prune_round, opts.prune.prune_global,
                                imgsz=min(int(args.get("imgsz", 640)), SEARCH_IMGSZ, 128))
         check_reachable(opts.prune.prune_target, floor)
-    if opts.distill.enabled:
+    if opts.distilling:
         from yolo_opt.distill import check_teacher
 
         teacher = opts.distill.teacher or (str(model) if net is not None else None)
         if teacher is None:
-            raise ConfigError("distill=True needs teacher=path/to/model.pt when training from a yaml")
+            if opts.distill.distill:
+                raise ConfigError("distill=True needs teacher=path/to/model.pt when training from a yaml")
+            return  # auto: a model built from a yaml has nothing to distil from
         if names is None:
             from yolo_opt.data.checks import read_dataset
 
             names = read_dataset(args.get("data"))["names"]
-        args["distill_model"] = check_teacher(teacher, names)
+        explicit = opts.distill.teacher is not None  # the model itself teaches at whatever size it is fine-tuned
+        args["distill_model"] = check_teacher(teacher, names, net, int(args.get("imgsz", 640)) if explicit else None)
 
 
 def train(model: str | Path, opts: TrainOptions | None = None, **kwargs: Any) -> dict[str, Any]:
@@ -164,7 +167,7 @@ def attach(model, **opts: Any):
     options = TrainOptions.take(rest)
     if rest:
         raise ConfigError(f"not yolo-opt training options: {', '.join(rest)} (pass Ultralytics arguments to train())")
-    if options.qat.qat or options.distill.enabled:
+    if options.qat.qat or "distill" in opts or "teacher" in opts:
         raise ConfigError("attach() handles pruning only; for qat/distill use yolo_opt.train(...), or pass "
                           "quantize=8 / distill_model=teacher.pt to model.train()")
     model.train = functools.partial(type(model).train, model, trainer=PruneTrainer, **options.prune.to_dict())

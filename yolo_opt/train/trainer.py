@@ -97,6 +97,11 @@ class PruneTrainer(DetectionTrainer):
         if self.opts.prune.active and self.args.compile:
             LOGGER.warning("yolo-opt: 'compile' is disabled while pruning (shapes change between epochs)")
             self.args.compile = False
+        if self.opts.distilling and self.args.distill_model is None:  # the teacher: the model before pruning
+            model = str(self.args.model)
+            self.args.distill_model = self.opts.distill.teacher or (model if model.endswith(".pt") else None)
+            if self.args.distill_model is None and self.opts.distill.distill:
+                raise ConfigError("distill=True needs teacher=path/to/model.pt when training from a yaml")
 
     # ---- Ultralytics' public methods ------------------------------------------------------------------------------
     def get_model(self, cfg=None, weights=None, verbose: bool = True):
@@ -117,6 +122,34 @@ class PruneTrainer(DetectionTrainer):
             setattr(model, META_ATTR, copy.deepcopy(meta(weights)))  # a resumed run's schedule state
         return model
 
+    def setup_model(self):
+        """Ultralytics' model set-up; on resume, the stored pruning run's options take over before anything else."""
+        ckpt = super().setup_model()
+        stored = meta(student(self.model)).get(RUN_KEY)
+        if self.resume and stored:
+            self.opts = TrainOptions.from_dict(stored["opts"])
+            self.schedule.options, self.schedule.after = self.opts.to_dict(), stored.get("after")
+        return ckpt
+
+    def set_model_attributes(self) -> None:
+        """After Ultralytics sets the model's attributes: wrap it for output-level distillation when distilling."""
+        from ultralytics.nn.distill_model import DistillationModel
+
+        from yolo_opt.distill.model import RecoveryDistillationModel
+
+        super().set_model_attributes()
+        if not self.opts.distilling or self.args.distill_model is None or isinstance(self.model, RecoveryDistillationModel):
+            return
+        d = self.opts.distill
+        if isinstance(self.model, DistillationModel):  # Ultralytics rebuilt its own wrapper from a resumed checkpoint
+            old = self.model
+            self.model = RecoveryDistillationModel(old.teacher_model, old.student_model, d.distill_weight,
+                                                   d.distill_features)
+            self.model.projector.load_state_dict(old.projector.state_dict())
+        else:
+            self.model = RecoveryDistillationModel(self.args.distill_model, self.model, d.distill_weight,
+                                                   d.distill_features)
+
     def optimizer_step(self) -> None:
         """During the sparsity phase, add the L1 penalty on BN scales to the gradients (at the AMP scale)."""
         if self._sparsity_on():
@@ -127,16 +160,11 @@ class PruneTrainer(DetectionTrainer):
         super().optimizer_step()
 
     def resume_training(self, ckpt) -> None:
-        """After Ultralytics' own resume: continue the stored pruning run, or start its record."""
+        """After Ultralytics' own resume: start the pruning run's record (a resumed run keeps its own)."""
         super().resume_training(ckpt)
         model = student(self.model)
-        stored = meta(model).get(RUN_KEY)
-        if self.resume and stored:
-            self.opts = TrainOptions.from_dict(stored["opts"])
-            self.schedule.options, self.schedule.after = self.opts.to_dict(), stored.get("after")
-            return
-        if not self.opts.prune.active:
-            return
+        if (self.resume and meta(model).get(RUN_KEY)) or not self.opts.prune.active:
+            return  # a resumed run keeps its record (its options were restored in setup_model)
         from yolo_opt.prune.targets import count_macs
         from yolo_opt.train.schedule import prune_epochs, sparsity_epochs
 

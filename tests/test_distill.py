@@ -1,0 +1,137 @@
+"""Output-level distillation for recovery: the loss, its gradient, resume of a distilled pruned run, bad teachers."""
+
+import copy
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from tests.conftest import IMGSZ, make_checkpoint, run_cli
+
+TRAIN = ("imgsz=64", "batch=8", "workers=0", "plots=False", "exist_ok=True", "warmup_epochs=0")
+
+
+@pytest.fixture
+def pair(tiny_data):
+    """A student and its identical teacher (Kaiming weights, so outputs are not constant), and one real batch."""
+    from ultralytics.cfg import get_cfg
+    from ultralytics.nn.tasks import DetectionModel
+
+    from yolo_opt.data import CLASS_NAMES
+    from yolo_opt.data.batches import taylor_batches
+
+    torch.manual_seed(0)
+    student = DetectionModel("yolov8n.yaml", nc=5, verbose=False)
+    for m in student.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight)
+    student.args = get_cfg(overrides={"imgsz": IMGSZ})
+    student.names = dict(enumerate(CLASS_NAMES))
+    batches, _ = taylor_batches(student, tiny_data, IMGSZ, 1)
+    return student, copy.deepcopy(student), next(iter(batches))
+
+
+def test_loss_is_zero_for_the_teacher_itself_and_grows_apart(pair):
+    from yolo_opt.distill import output_distillation
+
+    student, _, batch = pair
+    student.train()
+    preds = student(batch["img"])
+    same = output_distillation(preds, preds, 16, 0.5, 1.5)
+    assert same.shape == (2,) and torch.allclose(same, torch.zeros(2), atol=1e-5)
+    other = {k: v + 0.5 * torch.randn_like(v) for k, v in preds.items() if k in ("boxes", "scores")}
+    assert (output_distillation(other, preds, 16, 0.5, 1.5) > 1e-3).all()
+
+
+def test_gradient_reaches_the_student_only(pair):
+    """Through the wrapper the trainer uses: the distillation items are ~0 for identical models (BN statistics
+    frozen in both), and the loss's gradient lands on the student's parameters, never on the teacher's."""
+    from yolo_opt.distill.model import RecoveryDistillationModel
+
+    student, teacher, batch = pair
+    wrapper = RecoveryDistillationModel(teacher, student)
+    wrapper.train()
+    for m in student.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eval()  # the teacher runs in eval mode; the same statistics make the two outputs equal
+    loss, items = wrapper(batch)
+    assert abs(float(items["kd_cls"])) < 1e-4 and abs(float(items["kd_box"])) < 1e-4
+    wrapper.zero_grad()
+    loss.sum().backward()
+    assert all(p.grad is None for p in wrapper.teacher_model.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+    assert output_distillation_grad(wrapper, batch) > 0
+
+
+def output_distillation_grad(wrapper, batch) -> float:
+    """The gradient norm the distillation term alone puts on the student once it differs from the teacher."""
+    from yolo_opt.distill import output_distillation
+
+    with torch.no_grad():
+        for p in wrapper.student_model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    wrapper.zero_grad()
+    with torch.no_grad():
+        t = wrapper.teacher_model(batch["img"])[1]
+    s = wrapper.student_model(batch["img"])
+    output_distillation(s, t, 16, 0.5, 1.5).sum().backward()
+    assert all(p.grad is None for p in wrapper.teacher_model.parameters())
+    return float(sum(p.grad.norm() for p in wrapper.student_model.parameters() if p.grad is not None))
+
+
+def test_distilled_pruned_run_killed_resumes_and_finishes(tmp_path, v8_checkpoint, tiny_data):
+    """Kill a distilled 2-step pruning run right after epoch 1 is saved; resume=True finishes it, still distilling."""
+    kill = (
+        "import os, sys; sys.argv = ['yolo-opt'] + sys.argv[1:];"
+        "import ultralytics.engine.trainer as t;"
+        "orig = t.BaseTrainer.save_model\n"
+        "def save(self):\n"
+        "    ok = orig(self)\n"
+        "    if self.epoch == 0: os._exit(17)\n"
+        "    return ok\n"
+        "t.BaseTrainer.save_model = save\n"
+        "from yolo_opt.cli import main; sys.exit(main())"
+    )
+    args = ["train", f"model={v8_checkpoint}", f"data={tiny_data}", "epochs=3", "prune=0.5", "prune_steps=2",
+            f"project={tmp_path}", "name=kd", *TRAIN]
+    killed = subprocess.run([sys.executable, "-c", kill, *args], capture_output=True, text=True, timeout=900,
+                            env={**os.environ, "YOLO_OFFLINE": "1"})
+    assert killed.returncode == 17, killed.stderr[-3000:]
+    assert "kd_cls" in killed.stdout + killed.stderr and "prune step 1/2" in killed.stdout + killed.stderr
+    last = tmp_path / "kd" / "weights" / "last.pt"
+    resumed = run_cli("train", f"model={last}", "resume=True")
+    log = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, log[-3000:]
+    assert "Resuming training" in log and "kd_cls" in log  # the distillation wrapper came back with the run
+    assert "prune step 2/2" in log and "prune step 1/2" not in log
+    from yolo_opt.io.checkpoint import load_model
+
+    best = load_model(tmp_path / "kd" / "weights" / "best.pt")
+    assert not hasattr(best, "teacher_model")  # the final checkpoint holds the student alone
+
+
+def test_teacher_trained_at_another_size_is_refused(tmp_path, v8_checkpoint, tiny_data):
+    teacher = make_checkpoint("yolov8n.yaml", tmp_path / "t.pt")  # saved with train_args imgsz=64
+    r = run_cli("train", f"model={v8_checkpoint}", f"data={tiny_data}", "prune=0.3", f"teacher={teacher}",
+                "imgsz=128", f"project={tmp_path}", "name=t", *[a for a in TRAIN if not a.startswith("imgsz")])
+    assert r.returncode == 2 and "imgsz=64" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "t").exists()
+
+
+def test_teacher_with_another_head_is_refused(tmp_path, v8_checkpoint, tiny_data):
+    from ultralytics.nn.tasks import DetectionModel
+
+    from yolo_opt.data import CLASS_NAMES
+    from yolo_opt.io.checkpoint import save_model
+
+    p2 = DetectionModel("yolov8n-p2.yaml", nc=5, verbose=False)  # one more output level: other anchors
+    p2.names = dict(enumerate(CLASS_NAMES))
+    teacher = save_model(p2, tmp_path / "p2.pt", train_args={"imgsz": IMGSZ, "task": "detect"})
+    r = run_cli("train", f"model={v8_checkpoint}", f"data={tiny_data}", "prune=0.3", f"teacher={teacher}",
+                f"project={tmp_path}", "name=t", *TRAIN)
+    assert r.returncode == 2 and "other anchors" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "t").exists()
