@@ -41,11 +41,11 @@ VARIANTS = {
 TRAIN = {"imgsz": 160, "batch": 16, "workers": 0, "plots": False, "seed": 0, "deterministic": False}
 
 
-def train(project: Path, name: str, model: str | Path, **kwargs) -> Path:
-    """Train (or reuse / resume) a run; returns its best.pt."""
+def train(project: Path, name: str, model: str | Path, data: Path, **kwargs) -> Path:
+    """Train (or reuse / resume) a run on `data`; returns its best.pt."""
     from yolo_opt.train import train_in
 
-    return train_in(project, name, model, **{**TRAIN, **kwargs})
+    return train_in(project, name, model, **{**TRAIN, "data": str(data), **kwargs})
 
 
 def convergence(run: Path) -> dict:
@@ -124,20 +124,20 @@ def main() -> None:
         return results[key]
 
     for arch in args.archs.split(","):
-        base_pt = train(out, f"{arch}-base", f"{arch}.yaml", epochs=args.base_epochs, patience=args.patience)
+        base_pt = train(out, f"{arch}-base", f"{arch}.yaml", data, epochs=args.base_epochs, patience=args.patience)
         base = row(f"{arch}/base", partial(Path, base_pt), convergence=convergence(out / f"{arch}-base"))
-        row(f"{arch}/reference", partial(train, out, f"{arch}-ref", base_pt, epochs=args.ft_epochs))
+        row(f"{arch}/reference", partial(train, out, f"{arch}-ref", base_pt, data, epochs=args.ft_epochs))
         for target in map(float, args.targets.split(",")):
             for variant in args.variants.split(","):
                 keys = {"prune_target": target, **VARIANTS[variant]}
                 row(f"{arch}/t{target}/{variant}",
-                    partial(train, out, f"{arch}-t{target}-{variant}", base_pt, epochs=args.ft_epochs, **keys), keys=keys)
+                    partial(train, out, f"{arch}-t{target}-{variant}", base_pt, data, epochs=args.ft_epochs, **keys), keys=keys)
             pruned = next((results[k]["gflops"] for k in results if k.startswith(f"{arch}/t{target}/")), None)
             if args.no_slim or pruned is None:
                 continue
             yaml, _ = slim_yaml(arch, pruned, out)
             for suffix, epochs in (("total", base["convergence"]["epochs"] + args.ft_epochs), ("ft", args.ft_epochs)):
-                row(f"{arch}/slim{target}-{suffix}", partial(train, out, f"{yaml.stem}-{suffix}", yaml, epochs=epochs,
+                row(f"{arch}/slim{target}-{suffix}", partial(train, out, f"{yaml.stem}-{suffix}", yaml, data, epochs=epochs,
                                                              patience=0), yaml=yaml.name, epochs=epochs)
     if args.latency:
         time_rows(results, out, args.rounds)
