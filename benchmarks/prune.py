@@ -100,9 +100,11 @@ def main() -> None:
     parser.add_argument("--no-slim", action="store_true", help="skip the from-scratch slim models")
     parser.add_argument("--n-train", type=int, default=300)
     parser.add_argument("--n-val", type=int, default=200)
+    parser.add_argument("--imgsz", type=int, default=160, help="training and validation size")
     parser.add_argument("--latency", action="store_true", help="time every cached row (ONNX Runtime, 640 px)")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
+    TRAIN["imgsz"] = args.imgsz
 
     from yolo_opt.data import make_dataset
     from yolo_opt.io.files import atomic_write_bytes
