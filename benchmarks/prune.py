@@ -60,10 +60,11 @@ def convergence(run: Path) -> dict:
 
 
 def measure(weights: Path, data: Path, imgsz: int) -> dict:
-    """Params and GFLOPs at 640 px, mAP from the Ultralytics validator at the training size."""
+    """Params and GFLOPs at 640 px, mAP from the Ultralytics validator at the training size, epochs trained."""
     from yolo_opt.bench import model_stats, validate
 
-    return {**model_stats(weights, 640), **validate(weights, data, imgsz), "weights": str(weights)}
+    epochs = convergence(weights.parent.parent)["epochs"]
+    return {**model_stats(weights, 640), **validate(weights, data, imgsz), "weights": str(weights), "epochs": epochs}
 
 
 def slim_yaml(arch: str, gflops: float, out: Path) -> tuple[Path, float]:
@@ -140,7 +141,7 @@ def main() -> None:
             yaml, _ = slim_yaml(arch, pruned, out)
             for suffix, epochs in (("total", base["convergence"]["epochs"] + args.ft_epochs), ("ft", args.ft_epochs)):
                 row(f"{arch}/slim{target}-{suffix}", partial(train, out, f"{yaml.stem}-{suffix}", yaml, data, epochs=epochs,
-                                                             patience=0), yaml=yaml.name, epochs=epochs)
+                                                             patience=0), yaml=yaml.name)
     if args.latency:
         time_rows(results, out, args.rounds)
         save()

@@ -67,6 +67,21 @@ def test_benchmark_report_holds_json_figures(tmp_path, v8_checkpoint, tiny_data)
     assert onnx_row["gflops"] == pytest.approx(pt_row["gflops"], rel=0.1)
 
 
+def test_benchmark_reference_column(tmp_path, v8_checkpoint, tiny_data):
+    """reference= measures one more model as the reference: its row is marked and the table compares with it."""
+    r = run_cli("benchmark", f"model={v8_checkpoint}", f"reference={v8_checkpoint}", f"data={tiny_data}", "imgsz=64",
+                f"project={tmp_path}", "name=bench")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads((tmp_path / "bench" / "results.json").read_text())
+    assert list(rows) == ["yolov8n", "reference"] and rows["reference"]["reference"]
+    assert not rows["yolov8n"].get("reference")
+    header = next(line for line in (tmp_path / "bench" / "report.md").read_text().splitlines() if "| stage" in line)
+    assert "mAP50-95 (vs input) | vs reference |" in header
+    r = run_cli("benchmark", f"model={v8_checkpoint}", f"reference={tmp_path / 'nope.pt'}", f"data={tiny_data}",
+                f"project={tmp_path}", "name=b2")
+    assert r.returncode == 2 and "nope.pt" in r.stderr and not (tmp_path / "b2").exists()
+
+
 def test_benchmark_missing_file(tmp_path, tiny_data):
     r = run_cli("benchmark", "model=nope.pt", f"data={tiny_data}", f"project={tmp_path}")
     assert r.returncode == 2 and "not found" in r.stderr
@@ -103,11 +118,12 @@ def optimized(tmp_path_factory, v8_checkpoint, tiny_data):
 
 def test_resume_skips_finished_stages(optimized):
     folder, state_at_kill, pruned_mtime, log = optimized
-    assert set(state_at_kill["stages"]) == {"baseline", "prune"}
+    assert set(state_at_kill["stages"]) == {"baseline", "reference", "prune"}
     assert "stage 'prune' already done" in log and "stage 'baseline' already done" in log
     assert (folder / "prune.pt").stat().st_mtime == pruned_mtime  # not trained again
     state = json.loads((folder / "state.json").read_text())
-    assert all(state["stages"][s]["status"] == "done" for s in ("baseline", "prune", "export", "ptq", "benchmark"))
+    assert all(state["stages"][s]["status"] == "done"
+               for s in ("baseline", "reference", "prune", "export", "ptq", "benchmark"))
 
 
 def test_optimize_report(optimized):
@@ -115,10 +131,15 @@ def test_optimize_report(optimized):
 
     folder = optimized[0]
     rows = json.loads((folder / "results.json").read_text())
-    assert list(rows) == ["baseline", "pruned", "baseline onnx", "fp32 onnx", "ptq int8 onnx"]
+    assert list(rows) == ["baseline", "reference", "pruned", "baseline onnx", "reference onnx", "fp32 onnx",
+                          "ptq int8 onnx"]
     assert rows["pruned"]["gflops"] < 0.6 * rows["baseline"]["gflops"]
+    # the reference is the input trained the same epochs, unpruned: same size, and the report compares with it
+    assert rows["reference"]["gflops"] == rows["baseline"]["gflops"] and rows["reference"]["reference"]
+    assert rows["reference onnx"]["reference"] and not rows["pruned"].get("reference")
     assert count_qdq(folder / "model_int8.onnx") > 20
     report = (folder / "report.md").read_text()
+    assert "| vs reference |" in report
     for row in rows.values():
         assert f"{row['map50']:.3f}" in report
     assert (folder / "report.png").read_bytes().startswith(b"\x89PNG")
@@ -153,7 +174,8 @@ def test_jetson_recipe_end_to_end(tmp_path, v8_checkpoint, tiny_data):
     assert r.returncode == 0, log[-3000:]
     folder = tmp_path / "j"
     state = json.loads((folder / "state.json").read_text())
-    assert [s for s in state["stages"]] == ["baseline", "prune", "qat", "export", "bundle", "engine", "benchmark"]
+    assert [s for s in state["stages"]] == ["baseline", "reference", "prune", "qat", "export", "bundle", "engine",
+                                           "benchmark"]
     bundle = folder / "jetson"
     assert {"model_fp32.onnx", "model_int8.onnx", "model_int8_qat.onnx", "metadata.json", "build_engine.py",
             "infer.py"} <= {

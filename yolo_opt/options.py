@@ -351,6 +351,9 @@ class BenchOptions(Options):
 
     lat_imgsz: int | None = key(None, int, "image size of .pt latency (default: imgsz; an ONNX is timed at its own "
                                 "input size)", ("demo", "optimize", "benchmark"), low=32, high=4096)
+    reference: str | None = key(None, str, "the reference model (the input trained as many extra epochs as the "
+                                "compressed ones, unpruned): adds mAP 'vs reference' (optimize trains its own: stage "
+                                "'reference')", ("benchmark",))
 
 
 @dataclass(frozen=True)

@@ -87,35 +87,53 @@ def _fmt(value: Any, ref: Any, digits: int = 3) -> str:
     return f"{value:.{digits}g}"
 
 
+def _first_per_runtime(rows: dict[str, dict[str, Any]], only_reference: bool = False) -> dict[Any, dict[str, Any]]:
+    """The first row timed on each runtime (of the reference rows alone, if asked): like is compared with like."""
+    first: dict[Any, dict[str, Any]] = {}
+    for r in rows.values():
+        if r.get("reference") or not only_reference:
+            first.setdefault(r.get("runtime"), r)
+    return first
+
+
 def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
-    """Side-by-side table, each figure also as a ratio to the first row."""
+    """Side-by-side table, each figure also as a ratio to the first row (the input model).
+
+    Rows marked `reference` (the input trained the same extra epochs, unpruned) add a "vs reference" column: each
+    row's mAP50-95 over the reference's on the same runtime. "vs input" alone flatters a pruned model, which got
+    training its input did not.
+    """
     names = list(rows)
     ref = rows[names[0]]
-    # latency compares like with like: each row against the first row timed on the same runtime
-    first_of_runtime: dict[str, dict[str, Any]] = {}
-    for r in rows.values():
-        first_of_runtime.setdefault(r.get("runtime"), r)
+    first_of_runtime = _first_per_runtime(rows)
+    reference_of_runtime = _first_per_runtime(rows, only_reference=True)
+    vs_ref = bool(reference_of_runtime)
     lines = [
-        "| stage | file | params (M) | GFLOPs | size (MB) | mAP50-95 | mAP50 | latency (ms) | runtime |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| stage | file | params (M) | GFLOPs | size (MB) | mAP50-95 (vs input) |" + (" vs reference |" if vs_ref else "")
+        + " mAP50 | latency (ms) | runtime |",
+        "|---|---|---|---|---|---|---|---|---|" + ("---|" if vs_ref else ""),
     ]
     for name in names:
         r = rows[name]
         params = r["params"] / 1e6 if r.get("params") else None
         ref_params = ref["params"] / 1e6 if ref.get("params") else None
-        lines.append(
-            f"| {name} | {Path(r['file']).name} | {_fmt(params, ref_params)} | {_fmt(r.get('gflops'), ref.get('gflops'))} "
-            f"| {_fmt(r['size_mb'], ref['size_mb'])} | {_fmt(r['map'], ref['map'])} | {r['map50']:.3f} "
-            f"| {_fmt(r.get('latency_ms'), first_of_runtime[r.get('runtime')].get('latency_ms'))} "
-            f"| {r.get('runtime', '-')} |"
-        )
+        cells = [name, Path(r["file"]).name, _fmt(params, ref_params), _fmt(r.get("gflops"), ref.get("gflops")),
+                 _fmt(r["size_mb"], ref["size_mb"]), _fmt(r["map"], ref["map"])]
+        if vs_ref:
+            reference = reference_of_runtime.get(r.get("runtime"))
+            cells.append(f"{r['map'] / reference['map']:.3f}x" if reference and reference["map"] else "-")
+        cells += [f"{r['map50']:.3f}", _fmt(r.get("latency_ms"), first_of_runtime[r.get("runtime")].get("latency_ms")),
+                  r.get("runtime", "-")]
+        lines.append("| " + " | ".join(cells) + " |")
     threads = {r.get("threads") for r in rows.values() if r.get("threads")}
     sizes = {r.get("lat_imgsz") for r in rows.values()}
     lines.append("")
     lines.append(f"Latency: batch 1, median of timed runs after warm-up, {'/'.join(map(str, sorted(threads)))} "
                  f"threads, input {'/'.join(map(str, sorted(s for s in sizes if s)))} px; mAP from the Ultralytics "
                  f"validator on the val split. Ratios are to the first row (latency: to the first row "
-                 f"on the same runtime).")
+                 f"on the same runtime)."
+                 + (" 'vs reference': mAP50-95 over the reference's on the same runtime (the input trained the same "
+                    "extra epochs without pruning)." if vs_ref else ""))
     return "\n".join(lines)
 
 
@@ -174,20 +192,31 @@ def _unique_labels(models: list[Path]) -> list[str]:
 
 
 def benchmark(models: Iterable[str | Path], data: str | Path, imgsz: int = 640, out: str | Path | None = None,
-              lat_imgsz: int | None = None, runs: int = 30, names: Iterable[str] | None = None) -> dict[str, Any]:
-    """`yolo-opt benchmark`: measure each model file and write the report. Returns the rows."""
+              lat_imgsz: int | None = None, runs: int = 30, names: Iterable[str] | None = None,
+              references: Iterable[str] = (), reference: str | Path | None = None) -> dict[str, Any]:
+    """`yolo-opt benchmark`: measure each model file and write the report. Returns the rows.
+
+    The reference is the input trained as long as the compressed models were, unpruned; the report then shows
+    each row's mAP against it. `references` names the rows (labels) that are references; `reference` adds one
+    more model file as the row "reference".
+    """
     from ultralytics.utils import TQDM as tqdm  # noqa: N812 (Ultralytics ships its own progress bar)
 
     models = [Path(m) for m in models]
+    labels = list(names) if names else _unique_labels(models)
+    references = set(references)
+    if reference is not None:
+        models, labels, references = [*models, Path(reference)], [*labels, "reference"], references | {"reference"}
     for m in models:  # fail before measuring anything
         if not m.exists():
             raise ModelError(f"model file not found: {m}")
         if m.suffix not in SUPPORTED:
             raise ModelError(f"cannot benchmark '{m.name}': supported formats are {', '.join(SUPPORTED)}")
-    labels = list(names) if names else _unique_labels(models)
     rows = {}
     for label, m in tqdm(list(zip(labels, models, strict=True)), desc="benchmark", unit="model"):
         rows[label] = measure_file(m, data, imgsz, lat_imgsz, runs)
+        if label in references:
+            rows[label]["reference"] = True
     if out:
         write_report(rows, out)
     return rows

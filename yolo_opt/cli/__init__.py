@@ -23,7 +23,7 @@ MODES = {
     "export": "Ultralytics export; int8=True or format=engine|jetson: INT8 QDQ ONNX / TensorRT / bundle (calib=, ...)",
     "bundle": "Jetson folder (ONNX FP32+INT8, metadata, build_engine.py/.sh, infer.py): model= data= out=",
     "optimize": "the whole pipeline from a recipe: model=best.pt data=data.yaml recipe=jetson-int8 [name= key=...]",
-    "benchmark": "measure models side by side: model=a.pt,b.onnx,... data=data.yaml [imgsz= lat_imgsz= name=]",
+    "benchmark": "measure models side by side: model=a.pt,b.onnx,... data=data.yaml [reference=ref.pt imgsz= lat_imgsz= name=]",
     "data": "write the generated demo dataset: out=DIR [seed= n_train= n_val= imgsz=]",
     "demo": "generated data -> small CPU-trained baseline -> the default recipe (prune, INT8 ONNX), with a table",
     "sensitivity": "per-layer pruning sensitivity table + plot: model=best.pt data=data.yaml [ratios=0.25,0.5,0.75]",
@@ -181,7 +181,7 @@ def run_benchmark(kwargs: dict[str, Any]) -> None:
     imgsz = check_imgsz(kwargs.pop("imgsz", 640))
     out = Path(str(kwargs.pop("project", "runs/opt"))) / str(kwargs.pop("name", "benchmark"))
     refuse_rest(kwargs, "benchmark")
-    rows = benchmark(str(models).split(","), data, imgsz, out=out, lat_imgsz=bench.lat_imgsz)
+    rows = benchmark(str(models).split(","), data, imgsz, out=out, lat_imgsz=bench.lat_imgsz, reference=bench.reference)
     print(markdown_table(rows))
     print(f"report: {out / 'report.md'}, plot: {out / 'report.png'}, figures: {out / 'results.json'}")
 

@@ -29,7 +29,7 @@ def run_demo(opts: DemoOptions | None = None, **kwargs: Any) -> dict[str, Any]:
     rest = dict(kwargs)
     if opts is None:
         opts = DemoOptions.take(rest)
-    bench = BenchOptions.take(rest)
+    bench = BenchOptions.take(rest, "demo")
     overrides = {"imgsz": opts.imgsz, "lat_imgsz": bench.lat_imgsz, "plots": False, "workers": 0, **rest}
     load_recipe(opts.recipe, overrides)  # a bad recipe or override fails before anything is trained
     out = Path(opts.out).resolve()

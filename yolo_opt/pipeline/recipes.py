@@ -84,7 +84,7 @@ def load_recipe(recipe: str | Path, overrides: dict[str, Any] | None = None) -> 
     try:
         train = TrainOptions.take(rest)
         ptq = PTQOptions.take(rest)
-        bench = BenchOptions.take(rest)
+        bench = BenchOptions.take(rest, "optimize")
     except ConfigError as e:
         raise ConfigError(f"recipe {path.name}: {e}") from None
     bad = [k for k in rest if k not in DEFAULT_CFG_DICT]

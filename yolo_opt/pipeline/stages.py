@@ -77,6 +77,15 @@ def _baseline(run: Run, recipe: Recipe) -> None:
     run.record("baseline", {"baseline_pt": run.path("pt")})
 
 
+@stage("reference", ("pt",), (), "the input trained as long as the prune stage recovers, unpruned: what the "
+       "report's 'vs reference' compares with")
+def _reference(run: Run, recipe: Recipe) -> None:
+    # the same Ultralytics arguments (epochs, schedule, seed) as the prune stage, none of yolo-opt's keys: a pruned
+    # model got that training too, so only this comparison isolates what pruning cost
+    out = _train_stage(run, recipe, "reference", run.path("baseline_pt") or run.path("pt"))
+    run.record("reference", {"reference_pt": out})
+
+
 def _check_prune(recipe: Recipe) -> None:
     if not recipe.train.prune.active:
         raise ConfigError("stage 'prune' needs prune= or prune_target= in the recipe or on the command line")
@@ -112,9 +121,10 @@ def _export(run: Run, recipe: Recipe) -> None:
         src = run.path("pruned_pt") or run.path("baseline_pt") or src
     out = export_onnx(src, run.folder / "model_fp32.onnx", imgsz=recipe.imgsz)
     artefacts = {"onnx": out, "fp32_onnx": out}
-    base = run.path("baseline_pt")
-    if base is not None and base != src:  # the ONNX Runtime reference for the compressed models
-        artefacts["baseline_onnx"] = export_onnx(base, run.folder / "baseline_fp32.onnx", imgsz=recipe.imgsz)
+    # the input and the reference on ONNX Runtime too: ratios compare models on the same runtime
+    for kind, path in (("baseline", run.path("baseline_pt")), ("reference", run.path("reference_pt"))):
+        if path is not None and path != src:
+            artefacts[f"{kind}_onnx"] = export_onnx(path, run.folder / f"{kind}_fp32.onnx", imgsz=recipe.imgsz)
     run.record("export", artefacts)
 
 
@@ -161,13 +171,13 @@ def _engine(run: Run, recipe: Recipe) -> None:
 def _benchmark(run: Run, recipe: Recipe) -> dict[str, Any]:
     from yolo_opt.bench.report import benchmark
 
-    labels = {"baseline_pt": "baseline", "pruned_pt": "pruned", "baseline_onnx": "baseline onnx",
-              "fp32_onnx": "fp32 onnx", "qat_onnx": "qat int8 onnx", "ptq_onnx": "ptq int8 onnx", "engine": "engine"}
+    labels = {"baseline_pt": "baseline", "reference_pt": "reference", "pruned_pt": "pruned",
+              "baseline_onnx": "baseline onnx", "reference_onnx": "reference onnx", "fp32_onnx": "fp32 onnx", "qat_onnx": "qat int8 onnx", "ptq_onnx": "ptq int8 onnx", "engine": "engine"}
     chosen = {label: run.path(kind) for kind, label in labels.items() if run.path(kind)}
     if not chosen:
         raise ModelError("stage 'benchmark' found no model artefact in the run; add stages before it")
     rows = benchmark(chosen.values(), run.data, recipe.imgsz, out=run.folder, lat_imgsz=recipe.bench.lat_imgsz,
-                     names=chosen.keys())
+                     names=chosen.keys(), references=("reference", "reference onnx"))
     run.record("benchmark", {"report": run.folder / "report.md", "plot": run.folder / "report.png",
                              "results": run.folder / "results.json"})
     return rows
