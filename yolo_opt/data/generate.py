@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -146,12 +147,8 @@ def make_dataset(
         if (out / ".signature").exists() and (out / ".signature").read_text() == signature:
             return yaml_path
         raise ConfigError(f"{out} already holds a different dataset; choose another out= or delete it")
-    from yolo_opt.io.files import check_output, temporary_dir  # lazily: yolo_opt.io loads torch
-
-    check_output(out, folder=True)
-    if out.is_dir() and any(out.iterdir()):
-        raise ConfigError(f"{out} exists and is not empty; choose another out= or delete it")
-    tmp = temporary_dir(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         for split, count, split_seed in (("train", n_train, seed), ("val", n_val, seed + 1_000_003)):
             rng = np.random.default_rng(split_seed)

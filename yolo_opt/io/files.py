@@ -1,24 +1,27 @@
-"""Output files: checked before any work, written atomically (a temporary name next to it, then a rename).
-
-Our temporaries are hidden and carry our tag and the writer's pid (`.model.yolo-opt-1234.k2j4x9ab.tmp.pt`,
-`.model_int8.yolo-opt-1234.x8f2kq0z/`): an interrupted run (SIGINT, SIGTERM) removes its own, and one killed
-without a chance to (SIGKILL, power loss) is removed by the next write into the same folder, once its pid is gone.
-"""
+"""Atomic file output: write to a temporary name in the destination folder, then rename into place."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from yolo_opt.errors import ConfigError
 
+# Our temporaries are hidden and carry our tag, the writer's host (4 hex digits of a hash) and pid, e.g.
+# `.model.yolo-opt-3fa2-1234.k2j4x9ab.tmp.pt` or `.model_int8.yolo-opt-3fa2-1234.x8f2kq0z/`: an interrupted run
+# (SIGINT, SIGTERM) removes its own, and those of a run killed without a chance to (SIGKILL, power loss) are removed
+# by the next write into the same folder once that pid is gone from the same host (a folder shared with other
+# machines or containers keeps theirs). Nothing else is ever removed.
 TMP_TAG = "yolo-opt"
-_TMP_NAME = re.compile(rf"^\..+\.{TMP_TAG}-(?P<pid>\d+)\.[A-Za-z0-9_]+(\.tmp[^/]*)?$")
+HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:4]
+_TMP_NAME = re.compile(rf"^\..+\.{TMP_TAG}-(?P<host>[0-9a-f]{{4}})-(?P<pid>\d+)\.[A-Za-z0-9_]{{8}}(\..*)?$")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -42,7 +45,7 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
         return removed
     for p in entries:
         m = _TMP_NAME.match(p.name)
-        if m is None or _pid_alive(int(m["pid"])):
+        if m is None or m["host"] != HOST or _pid_alive(int(m["pid"])):
             continue
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p, ignore_errors=True)
@@ -53,7 +56,7 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
 
 
 def _prefix(path: Path) -> str:
-    return f".{path.stem if path.suffix else path.name}.{TMP_TAG}-{os.getpid()}."
+    return f".{path.stem if path.suffix else path.name}.{TMP_TAG}-{HOST}-{os.getpid()}."
 
 
 def _unwritable(path: Path, e: OSError) -> ConfigError:
@@ -69,6 +72,32 @@ def temporary_dir(dest: str | Path) -> Path:
         return Path(tempfile.mkdtemp(prefix=_prefix(dest), dir=dest.parent))
     except OSError as e:
         raise _unwritable(dest, e) from e
+
+
+def check_output(path: str | Path, inputs: Iterable[str | Path] = (), folder: bool = False, key: str = "out",
+                 example: str = "model.onnx") -> Path:
+    """Refuse, before any work, an output we must not or cannot write; nothing is created.
+
+    A file output may not be an existing folder, a folder output not an existing file; neither may be one of
+    `inputs` (an input is never overwritten), and the nearest existing folder (above it) must be writable.
+    """
+    path = Path(path)
+    if not folder and path.is_dir():
+        raise ConfigError(f"{key}={path} is an existing folder; name the file to write, e.g. {key}={path / example}")
+    if folder and path.exists() and not path.is_dir():
+        raise ConfigError(f"{key}={path} is an existing file, not a folder; choose another {key}=")
+    for src in inputs:
+        src = Path(str(src))
+        if (src.exists() and path.exists() and os.path.samefile(src, path)) or src.resolve() == path.resolve():
+            raise ConfigError(f"{key}={path} is the input {src}; choose another {key}= (inputs are never overwritten)")
+    parent = path.absolute() if folder else path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{key}={path}: {parent} is a file, not a folder; choose another {key}=")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}={path}: folder {parent} is not writable; choose a writable location")
+    return path
 
 
 @contextlib.contextmanager
@@ -103,28 +132,3 @@ def atomic_write_bytes(path: str | Path, payload: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(payload)
 
-
-def check_output(path: str | Path, inputs: Iterable[str | Path] = (), folder: bool = False, key: str = "out",
-                 example: str = "model.onnx") -> Path:
-    """Refuse, before any work, an output we must not or cannot write; nothing is created.
-
-    A file output may not be an existing folder, a folder output not an existing file; neither may be one of
-    `inputs` (an input is never overwritten), and the nearest existing folder (above it) must be writable.
-    """
-    path = Path(path)
-    if not folder and path.is_dir():
-        raise ConfigError(f"{key}={path} is an existing folder; name the file to write, e.g. {key}={path / example}")
-    if folder and path.exists() and not path.is_dir():
-        raise ConfigError(f"{key}={path} is an existing file, not a folder; choose another {key}=")
-    for src in inputs:
-        src = Path(str(src))
-        if (src.exists() and path.exists() and os.path.samefile(src, path)) or src.resolve() == path.resolve():
-            raise ConfigError(f"{key}={path} is the input {src}; choose another {key}= (inputs are never overwritten)")
-    parent = path.absolute() if folder else path.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ConfigError(f"{key}={path}: {parent} is a file, not a folder; choose another {key}=")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"{key}={path}: folder {parent} is not writable; choose a writable location")
-    return path
