@@ -203,6 +203,8 @@ def run_deploy(mode: str, kwargs: dict[str, Any]) -> None:
     from yolo_opt.deploy import export
     from yolo_opt.options import ExportOptions
 
+    if "quantize" in kwargs and "int8" in kwargs:  # one key, two spellings: given twice
+        raise ConfigError("give int8=True or quantize=8, not both")
     if str(kwargs.pop("quantize", None)).lower() in {"8", "int8"}:  # Ultralytics' spelling of int8=True
         kwargs["int8"] = True
     if mode == "bundle":
