@@ -106,6 +106,8 @@ def test_unwritable_output(work, tiny_data):
                         "is a file, not a folder")
     _assert_clean_error(run_cli("benchmark", f"model={model}", f"data={tiny_data}", f"imgsz={IMGSZ}",
                                 f"project={blocker}", "name=b"), "is a file, not a folder")
+    _assert_clean_error(run_cli("train", f"model={model}", f"data={tiny_data}", f"imgsz={IMGSZ}", "epochs=1",
+                                f"project={blocker}"), "is an existing file, not a folder")
     assert _tree(work) == before
 
 

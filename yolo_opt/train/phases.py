@@ -40,6 +40,10 @@ def _check_inputs(model: str | Path, opts: TrainOptions, args: dict[str, Any]) -
         raise ModelError(f"model={model} must be a .pt checkpoint or a model .yaml")
     names = getattr(net, "names", None)
     check_dataset(args.get("data"), names, ("train", "val") if args.get("val", True) else ("train",))
+    if args.get("project"):  # Ultralytics would fail with a traceback after loading everything
+        from yolo_opt.io.files import check_output
+
+        check_output(str(args["project"]), folder=True, key="project")
     if opts.prune.prune_ratios == "sensitivity":
         from yolo_opt.prune.allocation import load_sensitivity
 
