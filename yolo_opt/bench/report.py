@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from yolo_opt.errors import ModelError
-from yolo_opt.io.files import atomic_write_bytes
+from yolo_opt.io.files import atomic_write_bytes, check_output
 
 SUPPORTED = (".pt", ".onnx", ".engine")
 
@@ -181,6 +181,19 @@ def write_report(rows: dict[str, dict[str, Any]], folder: str | Path, title: str
     return paths
 
 
+def _class_names(path: Path) -> dict[int, str] | None:
+    """The classes a model file predicts (a .pt's model, an ONNX's Ultralytics metadata; unknown for an engine)."""
+    if path.suffix == ".pt":
+        from yolo_opt.io.checkpoint import load_model
+
+        return getattr(load_model(path), "names", None)
+    if path.suffix == ".onnx":
+        from yolo_opt.io.onnx import load_onnx, onnx_metadata
+
+        return onnx_metadata(load_onnx(path, check=False)).get("names")
+    return None
+
+
 def _unique_labels(models: list[Path]) -> list[str]:
     """Shortest distinguishing names: stem, else file name, else parent folders + file name."""
     for label in (lambda m: m.stem, lambda m: m.name, lambda m: f"{m.parent.name}/{m.name}",
@@ -202,16 +215,22 @@ def benchmark(models: Iterable[str | Path], data: str | Path, imgsz: int = 640, 
     """
     from ultralytics.utils import TQDM as tqdm  # noqa: N812 (Ultralytics ships its own progress bar)
 
+    from yolo_opt.data.checks import check_dataset, dataset_images
+
     models = [Path(m) for m in models]
     labels = list(names) if names else _unique_labels(models)
     references = set(references)
     if reference is not None:
         models, labels, references = [*models, Path(reference)], [*labels, "reference"], references | {"reference"}
-    for m in models:  # fail before measuring anything
+    if out:
+        check_output(out, models, folder=True, key="name")
+    for m in models:  # fail before measuring anything: missing files, and a dataset of other classes
         if not m.exists():
             raise ModelError(f"model file not found: {m}")
         if m.suffix not in SUPPORTED:
             raise ModelError(f"cannot benchmark '{m.name}': supported formats are {', '.join(SUPPORTED)}")
+        check_dataset(data, _class_names(m), (), what=m.name)
+    dataset_images(data, "val")
     rows = {}
     for label, m in tqdm(list(zip(labels, models, strict=True)), desc="benchmark", unit="model"):
         rows[label] = measure_file(m, data, imgsz, lat_imgsz, runs)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import difflib
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -201,6 +203,8 @@ def run_deploy(mode: str, kwargs: dict[str, Any]) -> None:
     from yolo_opt.deploy import export
     from yolo_opt.options import ExportOptions
 
+    if "quantize" in kwargs and "int8" in kwargs:  # one key, two spellings: given twice
+        raise ConfigError("give int8=True or quantize=8, not both")
     if str(kwargs.pop("quantize", None)).lower() in {"8", "int8"}:  # Ultralytics' spelling of int8=True
         kwargs["int8"] = True
     if mode == "bundle":
@@ -281,9 +285,32 @@ HANDLERS: dict[str, Callable[[dict[str, Any]], None]] = {
 }
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    """SIGTERM (kill, systemd, Docker, CI) unwinds like Ctrl-C, so every temporary is removed on the way out."""
+    signal.signal(signum, signal.SIG_DFL)  # a second one ends the process at once
+    global _signalled
+    _signalled = signum
+    raise KeyboardInterrupt
+
+
+_signalled = signal.SIGINT
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `yolo-opt` command; returns the exit code."""
+    """Entry point of the `yolo-opt` command; returns the exit code (2: bad input, 128 + N: stopped by signal N)."""
     argv = sys.argv[1:] if argv is None else argv
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        return _dispatch(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _dispatch(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _dispatch(argv: list[str]) -> int:
+    global _signalled
+    _signalled = signal.SIGINT
     try:
         mode, kwargs = parse_argv(argv)
         if wants_deploy(mode, kwargs):
@@ -296,8 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"yolo-opt: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("yolo-opt: interrupted", file=sys.stderr)
-        return 130
+        print(f"yolo-opt: interrupted ({signal.Signals(_signalled).name})", file=sys.stderr)
+        return 128 + _signalled
     return 0
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from yolo_opt.errors import DataError
+from yolo_opt.errors import DataError, first_line
 
 IMG_SUFFIXES = {".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp"}
 
@@ -34,7 +34,7 @@ def read_dataset(data: Any) -> dict[str, Any]:
     try:
         return check_det_dataset(str(path), autodownload=False)
     except Exception as e:  # Ultralytics raises FileNotFoundError/SyntaxError/... for bad yamls
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise DataError(f"cannot read dataset {path}: {first}") from e
 
 
@@ -56,16 +56,49 @@ def split_images(info: dict[str, Any], split: str) -> list[Path]:
     return sorted(set(files))
 
 
-def dataset_images(data: Any, split: str = "train") -> list[Path]:
-    """Image files of one split of a data.yaml.
+def _first_usable(files: list[Path], classes: int) -> str | None:
+    """None once one image (and its label) passes Ultralytics' own check, else the reason the first one failed.
+
+    Ultralytics drops corrupt images when it builds a dataset and fails with a traceback when none is left; the
+    same check (`verify_image_label`) stops at the first good image, so a usable split costs one image read.
+    """
+    from ultralytics.data.utils import img2label_paths, verify_image_label
+
+    reason = None
+    for im, lb in zip(files, img2label_paths([str(f) for f in files]), strict=True):
+        *_, corrupt, msg = verify_image_label((str(im), lb, "", False, classes, 0, 0, False))
+        if not corrupt:
+            return None
+        if reason is None:
+            why = msg.split("ignoring corrupt image/label: ", 1)[-1].strip()
+            reason = f"{im.name}: {'not a readable image' if why.startswith('No module named') else first_line(why, 80)}"
+    return reason
+
+
+def dataset_images(data: Any, split: str = "train", info: dict[str, Any] | None = None) -> list[Path]:
+    """Image files of one split of a data.yaml, of which at least one is usable.
 
     Raises:
-        DataError: No data given, missing/malformed yaml, or the split has no images.
+        DataError: No data given, missing/malformed yaml, the split has no images, or none of them is usable.
     """
-    files = split_images(read_dataset(data), split)
+    info = info or read_dataset(data)
+    files = split_images(info, split)
     if not files:
         raise DataError(f"no images found in the '{split}' split of {data}; check its '{split}:' path")
+    reason = _first_usable(files, len(info["names"]))
+    if reason is not None:
+        raise DataError(f"none of the {len(files)} images of the '{split}' split of {data} is usable (corrupt image "
+                        f"or label, e.g. {reason}); fix or replace them")
     return files
+
+
+def check_dataset(data: Any, names: dict[int, str] | None, splits: tuple[str, ...] = ("train", "val"),
+                  what: str = "the model") -> dict[str, Any]:
+    """The parsed dataset, after checking its classes against `names` and that each of `splits` has usable images."""
+    info = check_classes(data, names, what)
+    for split in splits:
+        dataset_images(data, split, info)
+    return info
 
 
 def check_classes(data: Any, names: dict[int, str] | None, what: str = "the model") -> dict[str, Any]:

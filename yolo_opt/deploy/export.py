@@ -24,10 +24,12 @@ def export(model: str | Path, opts: ExportOptions | None = None, data: str | Pat
         A report dict (paths, mAPs, layers kept in float).
     """
     from yolo_opt.data.calib import calibration_files
+    from yolo_opt.data.checks import check_dataset
     from yolo_opt.deploy.bundle import make_bundle
     from yolo_opt.deploy.onnx import export_onnx
     from yolo_opt.deploy.tensorrt import build_engine
     from yolo_opt.io.checkpoint import load_model
+    from yolo_opt.io.files import check_output
     from yolo_opt.quant.ptq import quantize_onnx
 
     if opts is None:
@@ -38,9 +40,12 @@ def export(model: str | Path, opts: ExportOptions | None = None, data: str | Pat
 
             raise ConfigError(f"unknown export option(s): {', '.join(rest)}; see 'yolo-opt help'")
     ptq, fmt, int8, imgsz, out = opts.ptq, opts.format, opts.int8, opts.imgsz, opts.out
-    load_model(model)
-    if int8 or fmt == "jetson":
-        calibration_files(data, ptq.calib_images)  # one clear error before any work
+    net = load_model(model)
+    if out:  # an existing folder, the input itself or an unwritable place fails now, not after the calibration
+        check_output(out, [model], folder=fmt == "jetson", example="model_int8.onnx" if fmt == "onnx" else "model.engine")
+    if int8 or fmt == "jetson":  # one clear error before any work: the classes, and usable train and val images
+        check_dataset(data, getattr(net, "names", None))
+        calibration_files(data, ptq.calib_images)
     if fmt == "jetson":
         folder = make_bundle(model, data, out or Path(model).with_name(Path(model).stem + "_jetson"), imgsz,
                              True, ptq.calib, ptq.calib_images, ptq.per_channel, ptq.max_map_drop,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from yolo_opt.errors import ConfigError, DeployError
+from yolo_opt.errors import ConfigError, DeployError, first_line
+from yolo_opt.io.files import temporary_dir
 
 
 def export_onnx(
@@ -49,8 +49,7 @@ def export_onnx(
     out = Path(out) if out else model.with_suffix(".onnx")
     if out.suffix != ".onnx":
         raise ConfigError(f"ONNX output must end in .onnx, got '{out}'")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmpdir = Path(tempfile.mkdtemp(prefix=f".{out.stem}.", dir=out.parent))
+    tmpdir = temporary_dir(out)
     try:
         yolo = YOLO(str(model), task="detect")
         yolo.model.pt_path = str(tmpdir / f"{out.stem}.pt")  # Ultralytics writes next to pt_path
@@ -60,7 +59,7 @@ def export_onnx(
         try:
             written = Path(yolo.export(**args))
         except Exception as e:
-            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise DeployError(f"Ultralytics ONNX export of {model} failed: {first}") from e
         load_onnx(written)
         os.replace(written, out)

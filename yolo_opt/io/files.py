@@ -3,18 +3,115 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import re
+import shutil
+import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+from yolo_opt.errors import ConfigError
+
+# Our temporaries are hidden and carry our tag, the writer's host (4 hex digits of a hash) and pid, e.g.
+# `.model.yolo-opt-3fa2-1234.k2j4x9ab.tmp.pt` or `.model_int8.yolo-opt-3fa2-1234.x8f2kq0z/`: an interrupted run
+# (SIGINT, SIGTERM) removes its own, and those of a run killed without a chance to (SIGKILL, power loss) are removed
+# by the next write into the same folder once that pid is gone from the same host (a folder shared with other
+# machines or containers keeps theirs). Nothing else is ever removed.
+TMP_TAG = "yolo-opt"
+HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:4]
+_TMP_NAME = re.compile(rf"^\..+\.{TMP_TAG}-(?P<host>[0-9a-f]{{4}})-(?P<pid>\d+)\.[A-Za-z0-9_]{{8}}(\..*)?$")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Remove yolo-opt temporaries in `folder` whose writer is dead (only names of our pattern); returns them."""
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        m = _TMP_NAME.match(p.name)
+        if m is None or m["host"] != HOST or _pid_alive(int(m["pid"])):
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
+def _prefix(path: Path) -> str:
+    return f".{path.stem if path.suffix else path.name}.{TMP_TAG}-{HOST}-{os.getpid()}."
+
+
+def _unwritable(path: Path, e: OSError) -> ConfigError:
+    return ConfigError(f"cannot write {path}: {e.strerror or e}; choose a writable location for the output")
+
+
+def temporary_dir(dest: str | Path) -> Path:
+    """A new hidden temporary folder next to `dest` (same file system: its contents can be renamed into place)."""
+    dest = Path(dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(dest.parent)
+        return Path(tempfile.mkdtemp(prefix=_prefix(dest), dir=dest.parent))
+    except OSError as e:
+        raise _unwritable(dest, e) from e
+
+
+def check_output(path: str | Path, inputs: Iterable[str | Path] = (), folder: bool = False, key: str = "out",
+                 example: str = "model.onnx") -> Path:
+    """Refuse, before any work, an output we must not or cannot write; nothing is created.
+
+    A file output may not be an existing folder, a folder output not an existing file; neither may be one of
+    `inputs` (an input is never overwritten), and the nearest existing folder (above it) must be writable.
+    """
+    path = Path(path)
+    if not folder and path.is_dir():
+        raise ConfigError(f"{key}={path} is an existing folder; name the file to write, e.g. {key}={path / example}")
+    if folder and path.exists() and not path.is_dir():
+        raise ConfigError(f"{key}={path} is an existing file, not a folder; choose another {key}=")
+    for src in inputs:
+        src = Path(str(src))
+        if (src.exists() and path.exists() and os.path.samefile(src, path)) or src.resolve() == path.resolve():
+            raise ConfigError(f"{key}={path} is the input {src}; choose another {key}= (inputs are never overwritten)")
+    parent = path.absolute() if folder else path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{key}={path}: {parent} is a file, not a folder; choose another {key}=")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}={path}: folder {parent} is not writable; choose a writable location")
+    return path
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` on success, delete it on failure."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    if path.is_dir():
+        raise ConfigError(f"{path} is an existing folder; name a file to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=_prefix(path), suffix=f".tmp{path.suffix}", dir=path.parent)
+    except OSError as e:
+        raise _unwritable(path, e) from e
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -22,7 +119,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the permissions a plain write would
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as e:
+            raise _unwritable(path, e) from e
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -31,3 +131,4 @@ def atomic_write_bytes(path: str | Path, payload: bytes) -> None:
     """Write `payload` to `path` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(payload)
+

@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 from typing import Any
 
-from yolo_opt.errors import ModelError
+from yolo_opt.errors import ModelError, first_line
 
 
 def load_onnx(path: str | Path, check: bool = True):
@@ -25,7 +25,7 @@ def load_onnx(path: str | Path, check: bool = True):
         if check:
             onnx.checker.check_model(model)
     except Exception as e:  # protobuf DecodeError, ValidationError, ...
-        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        first = first_line(e)
         raise ModelError(f"{path} is not a valid ONNX model ({first}); is it corrupt or truncated? Re-export it") from e
     if not model.graph.node:
         raise ModelError(f"{path} has an empty ONNX graph; re-export it")

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from yolo_opt.errors import ConfigError
+from yolo_opt.errors import ConfigError, first_line
 from yolo_opt.options import BenchOptions, PTQOptions, TrainOptions
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
@@ -57,7 +57,7 @@ def _read(recipe: str | Path) -> tuple[Path, dict[str, Any]]:
     try:
         cfg = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"recipe {path} is not valid YAML ({str(e).splitlines()[0]})") from e
+        raise ConfigError(f"recipe {path} is not valid YAML ({first_line(e)})") from e
     if not isinstance(cfg, dict):
         raise ConfigError(f"recipe {path} must be a mapping of key: value")
     return path, cfg

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from yolo_opt.errors import ConfigError, ModelError
-from yolo_opt.io.files import atomic_write_bytes
-from yolo_opt.pipeline.recipes import DEFAULT_RECIPE, load_recipe
+from yolo_opt.io.files import atomic_write_bytes, check_output
+from yolo_opt.pipeline.recipes import DEFAULT_RECIPE, Recipe, load_recipe
 
 
 def _sha256(path: Path) -> str:
@@ -23,6 +24,40 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+class RunLock:
+    """An exclusive lock on a run folder (`.lock`, holding the owner's pid), so two runs never share one folder.
+
+    An OS file lock (`flock`): the kernel drops it when its process ends however it ends, so the lock of a
+    killed run is taken over by the next one, and a recycled pid cannot keep a folder locked.
+    """
+
+    def __init__(self, folder: Path):
+        self.path = folder / ".lock"
+        self.file = None
+
+    def __enter__(self) -> RunLock:
+        import fcntl
+
+        f = open(self.path, "a+")  # noqa: SIM115 (held open for the whole run)
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            owner = f.read().strip() or "unknown"
+            f.close()
+            raise ConfigError(f"run folder {self.path.parent} is in use by another yolo-opt run (pid {owner}); wait "
+                              "for it to finish or pass another name=") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        self.file = f
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()  # releases the lock; the file stays (removing it would race with a waiting run)
 
 
 class Run:
@@ -81,18 +116,24 @@ def optimize(model: str | Path, data: str | Path, recipe: str | Path = DEFAULT_R
         project: Parent folder of runs.
         **overrides: Any recipe key (yolo-opt or Ultralytics argument).
     """
-    from ultralytics.utils import TQDM as tqdm  # noqa: N812 (Ultralytics ships its own progress bar)
-
-    from yolo_opt.data.checks import check_classes
+    from yolo_opt.data.checks import check_dataset
     from yolo_opt.io.checkpoint import load_model
-    from yolo_opt.pipeline.stages import STAGES
 
     recipe = load_recipe(recipe, overrides)  # the whole recipe is valid before anything is written
     model, data = Path(str(model)), Path(str(data))
     net = load_model(model)
-    check_classes(data, getattr(net, "names", None))
-    folder = (Path(project) / (name or recipe.name)).resolve()
+    check_dataset(data, getattr(net, "names", None))
+    folder = check_output((Path(project) / (name or recipe.name)).resolve(), folder=True, key="name").resolve()
     folder.mkdir(parents=True, exist_ok=True)
+    with RunLock(folder):
+        return _run_stages(folder, model, data, recipe)
+
+
+def _run_stages(folder: Path, model: Path, data: Path, recipe: Recipe) -> dict[str, Any]:
+    from ultralytics.utils import TQDM as tqdm  # noqa: N812 (Ultralytics ships its own progress bar)
+
+    from yolo_opt.pipeline.stages import STAGES
+
     fingerprint = {"model": _sha256(model), "data": str(data.resolve()), "data_yaml": _sha256(data)}
     run = Run(folder, fingerprint, recipe.raw, data.resolve())
     if "pt" not in run.state["artefacts"]:

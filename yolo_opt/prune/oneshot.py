@@ -30,6 +30,7 @@ def prune_checkpoint(
         data: data.yaml, needed by `prune_method="taylor"` (training batches score the channels).
     """
     from yolo_opt.io.checkpoint import load_model, meta, save_model
+    from yolo_opt.io.files import check_output
     from yolo_opt.prune.importance import NEEDS_DATA
     from yolo_opt.prune.pruner import prune_model
     from yolo_opt.prune.targets import count_macs, ratio_for_macs
@@ -40,8 +41,7 @@ def prune_checkpoint(
     out = Path(out)
     if out.suffix != ".pt":
         raise ConfigError(f"out= must name a .pt file, got '{out}'")
-    if out.exists() and Path(model).exists() and out.resolve() == Path(model).resolve():
-        raise ConfigError(f"out={out} is the input model; choose another out= (the input is never overwritten)")
+    check_output(out, [model], example="pruned.pt")  # never the input, nor a folder or an unwritable place
     if opts.prune_method in NEEDS_DATA and not data:
         raise ConfigError(f"prune_method={opts.prune_method} scores channels with training batches; pass data=data.yaml")
     report = None
@@ -51,9 +51,9 @@ def prune_checkpoint(
         report = load_sensitivity(opts.sensitivity)
     net = load_model(model)
     if data is not None:
-        from yolo_opt.data.checks import check_classes
+        from yolo_opt.data.checks import check_dataset
 
-        check_classes(data, getattr(net, "names", None))
+        check_dataset(data, getattr(net, "names", None), ("train",) if opts.prune_method in NEEDS_DATA else ())
     base_macs, base_params = count_macs(net, imgsz)
     search_imgsz = min(imgsz, SEARCH_IMGSZ)
     layer_ratios = None

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 import torch_pruning as tp
 from torch import nn
 
-from yolo_opt.errors import ConfigError, PruneError
+from yolo_opt.errors import ConfigError, PruneError, first_line
 from yolo_opt.io.checkpoint import check_detection_model
 from yolo_opt.prune.blocks import make_prunable
 from yolo_opt.prune.groups import (
@@ -129,6 +129,6 @@ def prune_model(
     except (PruneError, ConfigError):
         raise
     except RuntimeError as e:
-        raise PruneError(f"torch-pruning could not prune this model ({str(e).splitlines()[0]})") from e
+        raise PruneError(f"torch-pruning could not prune this model ({first_line(e)})") from e
     model.model[-1].shape = None  # the head rebuilds its cached anchors for the new shapes
     return model

@@ -37,9 +37,10 @@ def _subset_data(data: str | Path, max_images: int | None, folder: Path) -> str:
     from yolo_opt.data.checks import dataset_images, read_dataset
 
     info = read_dataset(data)
-    files = [str(f) for f in dataset_images(data, "val")]
+    files = [str(f.resolve()) for f in dataset_images(data, "val", info)]
     if not max_images:
         return str(data)
+    folder = folder.resolve()  # Ultralytics reads the listing relative to `path:`; a relative folder would nest
     folder.mkdir(parents=True, exist_ok=True)
     listing = folder / "val_subset.txt"
     listing.write_text("\n".join(files[:max_images]) + "\n")
@@ -121,6 +122,7 @@ def pruning_sensitivity(
     """
     from yolo_opt.data.checks import check_classes
     from yolo_opt.io.checkpoint import load_model
+    from yolo_opt.io.files import check_output
     from yolo_opt.prune.blocks import make_prunable
     from yolo_opt.prune.importance import DATA_FREE
     from yolo_opt.prune.report import write_sensitivity_report
@@ -132,7 +134,7 @@ def pruning_sensitivity(
     ratio_list, max_images, groups = opts.ratio_list(), opts.max_images, opts.groups
     net = load_model(model).float().eval()
     check_classes(data, getattr(net, "names", None))
-    out = Path(out)
+    out = check_output(out, [model, data], folder=True, key="name")
     out.mkdir(parents=True, exist_ok=True)
     make_prunable(net)
     wanted = [g for g in (groups or "").split(",") if g]

@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from yolo_opt.errors import ConfigError, DeployError
+from yolo_opt.errors import ConfigError, DeployError, first_line
 from yolo_opt.options import CALIB_METHODS
 
 CALIB_CHUNK = 8  # images per calibrator call: bounds memory at any image size
@@ -55,7 +55,7 @@ def calibrate(model_path: str | Path, reader, method: str = "minmax", workdir: s
                 calibrator.collect_data(reader)
             ranges = calibrator.compute_data()
         except ValueError as e:  # numpy histogram of a degenerate (constant/near-zero) activation range
-            raise DeployError(f"calib={method} failed on this model ({str(e).splitlines()[0][:120]}); "
+            raise DeployError(f"calib={method} failed on this model ({first_line(e, 120)}); "
                               "use calib=minmax or a trained model") from e
         del calibrator
     return ranges

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,8 +138,9 @@ def quantize_onnx(
 
     from yolo_opt.bench.measure import validate_onnx
     from yolo_opt.data.calib import CalibrationReader, calibration_files, load_batches
-    from yolo_opt.io.files import atomic_path
-    from yolo_opt.io.onnx import load_onnx, onnx_io
+    from yolo_opt.data.checks import check_classes
+    from yolo_opt.io.files import atomic_path, check_output, temporary_dir
+    from yolo_opt.io.onnx import load_onnx, onnx_io, onnx_metadata
 
     opts = PTQOptions.from_kwargs(opts, **shortcuts)
     if opts.calib == "legacy":
@@ -158,12 +158,12 @@ def quantize_onnx(
         if not all(isinstance(s, int) and s > 0 for s in shape[2:]):
             raise ConfigError(f"{onnx_path} has a dynamic input shape {shape}; pass imgsz= or export with dynamic=False")
         imgsz = [int(shape[2]), int(shape[3])]
+    check_classes(data, onnx_metadata(fp32).get("names"), f"{onnx_path.name}")
     files = calibration_files(data, calib_images)
     out = Path(out) if out else onnx_path.with_name(f"{onnx_path.stem}_int8.onnx")
-    if out.resolve() == onnx_path.resolve():
-        raise ConfigError(f"INT8 output {out} would overwrite the FP32 model; choose another out=")
+    check_output(out, [onnx_path])
 
-    work = Path(tempfile.mkdtemp(prefix=f".{out.stem}.", dir=out.parent if out.parent.exists() else None))
+    work = temporary_dir(out)
     try:
         pre = work / "pre.onnx"
         try:

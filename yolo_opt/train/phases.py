@@ -29,7 +29,7 @@ def _ultralytics_run(model: str | Path, opts: TrainOptions | None = None, after:
 
 def _check_inputs(model: str | Path, opts: TrainOptions, args: dict[str, Any]) -> None:
     """Fail before any run folder exists: model, data, GFLOPs target, sensitivity report, teacher."""
-    from yolo_opt.data.checks import check_classes
+    from yolo_opt.data.checks import check_dataset
     from yolo_opt.io.checkpoint import load_model
     from yolo_opt.options import SEARCH_IMGSZ
 
@@ -39,7 +39,11 @@ def _check_inputs(model: str | Path, opts: TrainOptions, args: dict[str, Any]) -
     elif not str(model).endswith((".yaml", ".yml")):
         raise ModelError(f"model={model} must be a .pt checkpoint or a model .yaml")
     names = getattr(net, "names", None)
-    check_classes(args.get("data"), names)
+    check_dataset(args.get("data"), names, ("train", "val") if args.get("val", True) else ("train",))
+    if args.get("project"):  # Ultralytics would fail with a traceback after loading everything
+        from yolo_opt.io.files import check_output
+
+        check_output(str(args["project"]), folder=True, key="project")
     if opts.prune.prune_ratios == "sensitivity":
         from yolo_opt.prune.allocation import load_sensitivity
 
