@@ -113,6 +113,25 @@ def check_imgsz(value: Any, name: str = "imgsz") -> int:
     return value
 
 
+# The one opt-in for checkpoints outside the safe-load allow-list (an environment variable, so it reaches every
+# process: the CLI, the Python API, DDP workers and tuning trials alike).
+TRUST_ENV = "YOLO_OPT_TRUST"
+
+
+def trust_checkpoints() -> bool:
+    """Whether `YOLO_OPT_TRUST=1`: load checkpoints with full pickle (runs code inside them; trusted files only)."""
+    import os
+
+    value = os.environ.get(TRUST_ENV, "").strip()
+    if value == "":
+        return False
+    try:
+        return parse_bool(TRUST_ENV, value)
+    except ConfigError:
+        raise ConfigError(f"{TRUST_ENV}={value!r} must be 1 (trust every checkpoint: full pickle) or 0 (safe "
+                          "loading, the default)") from None
+
+
 @dataclass(frozen=True)
 class Options:
     """Base of the option objects: every field coerced and checked on construction, then `check()`."""

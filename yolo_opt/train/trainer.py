@@ -32,7 +32,7 @@ from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils import DEFAULT_CFG, LOGGER
 
 from yolo_opt.errors import ConfigError
-from yolo_opt.io.checkpoint import META_ATTR, meta
+from yolo_opt.io.checkpoint import META_ATTR, meta, safe_loading
 from yolo_opt.options import TrainOptions
 from yolo_opt.prune.blocks import C2fSplit, C2PSASplit
 
@@ -79,6 +79,7 @@ class PruneTrainer(DetectionTrainer):
 
     def __init__(self, cfg=DEFAULT_CFG, overrides: dict[str, Any] | None = None, _callbacks: dict | None = None):
         """Take yolo-opt's keys out of `overrides` (the rest is Ultralytics'), or the options a DDP worker carries."""
+        safe_loading()  # Ultralytics' own checkpoint loads in this trainer (and in each DDP worker) are weights_only
         overrides = dict(overrides or {})
         ours = {k: overrides.pop(k) for k in list(overrides) if k in TrainOptions.specs()}
         carrier = next((cb for cb in (_callbacks or {}).get("on_train_epoch_start", [])
