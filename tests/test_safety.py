@@ -185,3 +185,69 @@ def test_export_int8_writes_only_out(tmp_path, v8_checkpoint, tiny_data):
     assert {p.name: p.stat().st_mtime_ns for p in src.iterdir()} == before and src.stat().st_mtime_ns == folder_mtime
     assert (src / "m.onnx").read_bytes() == b"the user's own onnx"
     assert [p.name for p in out.parent.iterdir()] == ["m_int8.onnx"]
+
+
+# ---------------------------------------------------------------------------------------------- prune_native
+def _pruned(cfg: str):
+    import torch
+    from ultralytics.nn.tasks import DetectionModel
+
+    from yolo_opt.data import CLASS_NAMES
+    from yolo_opt.prune.pruner import prune_model
+
+    torch.manual_seed(0)
+    net = DetectionModel(cfg, nc=len(CLASS_NAMES), verbose=False).eval()
+    for m in net.modules():  # statistics as after training, so a misplaced channel would show in the outputs
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    return prune_model(net, 0.3, "l2", 8, False, IMGSZ)
+
+
+def test_to_native_is_lossless_where_halves_are_equal():
+    import copy
+
+    import torch
+    from ultralytics.nn.modules import C2PSA, C2f, C3k2
+
+    from yolo_opt.prune.blocks import C2PSASplit, to_native
+
+    x = torch.rand(1, 3, IMGSZ, IMGSZ)
+    for cfg, expect, native_types in (("yolov8n.yaml", (8, 0), {C2f}), ("yolo11n.yaml", (8, 1), {C3k2})):
+        net = _pruned(cfg)
+        native = copy.deepcopy(net)
+        assert to_native(native) == expect  # yolo11n: C2PSA's bypass half was pruned, its attention half not
+        assert {type(m) for m in native.modules() if isinstance(m, C2f)} == native_types
+        assert sum(isinstance(m, C2PSASplit) for m in native.modules()) == expect[1]
+        with torch.no_grad():
+            torch.testing.assert_close(native(x)[0], net(x)[0], rtol=1e-4, atol=1e-4)
+    assert not any(isinstance(m, C2PSA) for m in native.modules())
+
+
+def test_prune_native_checkpoint_opens_in_plain_ultralytics_safe_mode(tmp_path, tiny_data):
+    """prune_native=True: only Ultralytics classes, so Ultralytics alone (ULTRALYTICS_SAFE_LOAD=1, yolo-opt never
+    imported) opens it; yolo-opt still fine-tunes it at its pruned shapes. The default twins are refused there."""
+    from tests.conftest import make_checkpoint
+
+    src = make_checkpoint("yolo11n.yaml", tmp_path / "v11.pt")
+    native, twins = tmp_path / "native.pt", tmp_path / "twins.pt"
+    for out, extra in ((native, ("prune_native=True",)), (twins, ())):
+        r = run_cli("prune", f"model={src}", "prune=0.3", f"out={out}", f"imgsz={IMGSZ}", *extra)
+        assert r.returncode == 0, r.stderr[-3000:]
+    code = ("import os, sys; os.environ['ULTRALYTICS_SAFE_LOAD'] = '1'\n"
+            "from ultralytics import YOLO\n"
+            f"m = YOLO({str(native)!r}); m.predict(source=[__import__('numpy').zeros(({IMGSZ}, {IMGSZ}, 3), 'uint8')], "
+            f"imgsz={IMGSZ}, verbose=False)\n"
+            "print('params', sum(p.numel() for p in m.model.parameters()), 'yolo_opt' in sys.modules)\n"
+            f"try:\n    YOLO({str(twins)!r})\nexcept Exception as e:\n    print('twins refused')\n")
+    r = run_python(code, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    params, imported = r.stdout.split("params ")[1].split()[:2]
+    assert imported == "False" and "twins refused" in r.stdout
+    r = run_cli("train", f"model={native}", f"data={tiny_data}", "epochs=1", f"imgsz={IMGSZ}", "batch=8", "workers=0",
+                "plots=False", "warmup_epochs=0", f"project={tmp_path}", "name=ft", "exist_ok=True")
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = run_python(f"from ultralytics import YOLO; print(sum(p.numel() for p in YOLO({str(tmp_path / 'ft' / 'weights' / 'last.pt')!r}).model.parameters()))")
+    assert r.stdout.split()[-1] == params  # not rebuilt full-width from the yaml
+    _clean_error(run_cli("prune", f"model={src}", "prune=0.3", f"out={tmp_path / 'g.pt'}", "prune_native=True",
+                         "prune_global=True"), "prune_native")

@@ -40,8 +40,11 @@ RUN_KEY = "train_run"  # meta(model)[RUN_KEY]: options and progress of the curre
 
 
 def is_pruned(model: nn.Module) -> bool:
-    """True for a model whose shapes came from yolo-opt (it cannot be rebuilt from its yaml)."""
-    return any(isinstance(m, (C2fSplit, C2PSASplit)) for m in model.modules())
+    """True for a model whose shapes came from yolo-opt (it cannot be rebuilt from its yaml): split twins, or
+    Ultralytics' own blocks with a pruning history (`prune_native`)."""
+    info = getattr(model, META_ATTR, None)
+    return any(isinstance(m, (C2fSplit, C2PSASplit)) for m in model.modules()) or (
+        isinstance(info, dict) and bool(info.get("history")))
 
 
 def student(model: nn.Module) -> nn.Module:
