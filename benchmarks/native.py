@@ -39,13 +39,15 @@ def main() -> None:
     parser.add_argument("--imgsz", type=int, default=160)
     parser.add_argument("--n-train", type=int, default=300)
     parser.add_argument("--n-val", type=int, default=80)
+    parser.add_argument("--skip-v8n", action="store_true", help="only YOLO11n (the YOLOv8n check needs no training)")
     args = parser.parse_args()
 
     import torch
+    from ultralytics.nn.tasks import DetectionModel
 
     from yolo_opt.bench import model_stats, validate
     from yolo_opt.data import make_dataset
-    from yolo_opt.io.checkpoint import load_model
+    from yolo_opt.io.checkpoint import load_model, save_model
     from yolo_opt.prune import prune_checkpoint
 
     out = Path(args.out).resolve()
@@ -54,23 +56,19 @@ def main() -> None:
     results: dict = {"target": args.target, "imgsz": args.imgsz, "base_epochs": args.base_epochs,
                      "ft_epochs": args.ft_epochs}
 
-    # YOLOv8n: the same channels are kept both ways (conversion only), so the weights agree
-    from ultralytics.nn.tasks import DetectionModel
-
-    from yolo_opt.io.checkpoint import save_model
-
-    v8 = save_model(DetectionModel("yolov8n.yaml", nc=5, verbose=False), out / "yolov8n-untrained.pt")
-    v8_rows = {}
-    for native in (False, True):
-        s = prune_checkpoint(v8, out / f"v8n-{'native' if native else 'twins'}.pt", prune_target=args.target,
-                             imgsz=args.imgsz, prune_native=native)
-        v8_rows[native] = s
-    a, b = (load_model(out / f"v8n-{k}.pt") for k in ("twins", "native"))
-    x = torch.rand(1, 3, args.imgsz, args.imgsz)
-    with torch.no_grad():
-        diff = float((a(x)[0] - b(x)[0]).abs().max())
-    results["yolov8n"] = {"gflops_ratio_twins": v8_rows[False]["gflops_ratio"],
-                          "gflops_ratio_native": v8_rows[True]["gflops_ratio"], "max_output_diff": diff}
+    if not args.skip_v8n:  # YOLOv8n: the same channels are kept both ways (conversion only), so the weights agree
+        v8 = save_model(DetectionModel("yolov8n.yaml", nc=5, verbose=False), out / "yolov8n-untrained.pt")
+        v8_rows = {}
+        for native in (False, True):
+            s = prune_checkpoint(v8, out / f"v8n-{'native' if native else 'twins'}.pt", prune_target=args.target,
+                                 imgsz=args.imgsz, prune_native=native)
+            v8_rows[native] = s
+        a, b = (load_model(out / f"v8n-{k}.pt") for k in ("twins", "native"))
+        x = torch.rand(1, 3, args.imgsz, args.imgsz)
+        with torch.no_grad():
+            diff = float((a(x)[0] - b(x)[0]).abs().max())
+        results["yolov8n"] = {"gflops_ratio_twins": v8_rows[False]["gflops_ratio"],
+                              "gflops_ratio_native": v8_rows[True]["gflops_ratio"], "max_output_diff": diff}
 
     base = train_run("yolo11n.yaml", data, out, "yolo11n-base", args.base_epochs, args.imgsz)
     rows = {"baseline": {**validate(base, data, args.imgsz), **model_stats(base, args.imgsz)}}
@@ -86,8 +84,10 @@ def main() -> None:
     results["yolo11n"] = rows
     (out / "results.json").write_text(json.dumps(results, indent=1))
     b0 = rows["baseline"]["map"]
-    print(f"yolov8n at {args.target}x: GFLOPs twins {results['yolov8n']['gflops_ratio_twins']:.3f}, native "
-          f"{results['yolov8n']['gflops_ratio_native']:.3f}; max output difference {diff:.2e}")
+    if "yolov8n" in results:
+        v8 = results["yolov8n"]
+        print(f"yolov8n at {args.target}x: GFLOPs twins {v8['gflops_ratio_twins']:.3f}, native "
+              f"{v8['gflops_ratio_native']:.3f}; max output difference {v8['max_output_diff']:.2e}")
     print(f"yolo11n baseline mAP50-95 {b0:.4f} ({args.base_epochs} epochs, {args.imgsz}px)")
     print("| variant | ratio | GFLOPs | params | mAP pruned | mAP fine-tuned | vs baseline |")
     print("|---|---|---|---|---|---|---|")
