@@ -146,7 +146,8 @@ def test_export_api_validates_fp32_and_int8(ws, tmp_path, capsys):
     pt = tmp_path / "m.pt"
     shutil.copyfile(ws["pruned"], pt)
     rep = export(pt, data=ws["data"], format="onnx", int8=True, imgsz=IMGSZ, calib_images=8)
-    assert Path(rep["fp32"]).exists() and Path(rep["path"]).name == "m_int8.onnx"
+    assert Path(rep["path"]).name == "m_int8.onnx" and "fp32" not in rep
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt", "m_int8.onnx"]  # the FP32 step is not left here
     assert isinstance(rep["fp32_map"], float) and isinstance(rep["int8_map"], float)
     assert "mAP50-95 FP32" in capsys.readouterr().out
 

@@ -150,3 +150,35 @@ def test_postgres_two_workers_share_a_study(tmp_path, v8_checkpoint, tiny_data):
     workers = {t.user_attrs["worker"] for t in trials}
     assert len(workers) == 2  # one trial each
     assert {str(tmp_path / "a"), str(tmp_path / "b")} == {t.user_attrs["dir"].rsplit("/", 3)[0] for t in trials}
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://tuner:Hunter2secret@127.0.0.1:1/db",  # userinfo
+        "postgresql://tuner@127.0.0.1:1/db?password=Hunter2secret",  # libpq's query parameter
+        "postgresql://tuner:Hunter2@secret@127.0.0.1:1/db",  # an unencoded '@': SQLAlchemy would take 'secret@...'
+    ],                                                         # for the host
+)
+def test_storage_password_never_shown(tmp_path, v8_checkpoint, tiny_data, url):
+    """No server listens on port 1: the connection fails, and neither the error nor any file shows the password."""
+    project = tmp_path / "runs"
+    r = run_cli("tune", f"model={v8_checkpoint}", f"data={tiny_data}", f"project={project}", f"storage={url}",
+                "trials=1")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.startswith("yolo-opt: error:") and "***" in r.stderr
+    for part in ("Hunter2", "secret"):
+        assert part not in r.stderr + r.stdout, r.stderr
+    assert not project.exists()  # nothing written before the storage opens
+
+
+def test_hide_passwords_in_every_form():
+    from yolo_opt.errors import StorageError, hide_passwords
+
+    assert hide_passwords("postgresql+psycopg://u:p@ss/w:rd@db.local:5432/x?sslmode=require") == \
+        "postgresql+psycopg://u:***@db.local:5432/x?sslmode=require"
+    assert hide_passwords("host=db password=s3cr3t dbname=x; postgresql://h/x?user=u&password=s3cr3t&a=1") == \
+        "host=db password=*** dbname=x; postgresql://h/x?user=u&password=***&a=1"
+    assert hide_passwords("sqlite:////tmp/a:b/study.db and https://example.com/a:b@c") == \
+        "sqlite:////tmp/a:b/study.db and https://example.com/a:b@c"
+    assert "s3cr3t" not in str(StorageError("cannot open storage 'mysql://root:s3cr3t@h/db'"))

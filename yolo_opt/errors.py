@@ -1,10 +1,24 @@
-"""Errors yolo-opt raises: one clear line each, printed by the CLI without a traceback."""
+"""Errors yolo-opt raises: one clear line each, printed by the CLI without a traceback, never with a password."""
 
 import re
 
+# A URL's userinfo password (greedy up to the last '@' of the URL, so an unencoded '@' in the password is hidden
+# too) and `password=` style parameters (libpq's `?password=`, `sslpassword=`, DSN `password=...`).
+_URL_PASSWORD = re.compile(r"(?P<pre>\b[A-Za-z][\w+.-]*://[^\s:/?#@'\"]*:)[^'\"\n]*@")
+_PARAM_PASSWORD = re.compile(r"(?i)(?P<pre>\b(?:ssl)?(?:password|passwd|pwd)\s*=\s*)[^&\s'\";]+")
+
+
+def hide_passwords(text: str) -> str:
+    """`text` with every password in a URL (userinfo or a `password=` parameter) replaced by `***`."""
+    text = _URL_PASSWORD.sub(lambda m: f"{m['pre']}***@", text)
+    return _PARAM_PASSWORD.sub(lambda m: f"{m['pre']}***", text)
+
 
 class YoloOptError(Exception):
-    """Base class: a user-facing error whose message names the fix."""
+    """Base class: a user-facing error whose message names the fix (passwords hidden wherever it is shown)."""
+
+    def __str__(self) -> str:
+        return hide_passwords(super().__str__())
 
 
 class ConfigError(YoloOptError):
@@ -13,6 +27,10 @@ class ConfigError(YoloOptError):
 
 class ModelError(YoloOptError):
     """Missing, corrupt or unsupported model file."""
+
+
+class UntrustedCheckpoint(ModelError):
+    """A checkpoint holds objects outside the allow-list; unpickling it could run code (opt in: YOLO_OPT_TRUST=1)."""
 
 
 class DataError(YoloOptError):

@@ -113,6 +113,25 @@ def check_imgsz(value: Any, name: str = "imgsz") -> int:
     return value
 
 
+# The one opt-in for checkpoints outside the safe-load allow-list (an environment variable, so it reaches every
+# process: the CLI, the Python API, DDP workers and tuning trials alike).
+TRUST_ENV = "YOLO_OPT_TRUST"
+
+
+def trust_checkpoints() -> bool:
+    """Whether `YOLO_OPT_TRUST=1`: load checkpoints with full pickle (runs code inside them; trusted files only)."""
+    import os
+
+    value = os.environ.get(TRUST_ENV, "").strip()
+    if value == "":
+        return False
+    try:
+        return parse_bool(TRUST_ENV, value)
+    except ConfigError:
+        raise ConfigError(f"{TRUST_ENV}={value!r} must be 1 (trust every checkpoint: full pickle) or 0 (safe "
+                          "loading, the default)") from None
+
+
 @dataclass(frozen=True)
 class Options:
     """Base of the option objects: every field coerced and checked on construction, then `check()`."""
@@ -192,6 +211,9 @@ class PruneOptions(Options):
                             PRUNE_MODES, choices=("uniform", "sensitivity"))
     sensitivity: str | None = key(None, str, "sensitivity.json from 'yolo-opt sensitivity' (for "
                                   "prune_ratios=sensitivity)", PRUNE_MODES)
+    prune_native: bool = key(False, bool, "save Ultralytics' own C2f/C3k2/C2PSA classes (the .pt then loads without "
+                             "yolo-opt, ULTRALYTICS_SAFE_LOAD=1 too); a C2PSA's bypass half stays unpruned",
+                             ("prune",))
     sparsity: float = key(0.0, float, "L1 penalty on BN scales during a sparsity phase before the first prune step",
                           TRAIN, low=0, high=1)
     sparsity_epochs: int = key(0, int, "length of the sparsity phase in epochs (0: a third of the epochs)", TRAIN,
@@ -208,6 +230,9 @@ class PruneOptions(Options):
             if self.prune_global:
                 raise ConfigError("prune_ratios=sensitivity sets one ratio per group; it cannot be combined with "
                                   "prune_global=True")
+        if self.prune_native and (self.prune_global or self.prune_ratios == "sensitivity"):
+            raise ConfigError("prune_native=True needs the two halves of each block equally wide: use one ratio per "
+                              "layer (not prune_global=True or prune_ratios=sensitivity)")
 
     @property
     def active(self) -> bool:

@@ -62,6 +62,10 @@ def validate(weights: str | Path, data: str | Path, imgsz: int, batch: int = 16)
     """mAP50-95 and mAP50 from the Ultralytics validator (any format it loads: .pt, .onnx, .engine)."""
     from ultralytics import YOLO
 
+    from yolo_opt.io.checkpoint import read_checkpoint
+
+    if str(weights).endswith(".pt"):
+        read_checkpoint(weights)  # refused unless safe, before Ultralytics opens it
     metrics = YOLO(str(weights), task="detect").val(
         data=str(data), imgsz=imgsz, batch=batch if str(weights).endswith(".pt") else 1, plots=False,
         verbose=False, device="cpu",

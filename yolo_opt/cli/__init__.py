@@ -260,7 +260,7 @@ def run_demo(kwargs: dict[str, Any]) -> None:
 
 
 def run_help(kwargs: dict[str, Any]) -> None:
-    from yolo_opt.options import help_table
+    from yolo_opt.options import TRUST_ENV, help_table
 
     print("usage: yolo-opt MODE key=value ...\n\nmodes:")
     width = max(map(len, MODES))
@@ -268,6 +268,8 @@ def run_help(kwargs: dict[str, Any]) -> None:
         print(f"  {mode:<{width}}  {text}")
     print("\nyolo-opt keys (every other key is an Ultralytics argument, see 'yolo cfg'):")
     print(help_table())
+    print(f"\nenvironment: {TRUST_ENV}=1 loads checkpoints with full pickle, which runs code inside them (only for "
+          "files you trust);\n  by default only Ultralytics and yolo-opt model classes are unpickled")
 
 
 def run_version(kwargs: dict[str, Any]) -> None:

@@ -6,15 +6,13 @@ textured background with distractor strokes, so a detector must learn shape, not
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from yolo_opt.errors import ConfigError
+from yolo_opt.io.files import atomic_folder
 
 CLASS_NAMES = ("circle", "square", "triangle", "cross", "ring")
 
@@ -147,9 +145,7 @@ def make_dataset(
         if (out / ".signature").exists() and (out / ".signature").read_text() == signature:
             return yaml_path
         raise ConfigError(f"{out} already holds a different dataset; choose another out= or delete it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out, "dataset", replace=False) as tmp:
         for split, count, split_seed in (("train", n_train, seed), ("val", n_val, seed + 1_000_003)):
             rng = np.random.default_rng(split_seed)
             (tmp / "images" / split).mkdir(parents=True)
@@ -164,12 +160,4 @@ def make_dataset(
             f"names:\n{names}\n"
         )
         (tmp / ".signature").write_text(signature)
-        if out.exists():
-            if any(out.iterdir()):
-                raise ConfigError(f"{out} exists and is not empty; choose another out= or delete it")
-            out.rmdir()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return yaml_path

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from yolo_opt.errors import ConfigError
+from yolo_opt.io.files import atomic_folder, owned_folder
 
 README = """yolo-opt Jetson bundle ({name})
 ===========================================
@@ -115,12 +114,14 @@ def make_bundle(
     `metadata.json` (names, imgsz, stride, input/output names and shapes, precision, measured mAP),
     `build_engine.py` (TensorRT Python API only), `build_engine.sh` (the same with trtexec), `infer.py`
     (TensorRT + numpy + OpenCV: letterbox, decode, NMS) and `README.txt`. It is built in a temporary folder
-    next to `out` and renamed into place, so a failure never leaves a half-written bundle.
+    next to `out` and renamed into place (`atomic_folder`), so a failure or a kill never leaves a half-written
+    bundle, and only an earlier bundle is ever replaced.
 
     Args:
         model: Ultralytics `.pt` checkpoint.
         data: data.yaml (train split calibrates, val split validates); required when `int8`.
-        out: Bundle folder (replaced if it exists).
+        out: Bundle folder: absent, empty, or an earlier yolo-opt bundle (replaced once the new one is complete);
+            any other non-empty folder is refused.
         imgsz: Input size.
         int8: Include the INT8 QDQ model (else FP32/FP16 only).
         calib, calib_images, per_channel, max_map_drop, validate: As in `quantize_onnx`.
@@ -141,16 +142,13 @@ def make_bundle(
     if not out:
         raise ConfigError("out= is required for a bundle, e.g. out=jetson_bundle")
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"out={out} exists and is not a folder; choose another out=")
+    owned_folder(out, "bundle")  # a folder of the user's is refused before any work (and again before the swap)
     if int8:
         calibration_method(calib)
         from yolo_opt.data.calib import calibration_files
 
         calibration_files(data, calib_images)  # fail fast on no/empty data before exporting anything
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_folder(out, "bundle") as tmp:
         fp32 = export_onnx(model, tmp / "model_fp32.onnx", imgsz=imgsz)
         m = load_onnx(fp32, check=False)
         meta_onnx, io = onnx_metadata(m), onnx_io(m)
@@ -207,15 +205,4 @@ def make_bundle(
         (tmp / "README.txt").write_text(README.format(
             name=Path(model).name, int8_line=int8_line, engine=info["engine"]["file"], precision_default=default,
             precision=info["precision"], imgsz=info["imgsz"], nc=len(info["names"]), accuracy=accuracy))
-        os.chmod(tmp, 0o755)
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -54,18 +55,25 @@ def export(model: str | Path, opts: ExportOptions | None = None, data: str | Pat
             print(f"Jetson bundle written: {folder} (see {folder / 'README.txt'})")
         return {"bundle": str(folder)}
     report: dict[str, Any] = {}
-    onnx_out = Path(out).with_suffix(".onnx") if (out and fmt == "engine") else None
-    fp32 = export_onnx(model, onnx_out if not int8 else None, imgsz=imgsz)
-    report["fp32"] = str(fp32)
-    if fmt == "engine" and ptq.calib == "legacy":
-        engine = build_engine(fp32, out, int8=int8, workspace=opts.workspace, calib="legacy", data=data,
-                              calib_images=ptq.calib_images)
-        return {**report, "engine": str(engine)}
-    src = fp32
-    if int8:
-        int8_out = out if (out and fmt == "onnx") else None
-        r = quantize_onnx(fp32, data, int8_out, ptq)
+    if not int8:
+        onnx_out = Path(out).with_suffix(".onnx") if (out and fmt == "engine") else None
+        fp32 = export_onnx(model, onnx_out, imgsz=imgsz)
+        report["fp32"] = str(fp32)
+        src = fp32
+    else:
+        # the FP32 ONNX is only a step here: made in a scratch folder, so nothing is written (or replaced) next to
+        # the model; the INT8 model goes to out= (its .onnx beside an engine), else next to the model
+        int8_out = (Path(out) if fmt == "onnx" else Path(out).with_suffix(".onnx")) if out else \
+            Path(model).with_name(f"{Path(model).stem}_int8.onnx")
+        with tempfile.TemporaryDirectory(prefix="yolo-opt-export-") as scratch:
+            fp32 = export_onnx(model, Path(scratch) / f"{Path(model).stem}.onnx", imgsz=imgsz)
+            if fmt == "engine" and ptq.calib == "legacy":
+                engine = build_engine(fp32, out, int8=int8, workspace=opts.workspace, calib="legacy", data=data,
+                                      calib_images=ptq.calib_images)
+                return {"engine": str(engine)}
+            r = quantize_onnx(fp32, data, int8_out, ptq)
         report.update(r.as_dict())
+        report.pop("fp32_path")  # removed with the scratch folder
         src = r.path
         if verbose:
             line = f"INT8 QDQ ONNX: {r.path} ({ptq.calib}, {r.calib_images} images)"

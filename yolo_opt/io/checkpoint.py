@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import copy
+import re
+import warnings
 from datetime import datetime
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from yolo_opt.errors import ModelError, YoloOptError
+from yolo_opt.errors import ModelError, UntrustedCheckpoint, YoloOptError
 from yolo_opt.io.files import atomic_write_bytes
+from yolo_opt.options import TRUST_ENV
 
 # Detection heads other than plain boxes (Segment, Pose, OBB, ...) subclass Detect: only Detect itself is supported.
 
@@ -34,11 +37,134 @@ def check_detection_model(model: nn.Module):
 META_ATTR = "yolo_opt"
 
 
-def load_model(path: str | Path) -> nn.Module:
-    """Load the detection model of an Ultralytics `.pt` checkpoint (FP32, CPU, eval mode).
+# yolo-opt's own classes that its checkpoints pickle (by name: io/ does not import prune/). They and the Ultralytics
+# and torch model classes Ultralytics' `_SafeLoad` knows are all a safe load reconstructs.
+YOLO_OPT_CLASSES = ("yolo_opt.prune.blocks.C2fSplit", "yolo_opt.prune.blocks.C2PSASplit")
+
+
+def safe_loading() -> bool:
+    """Make every checkpoint load in this process a `weights_only` load, unless `YOLO_OPT_TRUST=1`; returns trust.
+
+    Registers yolo-opt's classes with torch's allow-list and switches Ultralytics' own loader to its restricted mode
+    (what `ULTRALYTICS_SAFE_LOAD=1` does), so `YOLO(path)`, trainers (resume, distillation teachers), validators and
+    exporters cannot unpickle code behind our back either. Idempotent; PruneTrainer calls it in DDP workers too.
+    """
+    import importlib
+
+    from ultralytics.nn import tasks
+
+    from yolo_opt.options import trust_checkpoints
+
+    if trust_checkpoints():
+        return True
+    if not hasattr(torch.serialization, "get_unsafe_globals_in_checkpoint"):  # torch < 2.6: no restricted loader
+        raise ModelError(f"safe checkpoint loading needs torch >= 2.6 (this is {torch.__version__}); upgrade torch, "
+                         "or set YOLO_OPT_TRUST=1 to load checkpoints you trust with full pickle")
+    classes = []
+    for name in YOLO_OPT_CLASSES:
+        module, _, attr = name.rpartition(".")
+        classes.append(getattr(importlib.import_module(module), attr))
+    torch.serialization.add_safe_globals(classes)
+    tasks.SAFE_LOAD = True
+    return False
+
+
+def _corrupt(path: Path, e: BaseException | str) -> ModelError:
+    first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+    return ModelError(f"cannot read {path} as an Ultralytics checkpoint ({first}); is the file corrupt or truncated?")
+
+
+def _is_pickle(path: Path) -> bool:
+    """Whether the file is a complete pickle stream (parsed with pickletools: nothing is executed)."""
+    import pickletools
+
+    try:
+        with open(path, "rb") as f:
+            for _ in pickletools.genops(f):
+                pass
+        return True
+    except Exception:
+        return False
+
+
+def _not_a_checkpoint(path: Path) -> ModelError:
+    return ModelError(f"{path} is a Python pickle, not an Ultralytics checkpoint (a torch.save archive holding a "
+                      "model); pass a YOLO .pt saved by Ultralytics or yolo-opt")
+
+
+def _refused(path: Path, names: list[str]) -> UntrustedCheckpoint:
+    more = f" (and {len(names) - 1} more)" if len(names) > 1 else ""
+    return UntrustedCheckpoint(
+        f"{path} was not loaded: it holds '{names[0]}'{more}, which is not part of an Ultralytics or yolo-opt "
+        f"checkpoint, and unpickling it could run code; if you trust this file, rerun with {TRUST_ENV}=1")
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The checkpoint dict of a `.pt` file (model, epoch, train_args, modelopt, ...), loaded safely.
+
+    Safe loading (the default): torch's `weights_only` unpickler, allowing only tensors, plain data and the classes
+    of Ultralytics and yolo-opt models; a file holding anything else is refused before any of it is unpickled.
+    `YOLO_OPT_TRUST=1` loads with full pickle instead (runs code inside the file: only for files you trust).
 
     Raises:
-        ModelError: Missing file, not a `.pt`, unreadable/corrupt checkpoint, or not a detection model.
+        ModelError: Missing, corrupt, or not a PyTorch checkpoint. UntrustedCheckpoint: refused by the allow-list.
+    """
+    import pickle
+    import zipfile
+
+    from ultralytics.nn.tasks import _SafeLoad
+    from ultralytics.utils.patches import torch_load
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path}; pass model=path/to/best.pt")
+    trusted = safe_loading()
+    archive = zipfile.is_zipfile(path)
+    try:
+        if trusted:
+            ckpt = torch_load(path, map_location="cpu", weights_only=False)
+        else:
+            if archive:  # name what the allow-list refuses before unpickling anything
+                with _SafeLoad.loading(path):  # registers the Ultralytics classes this file references
+                    pass
+                refused = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+                if refused:
+                    raise _refused(path, refused)
+            with _SafeLoad.loading(path), warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # torch's note on pickle protocols: nothing to act on
+                ckpt = torch_load(path, map_location="cpu", weights_only=True)
+    except YoloOptError:
+        raise
+    except (AttributeError, ImportError) as e:  # full pickle of a class this environment does not have
+        raise ModelError(f"{path} needs code that is not installed here ({str(e).splitlines()[0][:160]}); pass a "
+                         "YOLO .pt saved by Ultralytics or yolo-opt") from None
+    except pickle.UnpicklingError as e:
+        # the weights_only unpickler refusing a global (a legacy non-zip file) vs bytes that are no pickle at all
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        if found:
+            raise _refused(path, [found[1]]) from None
+        if not archive and _is_pickle(path):
+            raise _not_a_checkpoint(path) from None
+        reason = re.search(r"WeightsUnpickler error:\s*([^\n]+)", str(e))  # the point of torch's long message
+        raise _corrupt(path, reason[1] if reason else e) from None
+    except Exception as e:  # torch/zip/pickle raise many types for a damaged file
+        if not archive and _is_pickle(path):
+            raise _not_a_checkpoint(path) from None
+        raise _corrupt(path, e) from None
+    model = ckpt.get("ema") or ckpt.get("model") if isinstance(ckpt, dict) else None
+    if not isinstance(model, nn.Module):
+        held = f"a {type(ckpt).__name__}" if not isinstance(ckpt, dict) else \
+            f"keys {', '.join(map(str, list(ckpt)[:5])) or 'none'}"
+        raise ModelError(f"{path} is a PyTorch file but not an Ultralytics checkpoint (no model inside; it holds "
+                         f"{held}); pass a YOLO .pt saved by Ultralytics or yolo-opt")
+    return ckpt
+
+
+def load_model(path: str | Path) -> nn.Module:
+    """Load the detection model of an Ultralytics `.pt` checkpoint (FP32, CPU, eval mode), safely (`read_checkpoint`).
+
+    Raises:
+        ModelError: Missing file, not a `.pt`, unreadable/corrupt/untrusted checkpoint, or not a detection model.
     """
     from ultralytics.nn.tasks import load_checkpoint
 
@@ -47,21 +173,16 @@ def load_model(path: str | Path) -> nn.Module:
         raise ModelError(f"model file not found: {path}; pass model=path/to/best.pt")
     if path.suffix != ".pt":
         raise ModelError(f"model must be an Ultralytics .pt checkpoint, got '{path.name}'")
+    read_checkpoint(path)  # the checks and clear errors; Ultralytics then builds the model (its loader now safe too)
     try:
         model, _ = load_checkpoint(path)
-    except Exception as e:  # torch/pickle raise many types for a damaged file
-        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-        raise ModelError(f"cannot read {path} as an Ultralytics checkpoint ({first}); is the file corrupt or truncated?") from e
+    except Exception as e:
+        raise _corrupt(path, e) from e
     try:
         check_detection_model(model)
     except YoloOptError as e:
         raise ModelError(f"{path}: {e}") from e
     return model
-
-
-def read_checkpoint(path: str | Path) -> dict:
-    """The raw checkpoint dict of a `.pt` file (epoch, train_args, modelopt, ...)."""
-    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def save_model(model: nn.Module, path: str | Path, train_args: dict | None = None) -> Path:

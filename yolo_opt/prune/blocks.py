@@ -78,7 +78,13 @@ class C2fSplit(nn.Module):
 
 
 class C2PSASplit(nn.Module):
-    """C2PSA with `cv1` as two convs: `cva` (bypass half) and `cvb` (attention half)."""
+    """C2PSA with `cv1` as two convs: `cva` (bypass half) and `cvb` (attention half).
+
+    `equal_halves` (set for `prune_native`): the pruner leaves `cva` intact too, so both halves keep the width the
+    attention half always keeps, and `to_native` can put Ultralytics' C2PSA back.
+    """
+
+    equal_halves = False
 
     def __init__(self, block: C2PSA):
         """Build the twin of `block`, sharing its PSA blocks and final conv."""
@@ -111,3 +117,73 @@ def make_prunable(model: nn.Module) -> int:
                 setattr(parent, name, C2PSASplit(child))
                 count += 1
     return count
+
+
+def _merge_convs(first: Conv, second: Conv) -> Conv:
+    """One Conv whose output channels are `first`'s then `second`'s (the inverse of `_half_conv`)."""
+    merged = copy.deepcopy(first)
+    a, b = first.conv, second.conv
+    merged.conv = nn.Conv2d(a.in_channels, a.out_channels + b.out_channels, a.kernel_size, a.stride, a.padding,
+                            a.dilation, a.groups, bias=a.bias is not None).to(a.weight.device, a.weight.dtype)
+    merged.conv.weight.data.copy_(torch.cat([a.weight.data, b.weight.data]))
+    if a.bias is not None:
+        merged.conv.bias.data.copy_(torch.cat([a.bias.data, b.bias.data]))
+    bn_a, bn_b = getattr(first, "bn", None), getattr(second, "bn", None)
+    if isinstance(bn_a, nn.BatchNorm2d) and isinstance(bn_b, nn.BatchNorm2d):
+        n = bn_a.num_features + bn_b.num_features
+        merged.bn = nn.BatchNorm2d(n, bn_a.eps, bn_a.momentum, bn_a.affine, bn_a.track_running_stats).to(
+            bn_a.weight.device, bn_a.weight.dtype)
+        for name in ("weight", "bias"):
+            getattr(merged.bn, name).data.copy_(torch.cat([getattr(bn_a, name).data, getattr(bn_b, name).data]))
+        for name in ("running_mean", "running_var"):
+            getattr(merged.bn, name).copy_(torch.cat([getattr(bn_a, name), getattr(bn_b, name)]))
+        merged.bn.num_batches_tracked.copy_(bn_a.num_batches_tracked)
+        merged.bn.train(bn_a.training)
+    merged.conv.train(a.training)
+    merged.train(first.training)
+    return merged
+
+
+def _native_class(twin: nn.Module, default: type) -> type:
+    """The Ultralytics class the twin replaced (C2f or C3k2, ...), from the layer type Ultralytics records."""
+    from ultralytics.nn.modules import block as ultralytics_blocks
+
+    module, _, name = str(getattr(twin, "type", "")).rpartition(".")
+    cls = getattr(ultralytics_blocks, name, None) if module == "ultralytics.nn.modules.block" else None
+    return cls if isinstance(cls, type) and issubclass(cls, default) else default
+
+
+def to_native(model: nn.Module) -> tuple[int, int]:
+    """Put Ultralytics' own C2f / C3k2 / C2PSA back wherever a twin's two halves kept equal widths, in place.
+
+    The native block splits its `cv1` output into two equal halves (`chunk(2)` / `split((c, c))`), so it holds the
+    pruned weights exactly when both halves are equally wide: outputs are identical, and the checkpoint then holds
+    only Ultralytics classes (it loads without yolo-opt, and under `ULTRALYTICS_SAFE_LOAD=1`). Uniform per-layer
+    ratios keep C2f/C3k2 halves equal by themselves (same width, same ratio, same rounding); a C2PSA's halves stay
+    equal when its bypass half is not pruned (its attention half never is: `prune_native` in the pruner).
+
+    Returns:
+        (blocks converted, twins kept because their halves differ).
+    """
+    converted = kept = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, C2fSplit):
+                first, second, default = child.cv0, child.cv1, C2f
+            elif isinstance(child, C2PSASplit):
+                first, second, default = child.cva, child.cvb, C2PSA
+            else:
+                continue
+            if first.conv.out_channels != second.conv.out_channels:
+                kept += 1
+                continue
+            cls = _native_class(child, default)
+            native = cls.__new__(cls)
+            nn.Module.__init__(native)
+            native.c = first.conv.out_channels
+            native.cv1 = _merge_convs(first, second)
+            native.cv2 = child.cv2
+            native.m = child.m
+            setattr(parent, name, _copy_routing(child, native))
+            converted += 1
+    return converted, kept

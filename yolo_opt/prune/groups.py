@@ -19,8 +19,11 @@ from yolo_opt.io.checkpoint import check_detection_model
 
 
 def ignored_layers(model: nn.Module) -> list[nn.Module]:
-    """Layers whose output channels stay intact: head output convs, DFL, and attention (qkv is head-shaped)."""
+    """Layers whose output channels stay intact: head output convs, DFL, attention (qkv is head-shaped), and the
+    bypass half of a C2PSA whose halves must stay equal (`prune_native`)."""
     from ultralytics.nn.modules import Attention
+
+    from yolo_opt.prune.blocks import C2PSASplit
 
     head = check_detection_model(model)
     ignored: list[nn.Module] = [head.dfl] if isinstance(head.dfl, nn.Module) else []
@@ -28,6 +31,7 @@ def ignored_layers(model: nn.Module) -> list[nn.Module]:
         if branches is not None:
             ignored.extend(seq[-1] for seq in branches)
     ignored.extend(m for m in model.modules() if isinstance(m, Attention))
+    ignored.extend(m.cva for m in model.modules() if isinstance(m, C2PSASplit) and m.equal_halves)
     return ignored
 
 

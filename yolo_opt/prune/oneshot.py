@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from yolo_opt.errors import ConfigError
+from yolo_opt.errors import ConfigError, PruneError
 from yolo_opt.options import SEARCH_IMGSZ, PruneOptions
 
 
@@ -28,6 +28,8 @@ def prune_checkpoint(
             (see `yolo_opt.prune.allocation.allocate_ratios`).
         imgsz: Image size of the GFLOPs figures and of the Taylor batches.
         data: data.yaml, needed by `prune_method="taylor"` (training batches score the channels).
+
+    With `prune_native`, the checkpoint holds Ultralytics' own block classes (`yolo_opt.prune.blocks.to_native`).
     """
     from yolo_opt.io.checkpoint import load_model, meta, save_model
     from yolo_opt.io.files import check_output
@@ -54,6 +56,13 @@ def prune_checkpoint(
         from yolo_opt.data.checks import check_dataset
 
         check_dataset(data, getattr(net, "names", None), ("train",) if opts.prune_method in NEEDS_DATA else ())
+    if opts.prune_native:
+        from yolo_opt.prune.blocks import C2PSASplit, make_prunable
+
+        make_prunable(net)
+        for m in net.modules():
+            if isinstance(m, C2PSASplit):
+                m.equal_halves = True
     base_macs, base_params = count_macs(net, imgsz)
     search_imgsz = min(imgsz, SEARCH_IMGSZ)
     layer_ratios = None
@@ -83,6 +92,12 @@ def prune_checkpoint(
     if layer_ratios:
         step["layer_ratios"] = layer_ratios
     info.setdefault("history", []).append(step)
+    if opts.prune_native:
+        from yolo_opt.prune.blocks import to_native
+
+        _, kept = to_native(net)
+        if kept:  # uniform ratios keep halves equal; this would be a change in the pruner
+            raise PruneError(f"{kept} block(s) ended with unequal halves; prune without prune_native=True")
     save_model(net, out)
     return {
         "out": str(out),
@@ -94,4 +109,5 @@ def prune_checkpoint(
         "gflops": 2 * macs / 1e9,
         "gflops_ratio": macs / base_macs,
         "imgsz": imgsz,
+        "native": opts.prune_native,
     }

@@ -24,11 +24,12 @@ def export_qat_onnx(weights: str | Path, imgsz: int = 640, out: str | Path | Non
     Returns:
         Path of the ONNX file (default: next to `weights`, `<stem>_qat.onnx`).
     """
-    import torch
     from ultralytics import YOLO
 
+    from yolo_opt.io.checkpoint import read_checkpoint
+
     weights = Path(weights)
-    ckpt = torch.load(weights, map_location="cpu", weights_only=False)
+    ckpt = read_checkpoint(weights)
     if not ckpt.get("modelopt"):
         raise ModelError(f"{weights} carries no quantization-aware training state; train it with qat=True first")
     out = Path(out) if out else weights.with_name(f"{weights.stem}_qat.onnx")

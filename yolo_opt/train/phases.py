@@ -93,6 +93,9 @@ def train(model: str | Path, opts: TrainOptions | None = None, **kwargs: Any) ->
     elif len(rest) != len(kwargs):
         raise ConfigError("give TrainOptions or its keyword shortcuts, not both")
     if rest.get("resume"):  # Ultralytics restores its arguments, the trainer the pruning run, from last.pt
+        from yolo_opt.io.checkpoint import read_checkpoint
+
+        read_checkpoint(model)  # refused unless safe, before Ultralytics' resume opens it
         trainer = _ultralytics_run(model, **rest)
         after = trainer.schedule.after
         if after:  # the run was the prune + recover phase of a phased run: QAT follows

@@ -32,7 +32,7 @@ from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils import DEFAULT_CFG, LOGGER
 
 from yolo_opt.errors import ConfigError
-from yolo_opt.io.checkpoint import META_ATTR, meta
+from yolo_opt.io.checkpoint import META_ATTR, meta, safe_loading
 from yolo_opt.options import TrainOptions
 from yolo_opt.prune.blocks import C2fSplit, C2PSASplit
 
@@ -40,8 +40,11 @@ RUN_KEY = "train_run"  # meta(model)[RUN_KEY]: options and progress of the curre
 
 
 def is_pruned(model: nn.Module) -> bool:
-    """True for a model whose shapes came from yolo-opt (it cannot be rebuilt from its yaml)."""
-    return any(isinstance(m, (C2fSplit, C2PSASplit)) for m in model.modules())
+    """True for a model whose shapes came from yolo-opt (it cannot be rebuilt from its yaml): split twins, or
+    Ultralytics' own blocks with a pruning history (`prune_native`)."""
+    info = getattr(model, META_ATTR, None)
+    return any(isinstance(m, (C2fSplit, C2PSASplit)) for m in model.modules()) or (
+        isinstance(info, dict) and bool(info.get("history")))
 
 
 def student(model: nn.Module) -> nn.Module:
@@ -79,6 +82,7 @@ class PruneTrainer(DetectionTrainer):
 
     def __init__(self, cfg=DEFAULT_CFG, overrides: dict[str, Any] | None = None, _callbacks: dict | None = None):
         """Take yolo-opt's keys out of `overrides` (the rest is Ultralytics'), or the options a DDP worker carries."""
+        safe_loading()  # Ultralytics' own checkpoint loads in this trainer (and in each DDP worker) are weights_only
         overrides = dict(overrides or {})
         ours = {k: overrides.pop(k) for k in list(overrides) if k in TrainOptions.specs()}
         carrier = next((cb for cb in (_callbacks or {}).get("on_train_epoch_start", [])

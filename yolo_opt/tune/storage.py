@@ -7,16 +7,27 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from yolo_opt.errors import StorageError
+from yolo_opt.errors import StorageError, hide_passwords
 
 
 def redact(url: str) -> str:
-    try:
-        from sqlalchemy.engine import make_url
+    """The URL for messages, logs and files: every password hidden (userinfo, `?password=`, an unencoded '@')."""
+    return hide_passwords(str(url))
 
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url.split("@")[-1] if "@" in url else url
+
+def _reason(e: BaseException, url: str) -> str:
+    """First line of a driver's error, with the URL's passwords removed (the driver may echo them)."""
+    from sqlalchemy.engine import make_url
+
+    first = str(getattr(e, "orig", None) or e).strip().splitlines()
+    reason = first[0][:200] if first else type(e).__name__
+    parsed = make_url(url)
+    secrets = [parsed.password, *(v for k, v in parsed.query.items() if "pass" in k.lower() or k.lower() == "pwd")]
+    for secret in filter(None, (str(x) for s in secrets for x in (s if isinstance(s, tuple) else (s,)))):
+        if len(secret) < 4 and secret in reason:  # too short to cut out of a sentence reliably
+            return type(e).__name__
+        reason = reason.replace(secret, "***")
+    return hide_passwords(reason)
 
 
 def _on_stale_trial(study, trial) -> None:
@@ -54,15 +65,19 @@ def open_storage(url: str | None, run_dir: str | Path, heartbeat: int = 60):
         parsed = make_url(url)
     except (ArgumentError, ValueError):
         raise StorageError(f"storage='{redact(url)}' is not a database URL; {hint}") from None
+    if "@" in (parsed.host or ""):  # SQLAlchemy splits at the first '@': the password's tail would become the host
+        raise StorageError(f"storage='{redact(url)}': a '@' in the password must be written %40 in a URL "
+                           "(percent-encode it: urllib.parse.quote(password, safe=''))")
     backend = parsed.get_backend_name()
     if backend not in {"sqlite", "postgresql", "mysql"}:
         raise StorageError(f"storage='{redact(url)}': unsupported database '{backend}'; {hint}")
     if backend == "sqlite":
         db = parsed.database
         if not db or db == ":memory:":
-            raise StorageError(f"storage='{url}' has no file path; a study needs a file, e.g. sqlite:///study.db")
+            raise StorageError(f"storage='{redact(url)}' has no file path; a study needs a file, e.g. "
+                               "sqlite:///study.db")
         if not Path(db).expanduser().resolve().parent.is_dir():
-            raise StorageError(f"storage='{url}': folder {Path(db).parent} does not exist; create it or fix the path")
+            raise StorageError(f"storage='{redact(url)}': folder {Path(db).parent} does not exist; create it or fix the path")
         engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}}
     else:
         engine_kwargs = {"pool_pre_ping": True}
@@ -81,12 +96,11 @@ def open_storage(url: str | None, run_dir: str | Path, heartbeat: int = 60):
             return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
     except (ImportError, ModuleNotFoundError) as e:
         raise StorageError(
-            f"storage='{redact(url)}': the database driver is not installed ({e}); "
+            f"storage='{redact(url)}': the database driver is not installed ({_reason(e, url)}); "
             "for PostgreSQL: pip install 'psycopg[binary]'"
         ) from None
     except Exception as e:
-        first = str(getattr(e, "orig", None) or e).strip().splitlines()
-        reason = first[0][:200] if first else type(e).__name__
-        raise StorageError(f"cannot open storage '{redact(url)}' ({reason}); check the URL, server and credentials") from None
+        raise StorageError(f"cannot open storage '{redact(url)}' ({_reason(e, url)}); check the URL, server and "
+                           "credentials") from None
 
 

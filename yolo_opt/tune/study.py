@@ -16,12 +16,13 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from yolo_opt.errors import ConfigError, YoloOptError
+from yolo_opt.errors import ConfigError, YoloOptError, hide_passwords
 from yolo_opt.options import TuneOptions
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
+    """The error as a trial records it (in the study, which other machines read): passwords hidden."""
+    text = hide_passwords(str(e)).strip().splitlines()
     return f"{type(e).__name__}: {text[0][:300]}" if text else type(e).__name__
 
 
