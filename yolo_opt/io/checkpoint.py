@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from yolo_opt.errors import ModelError, UntrustedCheckpoint, YoloOptError
+from yolo_opt.errors import ModelError, UntrustedCheckpoint, YoloOptError, first_line
 from yolo_opt.io.files import atomic_write_bytes
 from yolo_opt.options import TRUST_ENV
 
@@ -70,8 +70,8 @@ def safe_loading() -> bool:
 
 
 def _corrupt(path: Path, e: BaseException | str) -> ModelError:
-    first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-    return ModelError(f"cannot read {path} as an Ultralytics checkpoint ({first}); is the file corrupt or truncated?")
+    return ModelError(f"cannot read {path} as an Ultralytics checkpoint ({first_line(e, 160)}); is the file corrupt or "
+                      "truncated?")
 
 
 def _is_pickle(path: Path) -> bool:
@@ -136,7 +136,7 @@ def read_checkpoint(path: str | Path) -> dict:
     except YoloOptError:
         raise
     except (AttributeError, ImportError) as e:  # full pickle of a class this environment does not have
-        raise ModelError(f"{path} needs code that is not installed here ({str(e).splitlines()[0][:160]}); pass a "
+        raise ModelError(f"{path} needs code that is not installed here ({first_line(e, 160)}); pass a "
                          "YOLO .pt saved by Ultralytics or yolo-opt") from None
     except pickle.UnpicklingError as e:
         # the weights_only unpickler refusing a global (a legacy non-zip file) vs bytes that are no pickle at all
