@@ -69,8 +69,9 @@ def test_unusable_image_folders(work, kind):
                                 f"project={work / 'runs'}", "name=t"), needle)
     _assert_clean_error(run_cli("optimize", f"model={model}", f"data={data}", "epochs=1", f"imgsz={IMGSZ}",
                                 f"project={work / 'runs'}", "name=o"), needle)
-    _assert_clean_error(run_cli("export", f"model={model}", "int8=True", f"data={data}", f"imgsz={IMGSZ}",
-                                f"out={work / 'q.onnx'}"), needle)
+    if kind == "corrupt":  # the calibration reads the same check (dataset_images); once is enough
+        _assert_clean_error(run_cli("export", f"model={model}", "int8=True", f"data={data}", f"imgsz={IMGSZ}",
+                                    f"out={work / 'q.onnx'}"), needle)
     assert _tree(work) == before
 
 

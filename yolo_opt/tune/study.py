@@ -130,8 +130,9 @@ def tune(
     """
     import optuna
 
-    from yolo_opt.data.checks import check_classes
+    from yolo_opt.data.checks import check_dataset
     from yolo_opt.io.checkpoint import load_model
+    from yolo_opt.io.files import check_output
     from yolo_opt.tune.report import report
     from yolo_opt.tune.storage import open_storage, redact
 
@@ -141,12 +142,12 @@ def tune(
     trials, storage, study, objectives = opts.trials, opts.storage, opts.study, opts.objectives
     fixed, ultra = _split_keys(rest)
     net = load_model(model)  # clear error for a missing or corrupt checkpoint
-    check_classes(data, getattr(net, "names", None))
+    check_dataset(data, getattr(net, "names", None))  # every trial trains and validates on it
     if fixed.get("prune_ratios") == "sensitivity":
         from yolo_opt.prune.allocation import load_sensitivity
 
         load_sensitivity(fixed["sensitivity"])
-    run_dir = Path(project) / study
+    run_dir = check_output(Path(project) / study, folder=True, key="project")
     store = open_storage(storage, run_dir, opts.heartbeat)
     run_dir.mkdir(parents=True, exist_ok=True)
     directions = ["maximize", "minimize"]
