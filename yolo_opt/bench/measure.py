@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,15 +61,40 @@ def onnx_latency(path: str | Path, imgsz: int | None = None, runs: int = 30, war
     return {"ms": ms, "threads": threads, "imgsz": shape[-1]}
 
 
-def validate(weights: str | Path, data: str | Path, imgsz: int, batch: int = 16) -> dict:
-    """mAP50-95 and mAP50 from the Ultralytics validator (any format it loads: .pt, .onnx, .engine)."""
+def validate(weights: str | Path, data: str | Path, imgsz: int, batch: int = 16, device: str = "cpu") -> dict:
+    """mAP50-95 and mAP50 from the Ultralytics validator (any format it loads: .pt, .onnx, .engine, OpenVINO).
+
+    An OpenVINO model is given as its `*_openvino_model/` folder or its `.xml` (device: `intel:cpu`, `intel:gpu`).
+    """
+    import contextlib
+
     from ultralytics import YOLO
 
-    metrics = YOLO(str(weights), task="detect").val(
-        data=str(data), imgsz=imgsz, batch=batch if str(weights).endswith(".pt") else 1, plots=False,
-        verbose=False, device="cpu",
-    )
+    with contextlib.ExitStack() as stack:
+        if str(weights).endswith(".xml"):
+            weights = stack.enter_context(openvino_folder(weights))
+        metrics = YOLO(str(weights), task="detect").val(
+            data=str(data), imgsz=imgsz, batch=batch if str(weights).endswith(".pt") else 1, plots=False,
+            verbose=False, device=device,
+        )
     return {"map": float(metrics.box.map), "map50": float(metrics.box.map50)}
+
+
+@contextlib.contextmanager
+def openvino_folder(xml: str | Path) -> Iterator[Path]:
+    """A folder Ultralytics loads as OpenVINO (its name ends in `_openvino_model`) holding `xml`, its .bin and the
+    metadata.yaml beside it: the parent folder itself when so named, else a temporary one of links."""
+    xml = Path(xml).resolve()
+    if "_openvino_model" in xml.parent.name:
+        yield xml.parent
+        return
+    with tempfile.TemporaryDirectory(prefix="yolo-opt-ov.") as tmp:
+        folder = Path(tmp) / f"{xml.stem}_openvino_model"
+        folder.mkdir()
+        for src in (xml, xml.with_suffix(".bin"), xml.parent / "metadata.yaml"):
+            if src.exists():
+                (folder / src.name).symlink_to(src)
+        yield folder
 
 
 def model_stats(weights: str | Path, imgsz: int = 640) -> dict:

@@ -31,3 +31,30 @@ def atomic_write_bytes(path: str | Path, payload: bytes) -> None:
     """Write `payload` to `path` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(payload)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder next to `path`; on success it replaces `path` (a folder), on failure it is deleted.
+
+    The old folder is moved aside before the rename and removed after, so at every instant `path` is either the
+    complete old folder or the complete new one.
+    """
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)  # mkdtemp makes 0700
+        old = None
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
