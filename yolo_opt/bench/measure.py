@@ -3,62 +3,33 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import statistics
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 
-def _median_ms(fn, runs: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
-
-
 def torch_latency(weights: str | Path, imgsz: int = 640, runs: int = 30, warmup: int = 5) -> dict:
-    """Median batch-1 CPU latency (ms) of a fused `.pt` model in eval mode, with the threads used."""
-    from yolo_opt.io.checkpoint import load_model
+    """Median batch-1 CPU latency (ms) of a fused `.pt` model in eval mode, with the threads used (this process)."""
+    from yolo_opt.bench.latency import interleaved
 
-    model = load_model(weights).fuse(verbose=False).eval()
-    x = torch.rand(1, 3, imgsz, imgsz)
     before = torch.get_num_threads()
-    threads = os.cpu_count() or 1  # as ONNX Runtime: one thread per core (training may have lowered it)
-    torch.set_num_threads(threads)
     try:
-        with torch.inference_mode():
-            ms = _median_ms(lambda: model(x), runs, warmup)
+        r = interleaved([weights], imgsz, runs=runs, rounds=1, warmup=warmup)[0]
     finally:
-        torch.set_num_threads(before)
-    return {"ms": ms, "threads": threads, "imgsz": imgsz}
+        torch.set_num_threads(before)  # as ONNX Runtime, one thread per core; training may have lowered it
+    return {"ms": r["ms"], "threads": r["threads"], "imgsz": r["imgsz"]}
 
 
 def onnx_latency(path: str | Path, imgsz: int | None = None, runs: int = 30, warmup: int = 5,
                  threads: int | None = None) -> dict:
-    """Median batch-1 ONNX Runtime CPU latency (ms), with the intra-op threads used."""
-    import onnxruntime as ort
+    """Median batch-1 ONNX Runtime CPU latency (ms), with the intra-op threads used (this process)."""
+    from yolo_opt.bench.latency import interleaved
 
-    opts = ort.SessionOptions()
-    threads = threads or os.cpu_count() or 1
-    opts.intra_op_num_threads = threads
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    inp = session.get_inputs()[0]
-    shape = [d if isinstance(d, int) else (imgsz or 640) for d in inp.shape]
-    shape[0] = 1
-    x = np.random.default_rng(0).random(shape, dtype=np.float32)
-    ms = _median_ms(lambda: session.run(None, {inp.name: x}), runs, warmup)
-    return {"ms": ms, "threads": threads, "imgsz": shape[-1]}
+    r = interleaved([path], imgsz, runs=runs, rounds=1, warmup=warmup, threads=threads)[0]
+    return {"ms": r["ms"], "threads": r["threads"], "imgsz": r["imgsz"]}
 
 
 def validate(weights: str | Path, data: str | Path, imgsz: int, batch: int = 16, device: str = "cpu") -> dict:
