@@ -363,7 +363,7 @@ class DemoOptions(Options):
     n_val: int = key(80, int, "number of validation images", ("data", "demo"), low=1, high=1000000)
     base_epochs: int = key(30, int, "epochs of the demo's baseline training", ("demo",), low=1, high=10000)
     arch: str = key("yolov8n", str, "Ultralytics model yaml stem the demo trains (yolov8n, yolo11n, ...)", ("demo",))
-    recipe: str = key("cpu-onnx", str, "pipeline recipe: a shipped name (cpu-onnx, jetson-int8, accuracy-first) or "
+    recipe: str = key("cpu-onnx", str, "pipeline recipe: a shipped name (cpu-onnx, jetson-int8, intel-openvino, accuracy-first) or "
                       "a .yaml path", ("optimize", "demo"))
     imgsz: int = key(160, int, "training and validation image size", ("demo",), low=32, high=4096, ultralytics=True)
 
@@ -426,7 +426,7 @@ class TuneOptions(Options):
 class PipelineOptions(Options):
     """`yolo-opt optimize`: which recipe, and the run folder."""
 
-    recipe: str = key("cpu-onnx", str, "pipeline recipe: a shipped name (cpu-onnx, jetson-int8, accuracy-first) or a "
+    recipe: str = key("cpu-onnx", str, "pipeline recipe: a shipped name (cpu-onnx, jetson-int8, intel-openvino, accuracy-first) or a "
                       ".yaml path", ("optimize", "demo"))
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -133,6 +131,7 @@ def make_bundle(
     from yolo_opt import __version__
     from yolo_opt.bench.measure import validate_onnx
     from yolo_opt.deploy.onnx import export_onnx
+    from yolo_opt.io.files import atomic_dir
     from yolo_opt.io.onnx import load_onnx, onnx_io, onnx_metadata
     from yolo_opt.quant.calibrate import calibration_method
     from yolo_opt.quant.ptq import quantize_onnx
@@ -148,9 +147,7 @@ def make_bundle(
         from yolo_opt.data.calib import calibration_files
 
         calibration_files(data, calib_images)  # fail fast on no/empty data before exporting anything
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         fp32 = export_onnx(model, tmp / "model_fp32.onnx", imgsz=imgsz)
         m = load_onnx(fp32, check=False)
         meta_onnx, io = onnx_metadata(m), onnx_io(m)
@@ -207,17 +204,6 @@ def make_bundle(
         (tmp / "README.txt").write_text(README.format(
             name=Path(model).name, int8_line=int8_line, engine=info["engine"]["file"], precision_default=default,
             precision=info["precision"], imgsz=info["imgsz"], nc=len(info["names"]), accuracy=accuracy))
-        os.chmod(tmp, 0o755)
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
