@@ -17,26 +17,45 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import IMGSZ, run_cli, run_python
+from tests.conftest import IMGSZ, kaiming_checkpoint, run_cli, run_python
 
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
 
 @pytest.fixture(scope="module")
-def pruned(tmp_path_factory, v8_checkpoint) -> Path:
+def kaiming(tmp_path_factory) -> Path:
+    """Untrained yolov8n whose outputs differ per image (see conftest.kaiming_checkpoint), with class scores raised
+    from Ultralytics' prior (~0.0025) and box distributions peaked at the first DFL bins: boxes of ~3 strides instead
+    of 15, so that some lie inside a 64 px image and can be matched."""
+    import torch
+
+    from yolo_opt.io.checkpoint import load_model, save_model
+
+    path = kaiming_checkpoint("yolov8n.yaml", tmp_path_factory.mktemp("ovk") / "v8k.pt")
+    model = load_model(path).float()
+    with torch.no_grad():
+        for branch in model.model[-1].cv3:
+            branch[-1].bias += 5.0
+        for branch in model.model[-1].cv2:
+            branch[-1].bias.copy_(-0.5 * torch.arange(16.0).repeat(4))
+    return save_model(model, path, train_args={"imgsz": IMGSZ, "task": "detect"})
+
+
+@pytest.fixture(scope="module")
+def pruned(tmp_path_factory, kaiming) -> Path:
     from yolo_opt.prune import prune_checkpoint
 
     out = tmp_path_factory.mktemp("ovp") / "pruned.pt"
-    prune_checkpoint(v8_checkpoint, out, prune=0.5, imgsz=IMGSZ)
+    prune_checkpoint(kaiming, out, prune=0.5, imgsz=IMGSZ)
     return out
 
 
 @pytest.fixture(scope="module")
-def fp32(tmp_path_factory, v8_checkpoint):
+def fp32(tmp_path_factory, kaiming):
     from yolo_opt.deploy.openvino import export_openvino
 
-    return export_openvino(v8_checkpoint, tmp_path_factory.mktemp("ov32") / "v8_openvino_model", IMGSZ,
+    return export_openvino(kaiming, tmp_path_factory.mktemp("ov32") / "v8k_openvino_model", IMGSZ,
                            validate=False).path
 
 
@@ -117,9 +136,9 @@ def test_missing_openvino_names_the_extra(tmp_path, v8_checkpoint):
     assert not (tmp_path / "x").exists()
 
 
-def test_bundle_infer_runs_on_an_image(tmp_path, v8_checkpoint, tiny_data):
+def test_bundle_infer_runs_on_an_image(tmp_path, kaiming, tiny_data):
     out = tmp_path / "bundle"
-    r = run_cli("bundle", "format=openvino", f"model={v8_checkpoint}", f"data={tiny_data}", f"imgsz={IMGSZ}",
+    r = run_cli("bundle", "format=openvino", f"model={kaiming}", f"data={tiny_data}", f"imgsz={IMGSZ}",
                 "calib_images=8", f"out={out}")
     assert r.returncode == 0, r.stderr[-3000:]
     meta = json.loads((out / "metadata.json").read_text())
@@ -166,32 +185,36 @@ def self_labelled(tmp_path_factory, tiny_data, fp32) -> Path:
     (root / "d" / "data.yaml").write_text(yaml.safe_dump(info))
     for img in dataset_images(root / "d" / "data.yaml", "val"):
         pred = _ov_out(fp32, preprocess(cv2.imread(str(img)), IMGSZ))[0].T  # (anchors, 4 + nc)
-        best = pred[pred[:, 4:].max(1).argmax()]
-        cx, cy, w, h = (np.clip(best[:4], 1, IMGSZ - 1) / IMGSZ).tolist()
+        xyxy = np.concatenate([pred[:, :2] - pred[:, 2:4] / 2, pred[:, :2] + pred[:, 2:4] / 2], 1)
+        inside = (xyxy[:, :2] >= 0).all(1) & (xyxy[:, 2:] <= IMGSZ).all(1)  # the validator matches unclipped boxes
+        best = pred[np.where(inside, pred[:, 4:].max(1), -1).argmax()]
+        (cx, cy), (w, h) = best[:2], best[2:4]
+        x1, y1, x2, y2 = np.clip([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 0, IMGSZ) / IMGSZ
         label = img.parent.parent.parent / "labels" / "val" / f"{img.stem}.txt"
-        label.write_text(f"{int(best[4:].argmax())} {cx:.6f} {cy:.6f} {max(w, 0.05):.6f} {max(h, 0.05):.6f}\n")
+        label.write_text(f"{int(best[4:].argmax())} {(x1 + x2) / 2:.6f} {(y1 + y2) / 2:.6f} {max(x2 - x1, 0.03):.6f} "
+                         f"{max(y2 - y1, 0.03):.6f}\n")
     for cache in (root / "d" / "labels").glob("*.cache"):
         cache.unlink()
     return root / "d" / "data.yaml"
 
 
-def test_accuracy_control_scores_like_the_validator(tmp_path, v8_checkpoint, fp32, self_labelled):
+def test_accuracy_control_scores_like_the_validator(tmp_path, kaiming, fp32, self_labelled):
     import openvino as ov
 
     from yolo_opt.bench.measure import validate
     from yolo_opt.deploy.openvino import export_openvino, map_validation, model_xml
     from yolo_opt.io.checkpoint import load_model
 
-    names = load_model(v8_checkpoint).names
+    names = load_model(kaiming).names
     loader, fn = map_validation(self_labelled, IMGSZ, names)
     ours = fn(ov.Core().compile_model(str(model_xml(fp32)), "CPU"), loader)[0]
     ultralytics = validate(fp32, self_labelled, IMGSZ, device="intel:cpu")["map"]
-    assert ultralytics > 0.05
+    assert ultralytics > 0.005  # measured 0.012: every label found (recall 1), among many false positives
     assert ours == pytest.approx(ultralytics, abs=1e-6)
-    r = export_openvino(v8_checkpoint, tmp_path / "ac_openvino_model", IMGSZ, int8=True, data=self_labelled,
-                        calib_images=8, max_map_drop=0.01, fp32=fp32)
+    r = export_openvino(kaiming, tmp_path / "ac_openvino_model", IMGSZ, int8=True, data=self_labelled,
+                        calib_images=8, max_map_drop=0.001, fp32=fp32)
     assert r.fp32_map == pytest.approx(ultralytics, abs=1e-6)
-    assert r.int8_map >= r.fp32_map - 0.01 - 1e-6
+    assert r.int8_map >= r.fp32_map - 0.001 - 1e-6
     assert 'type="FakeQuantize"' in next(r.path.glob("*.xml")).read_text()
 
 
