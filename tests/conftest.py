@@ -34,6 +34,25 @@ def make_checkpoint(cfg: str, path: Path) -> Path:
     return save_model(model, path, train_args={"imgsz": IMGSZ, "task": "detect"})
 
 
+def kaiming_checkpoint(cfg: str, path: Path) -> Path:
+    """An untrained checkpoint with Kaiming-initialized convolutions: with Ultralytics' default init the activations
+    of an untrained yolov8n shrink to ~1e-9 deep in the network and every output is its bias (the same for every
+    image), which makes accuracy comparisons meaningless."""
+    import torch
+    from ultralytics.nn.tasks import DetectionModel
+
+    from yolo_opt.data import CLASS_NAMES
+    from yolo_opt.io.checkpoint import save_model
+
+    torch.manual_seed(0)
+    model = DetectionModel(cfg, nc=len(CLASS_NAMES), verbose=False)
+    model.names = dict(enumerate(CLASS_NAMES))
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d) and m.weight.shape[0] > 1:  # not DFL's fixed 1-channel conv
+            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+    return save_model(model, path, train_args={"imgsz": IMGSZ, "task": "detect"})
+
+
 @pytest.fixture(scope="session", params=["yolov8n.yaml", "yolo11n.yaml"], ids=["v8n", "v11n"])
 def tiny_checkpoint(request, tmp_path_factory) -> Path:
     """Untrained yolov8n / yolo11n checkpoints (5 classes)."""

@@ -258,19 +258,9 @@ def test_legacy_calibrator_is_refused_on_tensorrt_11():
 
 # ---------------------------------------------------------------------------------------------- models
 def _kaiming_checkpoint(cfg: str, path: Path) -> Path:
-    import torch
-    from ultralytics.nn.tasks import DetectionModel
+    from tests.conftest import kaiming_checkpoint
 
-    from yolo_opt.data import CLASS_NAMES
-    from yolo_opt.io.checkpoint import save_model
-
-    torch.manual_seed(0)
-    model = DetectionModel(cfg, nc=len(CLASS_NAMES), verbose=False)
-    model.names = dict(enumerate(CLASS_NAMES))
-    for m in model.modules():
-        if isinstance(m, torch.nn.Conv2d) and m.weight.shape[0] > 1:  # not DFL's fixed 1-channel conv
-            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-    return save_model(model, path, train_args={"imgsz": IMGSZ, "task": "detect"})
+    return kaiming_checkpoint(cfg, path)
 
 
 def _qat_export(base: Path, out: Path) -> Path:

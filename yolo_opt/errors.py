@@ -49,6 +49,10 @@ class TensorRTMissing(DeployError):
     """TensorRT is not installed on this machine (build the engine on the device from the bundle)."""
 
 
+class OpenVINOMissing(DeployError):
+    """OpenVINO or NNCF is not installed (they are the optional extra `yolo-opt[openvino]`)."""
+
+
 class StorageError(YoloOptError):
     """The Optuna storage URL is malformed, unreachable, or its driver is missing."""
 

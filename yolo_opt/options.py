@@ -25,7 +25,7 @@ PRUNE_METHODS = {
     "random": "random channels (a baseline for comparisons)",
 }
 CALIB_METHODS = ("minmax", "entropy", "percentile")  # ONNX Runtime calibration; "legacy" is TensorRT's own
-DEPLOY_FORMATS = ("onnx", "engine", "jetson")
+DEPLOY_FORMATS = ("onnx", "engine", "jetson", "openvino")
 # TensorRT builder workspace (GiB) for engines and bundles: Jetson Orin Nano/NX share 4-8 GiB with the CPU
 TRT_WORKSPACE_GIB = 2.0
 # Pruning decisions are searched on a small image: conv MACs scale with the area, so ratios do not change
@@ -342,13 +342,21 @@ class ExportOptions(Options):
     workspace: float = key(TRT_WORKSPACE_GIB, float, "TensorRT builder workspace (GiB)", EXPORT_MODES, low=0,
                            high=1024, low_open=True, ultralytics=True)
     out: str | None = key(None, str, "output path (.pt for prune, a folder for data, demo and bundle, the INT8 "
-                          ".onnx/.engine for export)", ("prune", "data", "demo", "export", "bundle"))
+                          ".onnx/.engine or the OpenVINO folder for export)", ("prune", "data", "demo", "export", "bundle"))
+    device: str | None = key(None, str, "OpenVINO device of format=openvino: CPU, GPU, NPU or AUTO (intel:gpu also "
+                             "accepted)", EXPORT_MODES, ultralytics=True)
     ptq: PTQOptions = field(default_factory=PTQOptions)
 
     def check(self) -> None:
-        """legacy calibration only builds engines; a bundle needs a folder."""
+        """legacy calibration only builds engines; device= and NNCF's own calibration belong to OpenVINO."""
         if self.ptq.calib == "legacy" and self.format != "engine":
             raise ConfigError("calib=legacy is TensorRT's implicit calibrator: use it with format=engine")
+        if self.device is not None and self.format != "openvino":
+            raise ConfigError(f"device= picks the OpenVINO device of format=openvino; format={self.format} does not "
+                              "take it (drop device=)")
+        if self.format == "openvino" and (self.ptq.calib != "minmax" or not self.ptq.per_channel):
+            raise ConfigError("calib= and per_channel= choose ONNX Runtime's calibration; NNCF calibrates "
+                              "format=openvino itself (drop them)")
         check_imgsz(self.imgsz)
 
     @classmethod
@@ -390,7 +398,7 @@ class DemoOptions(Options):
     n_val: int = key(80, int, "number of validation images", ("data", "demo"), low=1, high=1000000)
     base_epochs: int = key(30, int, "epochs of the demo's baseline training", ("demo",), low=1, high=10000)
     arch: str = key("yolov8n", str, "Ultralytics model yaml stem the demo trains (yolov8n, yolo11n, ...)", ("demo",))
-    recipe: str = key("cpu-onnx", str, "pipeline recipe: a shipped name (cpu-onnx, jetson-int8, accuracy-first) or "
+    recipe: str = key("cpu-onnx", str, "pipeline recipe: a shipped name (cpu-onnx, jetson-int8, intel-openvino, accuracy-first) or "
                       "a .yaml path", ("optimize", "demo"))
     imgsz: int = key(160, int, "training and validation image size", ("demo",), low=32, high=4096, ultralytics=True)
 
@@ -453,7 +461,7 @@ class TuneOptions(Options):
 class PipelineOptions(Options):
     """`yolo-opt optimize`: which recipe, and the run folder."""
 
-    recipe: str = key("cpu-onnx", str, "pipeline recipe: a shipped name (cpu-onnx, jetson-int8, accuracy-first) or a "
+    recipe: str = key("cpu-onnx", str, "pipeline recipe: a shipped name (cpu-onnx, jetson-int8, intel-openvino, accuracy-first) or a "
                       ".yaml path", ("optimize", "demo"))
 
 

@@ -2,75 +2,74 @@
 
 from __future__ import annotations
 
-import os
-import statistics
-import time
+import contextlib
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 
-def _median_ms(fn, runs: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
-
-
 def torch_latency(weights: str | Path, imgsz: int = 640, runs: int = 30, warmup: int = 5) -> dict:
-    """Median batch-1 CPU latency (ms) of a fused `.pt` model in eval mode, with the threads used."""
-    from yolo_opt.io.checkpoint import load_model
+    """Median batch-1 CPU latency (ms) of a fused `.pt` model in eval mode, with the threads used (this process)."""
+    from yolo_opt.bench.latency import interleaved
 
-    model = load_model(weights).fuse(verbose=False).eval()
-    x = torch.rand(1, 3, imgsz, imgsz)
     before = torch.get_num_threads()
-    threads = os.cpu_count() or 1  # as ONNX Runtime: one thread per core (training may have lowered it)
-    torch.set_num_threads(threads)
     try:
-        with torch.inference_mode():
-            ms = _median_ms(lambda: model(x), runs, warmup)
+        r = interleaved([weights], imgsz, runs=runs, rounds=1, warmup=warmup)[0]
     finally:
-        torch.set_num_threads(before)
-    return {"ms": ms, "threads": threads, "imgsz": imgsz}
+        torch.set_num_threads(before)  # as ONNX Runtime, one thread per core; training may have lowered it
+    return {"ms": r["ms"], "threads": r["threads"], "imgsz": r["imgsz"]}
 
 
 def onnx_latency(path: str | Path, imgsz: int | None = None, runs: int = 30, warmup: int = 5,
                  threads: int | None = None) -> dict:
-    """Median batch-1 ONNX Runtime CPU latency (ms), with the intra-op threads used."""
-    import onnxruntime as ort
+    """Median batch-1 ONNX Runtime CPU latency (ms), with the intra-op threads used (this process)."""
+    from yolo_opt.bench.latency import interleaved
 
-    opts = ort.SessionOptions()
-    threads = threads or os.cpu_count() or 1
-    opts.intra_op_num_threads = threads
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    inp = session.get_inputs()[0]
-    shape = [d if isinstance(d, int) else (imgsz or 640) for d in inp.shape]
-    shape[0] = 1
-    x = np.random.default_rng(0).random(shape, dtype=np.float32)
-    ms = _median_ms(lambda: session.run(None, {inp.name: x}), runs, warmup)
-    return {"ms": ms, "threads": threads, "imgsz": shape[-1]}
+    r = interleaved([path], imgsz, runs=runs, rounds=1, warmup=warmup, threads=threads)[0]
+    return {"ms": r["ms"], "threads": r["threads"], "imgsz": r["imgsz"]}
 
 
-def validate(weights: str | Path, data: str | Path, imgsz: int, batch: int = 16) -> dict:
-    """mAP50-95 and mAP50 from the Ultralytics validator (any format it loads: .pt, .onnx, .engine)."""
+def validate(weights: str | Path, data: str | Path, imgsz: int, batch: int = 16, device: str = "cpu") -> dict:
+    """mAP50-95 and mAP50 from the Ultralytics validator (any format it loads: .pt, .onnx, .engine, OpenVINO).
+
+    An OpenVINO model is given as its `*_openvino_model/` folder or its `.xml` (device: `intel:cpu`, `intel:gpu`).
+    """
+    import contextlib
+
     from ultralytics import YOLO
 
     from yolo_opt.io.checkpoint import read_checkpoint
 
     if str(weights).endswith(".pt"):
         read_checkpoint(weights)  # refused unless safe, before Ultralytics opens it
-    metrics = YOLO(str(weights), task="detect").val(
-        data=str(data), imgsz=imgsz, batch=batch if str(weights).endswith(".pt") else 1, plots=False,
-        verbose=False, device="cpu",
-    )
+    with contextlib.ExitStack() as stack:
+        if str(weights).endswith(".xml"):
+            weights = stack.enter_context(openvino_folder(weights))
+        metrics = YOLO(str(weights), task="detect").val(
+            data=str(data), imgsz=imgsz, batch=batch if str(weights).endswith(".pt") else 1, plots=False,
+            verbose=False, device=device,
+        )
     return {"map": float(metrics.box.map), "map50": float(metrics.box.map50)}
+
+
+@contextlib.contextmanager
+def openvino_folder(xml: str | Path) -> Iterator[Path]:
+    """A folder Ultralytics loads as OpenVINO (its name ends in `_openvino_model`) holding `xml`, its .bin and the
+    metadata.yaml beside it: the parent folder itself when so named, else a temporary one of links."""
+    xml = Path(xml).resolve()
+    if "_openvino_model" in xml.parent.name:
+        yield xml.parent
+        return
+    with tempfile.TemporaryDirectory(prefix="yolo-opt-ov.") as tmp:
+        folder = Path(tmp) / f"{xml.stem}_openvino_model"
+        folder.mkdir()
+        for src in (xml, xml.with_suffix(".bin"), xml.parent / "metadata.yaml"):
+            if src.exists():
+                (folder / src.name).symlink_to(src)
+        yield folder
 
 
 def model_stats(weights: str | Path, imgsz: int = 640) -> dict:

@@ -10,7 +10,43 @@ from typing import Any
 from yolo_opt.errors import ModelError
 from yolo_opt.io.files import atomic_write_bytes, check_output
 
-SUPPORTED = (".pt", ".onnx", ".engine")
+SUPPORTED = (".pt", ".onnx", ".engine", ".xml", "an OpenVINO *_openvino_model/ folder")
+
+
+def check_model_file(path: Path) -> None:
+    """A benchmarkable model file, or a one-line ModelError naming the formats."""
+    from yolo_opt.bench.latency import kind_of
+
+    if not path.exists():
+        raise ModelError(f"model file not found: {path}")
+    if kind_of(path) not in ("pt", "onnx", "engine", "openvino"):
+        raise ModelError(f"cannot benchmark '{path.name}': supported formats are {', '.join(SUPPORTED)}")
+    if kind_of(path) == "openvino":
+        from yolo_opt.deploy.openvino import model_xml, require
+
+        require("openvino")
+        model_xml(path)
+
+
+def openvino_stats(path: str | Path) -> dict[str, Any]:
+    """GFLOPs (2 x convolution MACs of the static IR) and file size (.xml + .bin) of an OpenVINO model."""
+    import numpy as np
+
+    from yolo_opt.deploy.openvino import model_xml, require
+
+    ov = require("openvino")
+    xml = model_xml(path)
+    macs = 0
+    for op in ov.Core().read_model(str(xml)).get_ordered_ops():
+        if op.get_type_name() in ("Convolution", "GroupConvolution"):
+            out = op.get_output_partial_shape(0)
+            w = op.input_value(1).get_partial_shape()
+            if out.is_static and w.is_static:
+                w = [d.get_length() for d in w]
+                per_out = np.prod(w[1:]) if op.get_type_name() == "Convolution" else np.prod(w[2:])
+                macs += int(np.prod([d.get_length() for d in out])) * int(per_out)
+    size = sum(f.stat().st_size for f in (xml, xml.with_suffix(".bin")))
+    return {"params": None, "gflops": 2 * macs / 1e9, "size_mb": size / 2**20}
 
 
 def onnx_stats(path: str | Path) -> dict[str, float]:
@@ -50,33 +86,56 @@ def onnx_stats(path: str | Path) -> dict[str, float]:
 
 
 def measure_file(path: str | Path, data: str | Path, imgsz: int, lat_imgsz: int | None = None,
-                 runs: int = 30) -> dict[str, Any]:
-    """Every figure of one model file: params, GFLOPs, size, mAP50-95/mAP50, CPU latency and its runtime."""
-    from yolo_opt.bench.measure import model_stats, onnx_latency, torch_latency, validate
+                 runs: int = 30, latency: bool = True) -> dict[str, Any]:
+    """Every figure of one model file: params, GFLOPs, size, mAP50-95/mAP50, CPU latency and its runtime.
+
+    Latency is timed in a process of the model's runtime alone (`yolo_opt.bench.latency`); `benchmark` instead
+    interleaves all models of a runtime in one such process.
+    """
+    from yolo_opt.bench.latency import RUNTIMES, kind_of, latency_in_process
+    from yolo_opt.bench.measure import model_stats, validate
 
     path = Path(path)
-    if not path.exists():
-        raise ModelError(f"model file not found: {path}")
-    if path.suffix not in SUPPORTED:
-        raise ModelError(f"cannot benchmark '{path.name}': supported formats are {', '.join(SUPPORTED)}")
+    check_model_file(path)
+    kind = kind_of(path)
     lat_imgsz = lat_imgsz or imgsz
-    row: dict[str, Any] = {"file": str(path), "size_mb": path.stat().st_size / 2**20}
-    if path.suffix == ".pt":
+    row: dict[str, Any] = {"file": str(path), "runtime": RUNTIMES.get(kind, "TensorRT")}
+    if kind == "pt":
         stats = model_stats(path, imgsz)
-        row.update(params=stats["params"], gflops=stats["gflops"])
-        latency = torch_latency(path, lat_imgsz, runs)
-        row.update(latency_ms=latency["ms"], runtime="PyTorch CPU", threads=latency["threads"])
-    elif path.suffix == ".onnx":
-        row.update(onnx_stats(path))
-        latency = onnx_latency(path, lat_imgsz, runs)
-        row.update(latency_ms=latency["ms"], runtime="ONNX Runtime CPU", threads=latency["threads"])
-        lat_imgsz = latency["imgsz"]
+        row.update(params=stats["params"], gflops=stats["gflops"], size_mb=stats["size_mb"])
+    elif kind == "onnx":
+        row.update(onnx_stats(path), size_mb=path.stat().st_size / 2**20)
+    elif kind == "openvino":
+        row.update(openvino_stats(path))
     else:  # .engine: needs TensorRT and a GPU, measured by the validator's own timing only
-        row.update(params=None, gflops=None, latency_ms=None, runtime="TensorRT", threads=None)
-    row.update(validate(path, data, lat_imgsz if path.suffix == ".onnx" else imgsz))
+        row.update(params=None, gflops=None, size_mb=path.stat().st_size / 2**20)
+    row.update(latency_ms=None, threads=None)
+    if latency and kind in RUNTIMES:
+        lat = latency_in_process([path], lat_imgsz, runs=runs, rounds=1)[0]
+        row.update(latency_ms=lat["ms"], threads=lat["threads"])
+        lat_imgsz = lat["imgsz"]
+    elif kind in ("onnx", "openvino"):
+        lat_imgsz = None  # a fixed-shape model is validated at its own input size
+    row.update(validate(path, data, imgsz if kind in ("pt", "engine") else (lat_imgsz or _input_size(path, imgsz)),
+                        device="intel:cpu" if kind == "openvino" else "cpu"))
     row["imgsz"] = imgsz
     row["lat_imgsz"] = lat_imgsz
     return row
+
+
+def _input_size(path: Path, default: int) -> int:
+    """Input side of a fixed-shape ONNX or OpenVINO model (`default` for a dynamic one)."""
+    from yolo_opt.bench.latency import kind_of
+
+    if kind_of(path) == "onnx":
+        from yolo_opt.io.onnx import load_onnx, onnx_io
+
+        side = onnx_io(load_onnx(path, check=False))["inputs"][0]["shape"][-1]
+        return side if isinstance(side, int) and side > 0 else default
+    from yolo_opt.deploy.openvino import model_xml, require
+
+    dim = require("openvino").Core().read_model(str(model_xml(path))).input(0).get_partial_shape()[-1]
+    return dim.get_length() if dim.is_static else default
 
 
 def _fmt(value: Any, ref: Any, digits: int = 3) -> str:
@@ -206,8 +265,11 @@ def _unique_labels(models: list[Path]) -> list[str]:
 
 def benchmark(models: Iterable[str | Path], data: str | Path, imgsz: int = 640, out: str | Path | None = None,
               lat_imgsz: int | None = None, runs: int = 30, names: Iterable[str] | None = None,
-              references: Iterable[str] = (), reference: str | Path | None = None) -> dict[str, Any]:
+              references: Iterable[str] = (), reference: str | Path | None = None, rounds: int = 3) -> dict[str, Any]:
     """`yolo-opt benchmark`: measure each model file and write the report. Returns the rows.
+
+    Latency: the models of each runtime (PyTorch, ONNX Runtime, OpenVINO) in `rounds` interleaved rounds of `runs`
+    calls, in a process of that runtime alone; ratios in the table stay within one runtime.
 
     The reference is the input trained as long as the compressed models were, unpruned; the report then shows
     each row's mAP against it. `references` names the rows (labels) that are references; `reference` adds one
@@ -215,6 +277,7 @@ def benchmark(models: Iterable[str | Path], data: str | Path, imgsz: int = 640, 
     """
     from ultralytics.utils import TQDM as tqdm  # noqa: N812 (Ultralytics ships its own progress bar)
 
+    from yolo_opt.bench.latency import by_runtime
     from yolo_opt.data.checks import check_dataset, dataset_images
 
     models = [Path(m) for m in models]
@@ -225,17 +288,18 @@ def benchmark(models: Iterable[str | Path], data: str | Path, imgsz: int = 640, 
     if out:
         check_output(out, models, folder=True, key="name")
     for m in models:  # fail before measuring anything: missing files, and a dataset of other classes
-        if not m.exists():
-            raise ModelError(f"model file not found: {m}")
-        if m.suffix not in SUPPORTED:
-            raise ModelError(f"cannot benchmark '{m.name}': supported formats are {', '.join(SUPPORTED)}")
+        check_model_file(m)
         check_dataset(data, _class_names(m), (), what=m.name)
     dataset_images(data, "val")
     rows = {}
     for label, m in tqdm(list(zip(labels, models, strict=True)), desc="benchmark", unit="model"):
-        rows[label] = measure_file(m, data, imgsz, lat_imgsz, runs)
+        rows[label] = measure_file(m, data, imgsz, lat_imgsz, runs, latency=False)
         if label in references:
             rows[label]["reference"] = True
+    lats = by_runtime(models, imgsz=lat_imgsz or imgsz, runs=max(1, runs // rounds), rounds=rounds)
+    for label, lat in zip(labels, lats, strict=True):
+        if lat is not None:
+            rows[label].update(latency_ms=lat["ms"], threads=lat["threads"], lat_imgsz=lat["imgsz"])
     if out:
         write_report(rows, out)
     return rows

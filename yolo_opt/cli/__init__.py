@@ -22,8 +22,10 @@ MODES = {
     "prune": "one-shot pruning without training: model=best.pt prune=0.5 out=pruned.pt",
     "val": "Ultralytics validation of any model (pruned ones too)",
     "predict": "Ultralytics prediction",
-    "export": "Ultralytics export; int8=True or format=engine|jetson: INT8 QDQ ONNX / TensorRT / bundle (calib=, ...)",
-    "bundle": "Jetson folder (ONNX FP32+INT8, metadata, build_engine.py/.sh, infer.py): model= data= out=",
+    "export": "Ultralytics export; int8=True or format=engine|jetson|openvino: INT8 QDQ ONNX / TensorRT / bundle / "
+              "OpenVINO IR (NNCF INT8, device=CPU|GPU|NPU)",
+    "bundle": "device folder: Jetson (ONNX FP32+INT8, build_engine.py/.sh, infer.py) or format=openvino (IR FP32+INT8, "
+              "infer.py): model= data= out=",
     "optimize": "the whole pipeline from a recipe: model=best.pt data=data.yaml recipe=jetson-int8 [name= key=...]",
     "benchmark": "measure models side by side: model=a.pt,b.onnx,... data=data.yaml [reference=ref.pt imgsz= lat_imgsz= name=]",
     "data": "write the generated demo dataset: out=DIR [seed= n_train= n_val= imgsz=]",
@@ -195,7 +197,7 @@ def wants_deploy(mode: str, kwargs: dict[str, Any]) -> bool:
     if mode != "export":
         return False
     int8 = kwargs.get("int8") is True or str(kwargs.get("quantize")).lower() in {"8", "int8"}
-    return int8 or str(kwargs.get("format", "")).lower() in {"engine", "jetson"}
+    return int8 or str(kwargs.get("format", "")).lower() in {"engine", "jetson", "openvino"}
 
 
 def run_deploy(mode: str, kwargs: dict[str, Any]) -> None:
@@ -208,12 +210,14 @@ def run_deploy(mode: str, kwargs: dict[str, Any]) -> None:
     if str(kwargs.pop("quantize", None)).lower() in {"8", "int8"}:  # Ultralytics' spelling of int8=True
         kwargs["int8"] = True
     if mode == "bundle":
-        kwargs["format"] = "jetson"
-        need(dict(kwargs), "out", "jetson_bundle")
+        kwargs["format"] = kwargs.get("format", "jetson")
+        if kwargs["format"] not in ("jetson", "openvino"):
+            raise ConfigError(f"bundle format={kwargs['format']!r}: choose jetson (TensorRT) or openvino")
+        need(dict(kwargs), "out", f"{kwargs['format']}_bundle")
     opts = ExportOptions.take(kwargs, mode)
     model, data = need(kwargs, "model", "best.pt"), kwargs.pop("data", None)
     refuse_rest(kwargs, mode)
-    export(model, opts, data)
+    export(model, opts, data, bundle=mode == "bundle")
 
 
 def run_data(kwargs: dict[str, Any]) -> None:

@@ -10,16 +10,19 @@ from yolo_opt.options import ExportOptions
 
 
 def export(model: str | Path, opts: ExportOptions | None = None, data: str | Path | None = None,
-           verbose: bool = True, **shortcuts: Any) -> dict[str, Any]:
-    """FP32 + INT8 QDQ ONNX (both validated), a TensorRT engine, or a Jetson bundle, from an Ultralytics `.pt`.
+           verbose: bool = True, bundle: bool = False, **shortcuts: Any) -> dict[str, Any]:
+    """FP32 + INT8 QDQ ONNX (both validated), a TensorRT engine, an OpenVINO IR, or a Jetson / OpenVINO bundle.
 
     Args:
         model: Ultralytics `.pt` (pruned or not).
-        opts: `format` (onnx, engine, jetson), `int8`, `imgsz`, `out` (INT8 .onnx, .engine or bundle folder; nothing
-            is written anywhere else), `workspace` (TensorRT GiB) and the PTQ options in `opts.ptq`; or their
-            keyword shortcuts (`export("best.pt", int8=True, calib="entropy", data="data.yaml")`).
+        opts: `format` (onnx, engine, jetson, openvino), `int8`, `imgsz`, `out` (INT8 .onnx, .engine, OpenVINO or
+            bundle folder; nothing is written anywhere else), `workspace` (TensorRT GiB), `device` (OpenVINO) and
+            the PTQ options in `opts.ptq`; or their keyword shortcuts
+            (`export("best.pt", int8=True, calib="entropy", data="data.yaml")`).
         data: data.yaml: its train split calibrates, its val split validates.
         verbose: Print the summary.
+        bundle: With format=openvino, the deployment folder (FP32 + INT8 IR, metadata.json, infer.py) instead of
+            one model folder (format=jetson is always a bundle).
 
     Returns:
         A report dict (paths, mAPs, layers kept in float).
@@ -43,10 +46,13 @@ def export(model: str | Path, opts: ExportOptions | None = None, data: str | Pat
     ptq, fmt, int8, imgsz, out = opts.ptq, opts.format, opts.int8, opts.imgsz, opts.out
     net = load_model(model)
     if out:  # an existing folder, the input itself or an unwritable place fails now, not after the calibration
-        check_output(out, [model], folder=fmt == "jetson", example="model_int8.onnx" if fmt == "onnx" else "model.engine")
+        check_output(out, [model], folder=fmt in ("jetson", "openvino"),
+                     example="model_int8.onnx" if fmt == "onnx" else "model.engine")
     if int8 or fmt == "jetson":  # one clear error before any work: the classes, and usable train and val images
         check_dataset(data, getattr(net, "names", None))
         calibration_files(data, ptq.calib_images)
+    if fmt == "openvino":
+        return _openvino(model, opts, data, verbose, bundle)
     if fmt == "jetson":
         folder = make_bundle(model, data, out or Path(model).with_name(Path(model).stem + "_jetson"), imgsz,
                              True, ptq.calib, ptq.calib_images, ptq.per_channel, ptq.max_map_drop,
@@ -89,3 +95,29 @@ def export(model: str | Path, opts: ExportOptions | None = None, data: str | Pat
         if verbose:
             print(f"TensorRT engine: {engine}")
     return report
+
+
+def _openvino(model: str | Path, opts: ExportOptions, data: str | Path | None, verbose: bool,
+              bundle: bool) -> dict[str, Any]:
+    """format=openvino: one IR folder (FP32, or NNCF INT8 with int8=True), or the OpenVINO bundle."""
+    from yolo_opt.deploy.openvino import export_openvino, require
+
+    require("openvino")  # the one-line install hint before anything else
+    ptq = opts.ptq
+    if bundle:
+        from yolo_opt.deploy.bundle import make_openvino_bundle
+
+        folder = make_openvino_bundle(model, data, opts.out or Path(model).with_name(Path(model).stem + "_openvino"),
+                                      opts.imgsz, ptq.calib_images, ptq.max_map_drop, opts.device)
+        if verbose:
+            print(f"OpenVINO bundle written: {folder} (see {folder / 'README.txt'})")
+        return {"bundle": str(folder)}
+    r = export_openvino(model, opts.out, opts.imgsz, opts.int8, data, ptq.calib_images, ptq.max_map_drop, opts.device)
+    if verbose:
+        line = f"OpenVINO {r.precision.upper()} IR: {r.path} (device {r.device})"
+        if r.int8_map is not None and r.fp32_map is not None:
+            line += f"; mAP50-95 FP32 {r.fp32_map:.4f} -> INT8 {r.int8_map:.4f} ({r.int8_map - r.fp32_map:+.4f})"
+        elif r.fp32_map is not None:
+            line += f"; mAP50-95 {r.fp32_map:.4f}"
+        print(line)
+    return {"openvino": str(r.path), **r.as_dict()}

@@ -153,6 +153,26 @@ def _bundle(run: Run, recipe: Recipe) -> None:
     run.record("bundle", {"bundle": folder})
 
 
+@stage("openvino", ("pt",), (), "OpenVINO bundle: FP32 IR + NNCF INT8 IR (max_map_drop: accuracy control), infer.py")
+def _openvino(run: Run, recipe: Recipe) -> None:
+    from yolo_opt.deploy.bundle import make_openvino_bundle
+    from yolo_opt.deploy.openvino import export_openvino
+
+    ptq = recipe.ptq
+    src = run.path("pruned_pt") or run.path("baseline_pt") or run.path("pt")  # the float model (not qat.pt)
+    folder = make_openvino_bundle(src, run.data, run.folder / "openvino", recipe.imgsz, ptq.calib_images,
+                                  ptq.max_map_drop, validate=ptq.max_map_drop is not None)
+    artefacts = {"openvino_bundle": folder, "openvino_fp32": folder / "model_fp32_openvino_model",
+                 "openvino_int8": folder / "model_int8_openvino_model"}
+    # the input and the reference on OpenVINO too: ratios compare models on the same runtime
+    for kind in ("baseline", "reference"):
+        path = run.path(f"{kind}_pt")
+        if path is not None and path != src:
+            artefacts[f"{kind}_openvino"] = export_openvino(path, run.folder / f"{kind}_openvino_model",
+                                                            recipe.imgsz, validate=False).path
+    run.record("openvino", artefacts)
+
+
 @stage("engine", ("onnx",), (), "TensorRT engine (skipped with a note where TensorRT is absent)")
 def _engine(run: Run, recipe: Recipe) -> None:
     from yolo_opt.deploy.tensorrt import build_engine
@@ -172,12 +192,15 @@ def _benchmark(run: Run, recipe: Recipe) -> dict[str, Any]:
     from yolo_opt.bench.report import benchmark
 
     labels = {"baseline_pt": "baseline", "reference_pt": "reference", "pruned_pt": "pruned",
-              "baseline_onnx": "baseline onnx", "reference_onnx": "reference onnx", "fp32_onnx": "fp32 onnx", "qat_onnx": "qat int8 onnx", "ptq_onnx": "ptq int8 onnx", "engine": "engine"}
+              "baseline_onnx": "baseline onnx", "reference_onnx": "reference onnx", "fp32_onnx": "fp32 onnx",
+              "qat_onnx": "qat int8 onnx", "ptq_onnx": "ptq int8 onnx", "engine": "engine",
+              "baseline_openvino": "baseline openvino", "reference_openvino": "reference openvino",
+              "openvino_fp32": "openvino fp32", "openvino_int8": "openvino int8"}
     chosen = {label: run.path(kind) for kind, label in labels.items() if run.path(kind)}
     if not chosen:
         raise ModelError("stage 'benchmark' found no model artefact in the run; add stages before it")
     rows = benchmark(chosen.values(), run.data, recipe.imgsz, out=run.folder, lat_imgsz=recipe.bench.lat_imgsz,
-                     names=chosen.keys(), references=("reference", "reference onnx"))
+                     names=chosen.keys(), references=("reference", "reference onnx", "reference openvino"))
     run.record("benchmark", {"report": run.folder / "report.md", "plot": run.folder / "report.png",
                              "results": run.folder / "results.json"})
     return rows

@@ -1,0 +1,144 @@
+"""Batch-1 CPU latency per runtime (PyTorch, ONNX Runtime, OpenVINO), interleaved, each runtime in its own process.
+
+Interleaved rounds (every model once per round, the median over rounds) let load elsewhere on the machine hit
+every model alike. Each runtime is timed in a fresh process of its own: OpenVINO's CPU thread pool keeps spinning
+after a call, and ONNX Runtime sessions sharing its process read up to 1.5x slow here.
+
+    python -m yolo_opt.bench.latency < request.json   # what `latency_in_process` runs
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RUNTIMES = {"pt": "PyTorch CPU", "onnx": "ONNX Runtime CPU", "openvino": "OpenVINO CPU"}
+
+
+def kind_of(path: str | Path) -> str:
+    """pt, onnx, openvino (an .xml or a folder holding one) or engine."""
+    path = Path(path)
+    if path.suffix == ".xml" or path.is_dir():
+        return "openvino"
+    return path.suffix.lstrip(".")
+
+
+def runner(path: str | Path, imgsz: int | None = None, threads: int | None = None,
+           device: str = "CPU") -> tuple[Callable[[], Any], int, int]:
+    """(one batch-1 inference, input size, threads) for a .pt, .onnx or OpenVINO model."""
+    threads = threads or os.cpu_count() or 1
+    kind = kind_of(path)
+    if kind == "pt":
+        import torch
+
+        from yolo_opt.io.checkpoint import load_model
+
+        size = imgsz or 640
+        model = load_model(path).fuse(verbose=False).eval()
+        x = torch.rand(1, 3, size, size)
+        torch.set_num_threads(threads)
+
+        def run() -> Any:
+            with torch.inference_mode():
+                return model(x)
+
+        return run, size, threads
+    if kind == "onnx":
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        inp = session.get_inputs()[0]
+        shape = [d if isinstance(d, int) else (imgsz or 640) for d in inp.shape]
+        shape[0] = 1
+        x = np.random.default_rng(0).random(shape, dtype=np.float32)
+        return (lambda: session.run(None, {inp.name: x})), shape[-1], threads
+    if kind == "openvino":
+        from yolo_opt.deploy.openvino import model_xml, openvino_device, require
+
+        ov = require("openvino")
+        core = ov.Core()
+        model = core.read_model(str(model_xml(path)))
+        if model.input(0).get_partial_shape().is_dynamic:
+            model.reshape([1, 3, imgsz or 640, imgsz or 640])
+        shape = list(model.input(0).get_shape())
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+        name = openvino_device(device)
+        compiled = core.compile_model(model, name, config if name == "CPU" else {"PERFORMANCE_HINT": "LATENCY"})
+        request = compiled.create_infer_request()
+        x = np.random.default_rng(0).random(shape, dtype=np.float32)
+        return (lambda: request.infer({0: x})), shape[-1], threads
+    raise ValueError(f"no CPU latency for '{path}'")
+
+
+def interleaved(paths: list[str | Path], imgsz: int | None = None, runs: int = 30, rounds: int = 3,
+                warmup: int = 5, threads: int | None = None) -> list[dict[str, Any]]:
+    """Median ms of each model over `rounds` interleaved rounds of `runs` timed calls (in this process)."""
+    runners = [runner(p, imgsz, threads) for p in paths]
+    for run, _, _ in runners:
+        for _ in range(warmup):
+            run()
+    times: list[list[float]] = [[] for _ in paths]
+    for _ in range(rounds):
+        for i, (run, _, _) in enumerate(runners):
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                run()
+                times[i].append((time.perf_counter() - t0) * 1000)
+    return [{"ms": statistics.median(t), "imgsz": size, "threads": th, "runtime": RUNTIMES[kind_of(p)],
+             "rounds": rounds, "runs": runs}
+            for p, t, (_, size, th) in zip(paths, times, runners, strict=True)]
+
+
+def latency_in_process(paths: list[str | Path], imgsz: int | None = None, runs: int = 30, rounds: int = 3,
+                       warmup: int = 5, threads: int | None = None, timeout: float = 3600) -> list[dict[str, Any]]:
+    """`interleaved` for models of one runtime, in a fresh Python process (nothing else loaded there)."""
+    from yolo_opt.errors import DeployError
+
+    kinds = {kind_of(p) for p in paths}
+    if len(kinds) != 1:
+        raise ValueError(f"one runtime per process, got {sorted(kinds)}")
+    request = {"paths": [str(p) for p in paths], "imgsz": imgsz, "runs": runs, "rounds": rounds, "warmup": warmup,
+               "threads": threads}
+    r = subprocess.run([sys.executable, "-m", "yolo_opt.bench.latency"], input=json.dumps(request),
+                       capture_output=True, text=True, timeout=timeout, env={**os.environ, "YOLO_OFFLINE": "1"})
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
+    if r.returncode != 0 or not lines:
+        tail = (r.stderr.strip().splitlines() or ["no output"])[-1][:300]
+        raise DeployError(f"latency of {', '.join(map(str, paths))} failed: {tail}")
+    return json.loads(lines[-1])["results"]
+
+
+def by_runtime(paths: list[str | Path], **kwargs: Any) -> list[dict[str, Any] | None]:
+    """Latency of each model, the models of each runtime interleaved in one process of their own (None: untimed)."""
+    out: list[dict[str, Any] | None] = [None] * len(paths)
+    groups: dict[str, list[int]] = {}
+    for i, p in enumerate(paths):
+        if kind_of(p) in RUNTIMES:
+            groups.setdefault(kind_of(p), []).append(i)
+    for idx in groups.values():
+        for i, res in zip(idx, latency_in_process([paths[i] for i in idx], **kwargs), strict=True):
+            out[i] = res
+    return out
+
+
+def _main() -> None:
+    request = json.loads(sys.stdin.read())
+    results = interleaved(request["paths"], request["imgsz"], request["runs"], request["rounds"], request["warmup"],
+                          request["threads"])
+    print(json.dumps({"results": results}))
+
+
+if __name__ == "__main__":
+    _main()
