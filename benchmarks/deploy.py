@@ -86,7 +86,7 @@ def main() -> None:
         for k in acc:
             rows.append({
                 "model": mname, "variant": k, "size_mb": lat[k].stat().st_size / 1e6,
-                "map50_95": maps[k]["map50_95"], "map50": maps[k]["map50"],
+                "map50_95": maps[k]["map"], "map50": maps[k]["map50"],
                 "latency_ms": statistics.median(times[k]), "latency_rounds_ms": times[k],
             })
         base = next(r for r in rows if r["model"] == mname and r["variant"] == "fp32")

@@ -1,6 +1,6 @@
 """Pruning recovery against honest references, on the generated dataset, in one run with cached stages.
 
-Protocol (DESIGN.md): the baseline is *converged* (trained until validation mAP stops improving, with a cap); every
+Protocol: the baseline is *converged* (trained until validation mAP stops improving, with a cap); every
 pruned model is compared with the **reference** (the baseline trained the same extra epochs with the same schedule)
 and with **slim models from scratch** (the same yaml at the width multiple whose GFLOPs are the nearest at or below
 the pruned model's), trained (a) for the baseline's epochs + the fine-tune epochs (equal total cost) and (b) for

@@ -87,7 +87,7 @@ def validate_onnx(
     """mAP of an `.onnx` model with the Ultralytics validator (ONNX Runtime on CPU).
 
     Returns:
-        {"map50_95": ..., "map50": ...}.
+        {"map": mAP50-95, "map50": mAP50}, like `validate`.
     """
     from ultralytics import YOLO
 
@@ -100,4 +100,4 @@ def validate_onnx(
         imgsz = onnx_metadata(load_onnx(path, check=False)).get("imgsz", 640)
     args = {"data": str(data), "imgsz": imgsz, "plots": False, "batch": 1, "verbose": verbose, "device": "cpu"}
     metrics = YOLO(str(path), task="detect").val(**{**args, **kwargs})
-    return {"map50_95": float(metrics.box.map), "map50": float(metrics.box.map50)}
+    return {"map": float(metrics.box.map), "map50": float(metrics.box.map50)}

@@ -188,8 +188,8 @@ def make_bundle(
                 accuracy = f"mAP50-95 FP32 {r.fp32_map:.4f}, INT8 {r.int8_map:.4f} (ONNX Runtime CPU)"
         elif validate and data:
             m32 = validate_onnx(fp32, data)
-            info["accuracy"] = {"fp32_map50_95": m32["map50_95"], "data": str(data)}
-            accuracy = f"mAP50-95 FP32 {m32['map50_95']:.4f} (ONNX Runtime CPU)"
+            info["accuracy"] = {"fp32_map50_95": m32["map"], "data": str(data)}
+            accuracy = f"mAP50-95 FP32 {m32['map']:.4f} (ONNX Runtime CPU)"
         default = "int8" if int8 else "fp16"
         info["engine"] = {"precision": default, "file": f"model_{default}.engine"}
         info["tensorrt"] = SUPPORTED_TENSORRT

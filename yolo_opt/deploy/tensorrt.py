@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import struct
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -264,12 +263,3 @@ def build_engine(
         tmp.write_bytes(plan)
     return out
 
-
-def engine_info() -> dict[str, Any]:
-    """TensorRT version if importable, else {"tensorrt": None}."""
-    try:
-        import tensorrt as trt
-
-        return {"tensorrt": trt.__version__}
-    except ImportError:
-        return {"tensorrt": None}

@@ -192,12 +192,12 @@ def quantize_onnx(
 
         result = QuantizeResult(out, onnx_path, calib, len(files), tail_nodes=len(tail), shared_concats=shared)
         cand = build([])
-        score = evaluate or (lambda p: validate_onnx(p, data, imgsz)["map50_95"])
+        score = evaluate or (lambda p: validate_onnx(p, data, imgsz)["map"])
         if validate or evaluate is not None:
             if evaluate is None:
                 m32, m8 = validate_onnx(onnx_path, data, imgsz), validate_onnx(cand, data, imgsz)
-                result.fp32_map, result.fp32_map50 = m32["map50_95"], m32["map50"]
-                result.int8_map, result.int8_map50 = m8["map50_95"], m8["map50"]
+                result.fp32_map, result.fp32_map50 = m32["map"], m32["map50"]
+                result.int8_map, result.int8_map50 = m8["map"], m8["map50"]
             else:
                 result.fp32_map, result.int8_map = float(evaluate(onnx_path)), float(evaluate(cand))
         if max_map_drop is not None and result.fp32_map - result.int8_map > max_map_drop:
