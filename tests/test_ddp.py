@@ -35,7 +35,8 @@ RANK_SCRIPT = textwrap.dedent(r'''
 
     trainer = PruneTrainer(overrides=dict(
         model=ckpt, data=data, epochs=2, imgsz=IMGSZ, batch=8, workers=0, plots=False, val=False, device="cpu",
-        project=out, name="ddp", exist_ok=True, warmup_epochs=0, prune=0.5, prune_method="taylor", prune_batches=2))
+        project=out, name="ddp", exist_ok=True, warmup_epochs=0, prune=0.5, prune_method="taylor", prune_batches=2,
+        distill=False))  # the DDP wrapper around the student itself (distillation wraps it once more)
     trainer._setup_train()
     trainer.model = DDP(trainer.model, find_unused_parameters=True)  # as BaseTrainer._setup_train wraps it
     first = next(iter(trainer.train_loader))["im_file"]  # each rank's shard: Taylor scores would differ
