@@ -37,9 +37,11 @@ def check_detection_model(model: nn.Module):
 META_ATTR = "yolo_opt"
 
 
-# yolo-opt's own classes that its checkpoints pickle (by name: io/ does not import prune/). They and the Ultralytics
-# and torch model classes Ultralytics' `_SafeLoad` knows are all a safe load reconstructs.
-YOLO_OPT_CLASSES = ("yolo_opt.prune.blocks.C2fSplit", "yolo_opt.prune.blocks.C2PSASplit")
+# yolo-opt's own classes that its checkpoints pickle (by name: io/ does not import prune/ or distill/): the split-free
+# twins of pruned models, and the distillation wrapper a distilled run's last.pt holds (resume). They and the
+# Ultralytics and torch model classes Ultralytics' `_SafeLoad` knows are all a safe load reconstructs.
+YOLO_OPT_CLASSES = ("yolo_opt.prune.blocks.C2fSplit", "yolo_opt.prune.blocks.C2PSASplit",
+                    "yolo_opt.distill.model.RecoveryDistillationModel")
 
 
 def safe_loading() -> bool:
