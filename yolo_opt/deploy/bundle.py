@@ -252,11 +252,11 @@ def make_openvino_bundle(
     if not out:
         raise ConfigError("out= is required for a bundle, e.g. out=openvino_bundle")
     out = Path(out)
-    owned_folder(out, "openvino-bundle")  # a folder of the user's is refused before any work (and again before the swap)
+    owned_folder(out, "OpenVINO bundle")  # a folder of the user's is refused before any work (and again before the swap)
     dev = openvino_device(device)
     net = load_model(model)
     calibration_files(data, calib_images)  # fail fast on no/empty data before exporting anything
-    with atomic_folder(out, "openvino-bundle") as tmp:
+    with atomic_folder(out, "OpenVINO bundle") as tmp:
         fp32 = export_openvino(model, tmp / "model_fp32_openvino_model", imgsz, device=dev, data=data,
                                validate=validate, progress=progress)
         int8 = export_openvino(model, tmp / "model_int8_openvino_model", imgsz, True, data, calib_images,

@@ -206,7 +206,7 @@ def export_openvino(model: str | Path, out: str | Path | None = None, imgsz: int
     elif max_map_drop is not None:
         raise ConfigError("max_map_drop bounds the INT8 loss: add int8=True")
     out = Path(out) if out else model.with_name(f"{model.stem}_{'int8_' if int8 else ''}openvino_model")
-    owned_folder(out, "openvino")  # a folder of the user's is refused before any work (and again before the swap)
+    owned_folder(out, "OpenVINO model folder")  # a folder of the user's is refused before any work (and again before the swap)
     result = OpenVINOResult(out, "int8" if int8 else "fp32", dev, max_map_drop=max_map_drop)
     ov_device = f"intel:{dev.lower()}"
     work = temporary_dir(out.with_name(f"{out.name}-work"))
@@ -214,7 +214,7 @@ def export_openvino(model: str | Path, out: str | Path | None = None, imgsz: int
         fp32 = Path(fp32) if fp32 else _ultralytics_fp32(model, work, imgsz)
         if validate and data:
             result.fp32_map = val(fp32, data, imgsz, device=ov_device)["map"]
-        with atomic_folder(out, "openvino") as tmp:
+        with atomic_folder(out, "OpenVINO model folder") as tmp:
             xml = model_xml(fp32)
             if int8:
                 import yaml
