@@ -6,7 +6,8 @@ One run on the generated dataset (yolo_opt.data.make_dataset): a yolov8n trained
 pruned with prune=0.5 and fine-tuned (cached), then per model: FP32 ONNX, yolo-opt's INT8 QDQ ONNX, Ultralytics'
 INT8 ONNX, NNCF's INT8 ONNX (all on ONNX Runtime), OpenVINO FP32 (Ultralytics' exporter), OpenVINO INT8 (NNCF,
 as `yolo-opt export format=openvino int8=True`), OpenVINO INT8 with max_map_drop=0.01 (NNCF accuracy control) and
-yolo-opt's QDQ ONNX read by OpenVINO. Every calibration uses the same train images.
+yolo-opt's QDQ ONNX read by OpenVINO. Every calibration uses the same train images (fewer
+for the latency-only models at --lat-imgsz: their speed does not depend on it).
 
 mAP50-95 from the Ultralytics validator at the train size (batch 1, fixed shapes); latency at --lat-imgsz, batch 1,
 --threads threads, --rounds interleaved rounds of --runs calls per model, median; the models of each runtime are
@@ -29,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peers_models import models  # noqa: E402
 
 
-def ultralytics_int8_onnx(pt: Path, data: Path, imgsz: int, out: Path) -> Path:
-    """Ultralytics' own INT8 ONNX (ONNX Runtime quantize_static), calibrated on the train split."""
+def ultralytics_int8_onnx(pt: Path, data: Path, imgsz: int, out: Path, fraction: float = 1.0) -> Path:
+    """Ultralytics' own INT8 ONNX (ONNX Runtime quantize_static), calibrated on (a fraction of) the train split."""
     from ultralytics import YOLO
 
     if out.exists():
@@ -41,7 +42,7 @@ def ultralytics_int8_onnx(pt: Path, data: Path, imgsz: int, out: Path) -> Path:
     local = work / pt.name
     shutil.copyfile(pt, local)
     written = Path(YOLO(str(local)).export(format="onnx", quantize=8, data=str(data), imgsz=imgsz, batch=1,
-                                           split="train"))
+                                           split="train", fraction=fraction))
     os.replace(written, out)
     shutil.rmtree(work, ignore_errors=True)
     return out
@@ -82,6 +83,7 @@ def ours_in_openvino(qdq: Path, out: Path) -> Path:
 
 def artefacts(label: str, pt: Path, data: Path, imgsz: int, work: Path, n_calib: int) -> dict[str, Path]:
     """Every variant of one model at one input size (cached: each is written atomically)."""
+    from yolo_opt.data.checks import dataset_images
     from yolo_opt.deploy import export_onnx
     from yolo_opt.deploy.openvino import export_openvino
     from yolo_opt.quant import quantize_onnx
@@ -94,7 +96,9 @@ def artefacts(label: str, pt: Path, data: Path, imgsz: int, work: Path, n_calib:
     ours = d / "ours_int8.onnx"
     if not ours.exists():
         quantize_onnx(fp32, data, ours, calib_images=n_calib, validate=False, progress=False)
-    out = {"fp32": fp32, "ours": ours, "ultralytics": ultralytics_int8_onnx(pt, data, imgsz, d / "ul_int8.onnx"),
+    n_train = len(dataset_images(data, "train"))
+    out = {"fp32": fp32, "ours": ours,
+           "ultralytics": ultralytics_int8_onnx(pt, data, imgsz, d / "ul_int8.onnx", min(1.0, n_calib / n_train)),
            "nncf_onnx": nncf_int8_onnx(fp32, data, imgsz, n_calib, d / "nncf_int8.onnx")}
     ov = d / "ov_fp32_openvino_model"
     if not ov.exists():
@@ -131,7 +135,9 @@ def main() -> None:
     ap.add_argument("--prune-round", type=int, default=8)
     ap.add_argument("--imgsz", type=int, default=160, help="train size: mAP")
     ap.add_argument("--lat-imgsz", type=int, default=640, help="latency size")
-    ap.add_argument("--calib-images", type=int, default=300)
+    ap.add_argument("--calib-images", type=int, default=300, help="calibration of the models whose mAP is measured")
+    ap.add_argument("--lat-calib-images", type=int, default=32,
+                    help="calibration of the latency-only models (their speed does not depend on it)")
     ap.add_argument("--runs", type=int, default=20, help="timed calls per model per round")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     ap.add_argument("--threads", type=int, default=2)
@@ -144,7 +150,7 @@ def main() -> None:
     data, pts = models(work, base_epochs=args.base_epochs, ft_epochs=args.ft_epochs, prune=args.prune,
                        prune_round=args.prune_round, imgsz=args.imgsz)
     acc = {m: artefacts(m, pt, data, args.imgsz, work, args.calib_images) for m, pt in pts.items()}
-    lat = {m: artefacts(m, pt, data, args.lat_imgsz, work, args.calib_images) for m, pt in pts.items()}
+    lat = {m: artefacts(m, pt, data, args.lat_imgsz, work, args.lat_calib_images) for m, pt in pts.items()}
 
     cache_path = work / "maps.json"
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
@@ -190,7 +196,8 @@ def main() -> None:
               f"({g:.2f}x GFLOPs). mAP50-95 at {args.imgsz} px (Ultralytics validator, batch 1); latency at "
               f"{args.lat_imgsz} px, batch 1, {args.threads} threads, median of {args.rounds} interleaved rounds x "
               f"{args.runs} calls, each runtime in its own process (ONNX Runtime {onnxruntime.__version__}, OpenVINO "
-              f"{openvino.__version__.split('-')[0]}, PyTorch). Calibration: {args.calib_images} train images.")
+              f"{openvino.__version__.split('-')[0]}, PyTorch). Calibration: {args.calib_images} train images "
+              f"({args.lat_calib_images} for the latency-only {args.lat_imgsz} px models).")
     lines = [header, "", "| model | variant | runtime | mAP50-95 | mAP vs FP32 | mAP vs own FP32 | latency ms | "
              "latency vs the same runtime's unpruned FP32 |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
