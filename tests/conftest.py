@@ -79,3 +79,21 @@ def run_python(code: str, cwd: Path | None = None, timeout: int = 600) -> subpro
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=cwd, timeout=timeout,
         env={**os.environ, "YOLO_OFFLINE": "1", "YOLO_VERBOSE": "True"},
     )
+
+
+def run_cli_killed_after_epoch(epoch: int, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run `yolo-opt ARGS` in a fresh process that dies (exit 17) right after the trainer saves epoch `epoch` (0-based),
+    as a kill would leave it: last.pt written, nothing after."""
+    code = (
+        "import os, sys; sys.argv = ['yolo-opt'] + sys.argv[1:];"
+        "import ultralytics.engine.trainer as t;"
+        "orig = t.BaseTrainer.save_model\n"
+        "def save(self):\n"
+        "    ok = orig(self)\n"
+        f"    if self.epoch == {epoch}: os._exit(17)\n"
+        "    return ok\n"
+        "t.BaseTrainer.save_model = save\n"
+        "from yolo_opt.cli import main; sys.exit(main())"
+    )
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "YOLO_OFFLINE": "1"})

@@ -1,15 +1,12 @@
 """Output-level distillation for recovery: the loss, its gradient, resume of a distilled pruned run, bad teachers."""
 
 import copy
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 from torch import nn
 
-from tests.conftest import IMGSZ, make_checkpoint, run_cli
+from tests.conftest import IMGSZ, make_checkpoint, run_cli, run_cli_killed_after_epoch
 
 TRAIN = ("imgsz=64", "batch=8", "workers=0", "plots=False", "exist_ok=True", "warmup_epochs=0")
 
@@ -84,21 +81,9 @@ def output_distillation_grad(wrapper, batch) -> float:
 
 def test_distilled_pruned_run_killed_resumes_and_finishes(tmp_path, v8_checkpoint, tiny_data):
     """Kill a distilled 2-step pruning run right after epoch 1 is saved; resume=True finishes it, still distilling."""
-    kill = (
-        "import os, sys; sys.argv = ['yolo-opt'] + sys.argv[1:];"
-        "import ultralytics.engine.trainer as t;"
-        "orig = t.BaseTrainer.save_model\n"
-        "def save(self):\n"
-        "    ok = orig(self)\n"
-        "    if self.epoch == 0: os._exit(17)\n"
-        "    return ok\n"
-        "t.BaseTrainer.save_model = save\n"
-        "from yolo_opt.cli import main; sys.exit(main())"
-    )
     args = ["train", f"model={v8_checkpoint}", f"data={tiny_data}", "epochs=3", "prune=0.5", "prune_steps=2",
             f"project={tmp_path}", "name=kd", *TRAIN]
-    killed = subprocess.run([sys.executable, "-c", kill, *args], capture_output=True, text=True, timeout=900,
-                            env={**os.environ, "YOLO_OFFLINE": "1"})
+    killed = run_cli_killed_after_epoch(0, *args)
     assert killed.returncode == 17, killed.stderr[-3000:]
     assert "kd_cls" in killed.stdout + killed.stderr and "prune step 1/2" in killed.stdout + killed.stderr
     last = tmp_path / "kd" / "weights" / "last.pt"

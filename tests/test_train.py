@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.conftest import IMGSZ, run_cli, run_python
+from tests.conftest import IMGSZ, run_cli, run_cli_killed_after_epoch, run_python
 
 TRAIN = ("imgsz=64", "batch=8", "workers=0", "plots=False", "val=True", "exist_ok=True", "warmup_epochs=0")
 
@@ -70,25 +70,9 @@ def test_finetune_keeps_pruned_shapes(pruned_run, tiny_data, tmp_path):
 
 def test_resume_after_kill_continues_pruned_run(tmp_path, v8_checkpoint, tiny_data):
     """Kill the process right after epoch 2 is saved, then `resume=True` finishes the remaining prune step."""
-    kill = (
-        "import os, sys; sys.argv = ['yolo-opt'] + sys.argv[1:];"
-        "import ultralytics.engine.trainer as t;"
-        "orig = t.BaseTrainer.save_model\n"
-        "def save(self):\n"
-        "    ok = orig(self)\n"
-        "    if self.epoch == 1: os._exit(17)\n"
-        "    return ok\n"
-        "t.BaseTrainer.save_model = save\n"
-        "from yolo_opt.cli import main; sys.exit(main())"
-    )
-    import os
-    import subprocess
-    import sys
-
     args = ["train", f"model={v8_checkpoint}", f"data={tiny_data}", "epochs=4", "prune=0.5", "prune_steps=3",
             f"project={tmp_path}", "name=killed", *TRAIN]
-    killed = subprocess.run([sys.executable, "-c", kill, *args], capture_output=True, text=True, timeout=900,
-                            env={**os.environ, "YOLO_OFFLINE": "1"})
+    killed = run_cli_killed_after_epoch(1, *args)
     assert killed.returncode == 17, killed.stderr[-3000:]
     log = killed.stdout + killed.stderr
     assert "prune step 2/3" in log and "prune step 3/3" not in log
