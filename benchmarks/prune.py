@@ -99,6 +99,7 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=30)
     parser.add_argument("--ft-epochs", type=int, default=30)
     parser.add_argument("--no-slim", action="store_true", help="skip the from-scratch slim models")
+    parser.add_argument("--slim-targets", help="targets that get slim models (default: all of --targets)")
     parser.add_argument("--n-train", type=int, default=300)
     parser.add_argument("--n-val", type=int, default=200)
     parser.add_argument("--imgsz", type=int, default=160, help="training and validation size")
@@ -117,7 +118,15 @@ def main() -> None:
     results = json.loads(path.read_text()) if path.exists() else {}
 
     def save() -> None:
-        atomic_write_bytes(path, json.dumps(results, indent=1).encode())
+        # Merge with what other processes wrote (one process per --archs can share --out: Ultralytics trains on
+        # one CPU thread), under a lock so no row is lost.
+        import fcntl
+
+        with (out / ".results.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            on_disk = json.loads(path.read_text()) if path.exists() else {}
+            results.update({**on_disk, **results})
+            atomic_write_bytes(path, json.dumps(results, indent=1).encode())
 
     def row(key: str, make: Callable[[], Path], **extra) -> dict:
         """The cached result of `key`, or train/measure it now (`make` returns the weights)."""
@@ -126,6 +135,7 @@ def main() -> None:
             save()
         return results[key]
 
+    slim_targets = {float(t) for t in (args.slim_targets or args.targets).split(",")}
     for arch in args.archs.split(","):
         base_pt = train(out, f"{arch}-base", f"{arch}.yaml", data, epochs=args.base_epochs, patience=args.patience)
         base = row(f"{arch}/base", partial(Path, base_pt), convergence=convergence(out / f"{arch}-base"))
@@ -136,7 +146,7 @@ def main() -> None:
                 row(f"{arch}/t{target}/{variant}",
                     partial(train, out, f"{arch}-t{target}-{variant}", base_pt, data, epochs=args.ft_epochs, **keys), keys=keys)
             pruned = next((results[k]["gflops"] for k in results if k.startswith(f"{arch}/t{target}/")), None)
-            if args.no_slim or pruned is None:
+            if args.no_slim or pruned is None or target not in slim_targets:
                 continue
             yaml, _ = slim_yaml(arch, pruned, out)
             for suffix, epochs in (("total", base["convergence"]["epochs"] + args.ft_epochs), ("ft", args.ft_epochs)):
@@ -159,6 +169,9 @@ def time_rows(results: dict, out: Path, rounds: int) -> None:
     onnx = {}
     for key, r in results.items():
         target = out / "onnx640" / f"{key.replace('/', '_')}.onnx"
+        if not target.exists() and not Path(r["weights"]).exists():
+            print(f"{key}: {r['weights']} is gone, not timed")
+            continue
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             exported = Path(YOLO(r["weights"]).export(format="onnx", imgsz=640, simplify=True, verbose=False))
@@ -181,9 +194,12 @@ def markdown(results: dict) -> str:
         if not base or not ref:
             continue
         c = base["convergence"]
+        # "converged" only with the evidence: the best epoch is not the last and the last 30 epochs gained < 0.01
+        converged = c["best_epoch"] < c["epochs"] and c["gain_last30"] < 0.01
         lines += [f"### {arch}", "",
-                  f"Converged baseline: {c['epochs']} epochs (best at {c['best_epoch']}, mAP50-95 gain over the last "
-                  f"30 epochs {c['gain_last30']:+.4f}); reference = baseline + the fine-tune epochs.", "",
+                  f"Baseline: {c['epochs']} epochs (best at {c['best_epoch']}, mAP50-95 gain over the last 30 epochs "
+                  f"{c['gain_last30']:+.4f}): {'converged' if converged else '**not converged**, still improving'}; "
+                  "reference = baseline + the fine-tune epochs.", "",
                   "| model | GFLOPs (640) | params | mAP50-95 | vs reference | vs input | ORT ms (640) |",
                   "|---|---|---|---|---|---|---|"]
         for key, r in results.items():
