@@ -125,7 +125,7 @@ def main() -> None:
         with (out / ".results.lock").open("w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             on_disk = json.loads(path.read_text()) if path.exists() else {}
-            results.update({**on_disk, **results})
+            results.update({k: v for k, v in on_disk.items() if k not in results})  # ours win: they are newer
             atomic_write_bytes(path, json.dumps(results, indent=1).encode())
 
     def row(key: str, make: Callable[[], Path], **extra) -> dict:
@@ -169,10 +169,10 @@ def time_rows(results: dict, out: Path, rounds: int) -> None:
     onnx = {}
     for key, r in results.items():
         target = out / "onnx640" / f"{key.replace('/', '_')}.onnx"
-        if not target.exists() and not Path(r["weights"]).exists():
-            print(f"{key}: {r['weights']} is gone, not timed")
-            continue
         if not target.exists():
+            if not Path(r["weights"]).exists():
+                print(f"{key}: {r['weights']} is gone, not timed")
+                continue
             target.parent.mkdir(parents=True, exist_ok=True)
             exported = Path(YOLO(r["weights"]).export(format="onnx", imgsz=640, simplify=True, verbose=False))
             os.replace(exported, target)
