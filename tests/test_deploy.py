@@ -67,6 +67,25 @@ def rel_error(a_path, b_path, batches) -> float:
     return float(sum(np.linalg.norm(x - y) for x, y in zip(a, b, strict=True)) / sum(np.linalg.norm(y) for y in b))
 
 
+def test_export_takes_dfl_softmax_over_last_axis(ws, tmp_path):
+    """Our FP32 export computes DFL's softmax over the last axis, with the outputs of Ultralytics' own export."""
+    import shutil
+
+    import onnx
+    from ultralytics import YOLO
+
+    shutil.copy(ws["base"], tmp_path / "base.pt")
+    plain = YOLO(str(tmp_path / "base.pt")).export(format="onnx", imgsz=IMGSZ, simplify=True, batch=1)
+
+    def softmax_axes(path):
+        return [a.i for n in onnx.load(str(path)).graph.node if n.op_type == "Softmax" for a in n.attribute]
+
+    assert softmax_axes(plain) == [1] and softmax_axes(ws["base_fp32"]) == [-1]
+    batches = _val_batches(ws)
+    for a, b in zip(_outputs(ws["base_fp32"], batches), _outputs(plain, batches), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def int8(ws):
     from yolo_opt.quant import quantize_onnx
