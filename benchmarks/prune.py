@@ -16,6 +16,7 @@ size); GFLOPs and params at 640 px; ONNX Runtime latency at 640 px (batch 1, all
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -25,10 +26,15 @@ from pathlib import Path
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-# Recovery variants: yolo-opt train keys added to prune_target=<target> (the default recipe is "kd").
+# Recovery variants: yolo-opt train keys added to prune_target=<target> (the default recipe is "kd"). Ultralytics keys
+# (nbs, batch, ...) are the variant's schedule: each distinct schedule gets its own reference, the baseline trained
+# the same way, so "vs reference" never credits pruning with a better schedule.
 VARIANTS = {
+    "kd": {},  # the defaults: output distillation from the model before pruning, an optimizer step every batch
     "no-kd": {"distill": False},
-    "kd": {},  # the defaults: output distillation from the model before pruning, weight 1
+    "kd-nbs64": {"nbs": 64},  # Ultralytics' accumulation to a nominal batch of 64 (~5 optimizer steps an epoch here)
+    "no-kd-nbs64": {"distill": False, "nbs": 64},
+    "kd-b8": {"batch": 8},  # an optimizer step every 8 images
     "kd-w0.5": {"distill_weight": 0.5},
     "kd-w2": {"distill_weight": 2.0},
     "feature-kd": {"distill_weight": 0.0, "distill_features": 1.0},  # Ultralytics' feature distillation only
@@ -37,6 +43,9 @@ VARIANTS = {
     "kd-taylor": {"prune_method": "taylor"},
     "kd-bn": {"prune_method": "bn"},
     "kd-global": {"prune_global": True},
+    "kd-global-nbs64": {"prune_global": True, "nbs": 64},
+    "kd-taylor-nbs64": {"prune_method": "taylor", "nbs": 64},
+    "kd-lr3x": {"optimizer": "AdamW", "lr0": 0.0033},  # 3x the AdamW rate Ultralytics' optimizer=auto picks for nc=5
 }
 TRAIN = {"imgsz": 160, "batch": 16, "workers": 0, "plots": False, "seed": 0, "deterministic": False}
 
@@ -46,6 +55,28 @@ def train(project: Path, name: str, model: str | Path, data: Path, **kwargs) -> 
     from yolo_opt.train import train_in
 
     return train_in(project, name, model, **{**TRAIN, "data": str(data), **kwargs})
+
+
+@contextlib.contextmanager
+def locked(out: Path):
+    """An exclusive lock on `out`, shared by every process that writes there."""
+    import fcntl
+
+    with (out / ".results.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def schedule(keys: dict) -> dict:
+    """The Ultralytics keys of a variant (its training schedule); the rest are yolo-opt's."""
+    from yolo_opt.options import TrainOptions
+
+    return {k: v for k, v in keys.items() if k not in TrainOptions.specs()}
+
+
+def ref_name(sched: dict) -> str:
+    """The row (and run folder suffix) of the reference trained with `sched`: 'reference' for Ultralytics' defaults."""
+    return "reference" + "".join(f"-{k}{v}" for k, v in sorted(sched.items()))
 
 
 def convergence(run: Path) -> dict:
@@ -113,23 +144,26 @@ def main() -> None:
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    data = make_dataset(out / "data", seed=0, n_train=args.n_train, n_val=args.n_val, imgsz=TRAIN["imgsz"])
+    with locked(out):  # processes sharing --out: the first makes the dataset, the others reuse it
+        data = make_dataset(out / "data", seed=0, n_train=args.n_train, n_val=args.n_val, imgsz=TRAIN["imgsz"])
     path = out / "results.json"
     results = json.loads(path.read_text()) if path.exists() else {}
 
-    def save() -> None:
-        # Merge with what other processes wrote (one process per --archs can share --out: Ultralytics trains on
-        # one CPU thread), under a lock so no row is lost.
-        import fcntl
+    def merge() -> None:
+        # What other processes wrote (processes can share --out: Ultralytics trains on one CPU thread, so one
+        # per core runs in parallel); ours win: they are newer. Called under the lock.
+        on_disk = json.loads(path.read_text()) if path.exists() else {}
+        results.update({k: v for k, v in on_disk.items() if k not in results})
 
-        with (out / ".results.lock").open("w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            on_disk = json.loads(path.read_text()) if path.exists() else {}
-            results.update({k: v for k, v in on_disk.items() if k not in results})  # ours win: they are newer
+    def save() -> None:
+        with locked(out):
+            merge()
             atomic_write_bytes(path, json.dumps(results, indent=1).encode())
 
     def row(key: str, make: Callable[[], Path], **extra) -> dict:
         """The cached result of `key`, or train/measure it now (`make` returns the weights)."""
+        with locked(out):
+            merge()
         if key not in results:
             results[key] = {**measure(make(), data, TRAIN["imgsz"]), **extra}
             save()
@@ -139,12 +173,16 @@ def main() -> None:
     for arch in args.archs.split(","):
         base_pt = train(out, f"{arch}-base", f"{arch}.yaml", data, epochs=args.base_epochs, patience=args.patience)
         base = row(f"{arch}/base", partial(Path, base_pt), convergence=convergence(out / f"{arch}-base"))
-        row(f"{arch}/reference", partial(train, out, f"{arch}-ref", base_pt, data, epochs=args.ft_epochs))
         for target in map(float, args.targets.split(",")):
             for variant in args.variants.split(","):
                 keys = {"prune_target": target, **VARIANTS[variant]}
+                sched = schedule(keys)
+                ref = ref_name(sched)
+                row(f"{arch}/{ref}", partial(train, out, f"{arch}-{ref.replace('reference', 'ref')}", base_pt, data,
+                                             epochs=args.ft_epochs, **sched))
                 row(f"{arch}/t{target}/{variant}",
-                    partial(train, out, f"{arch}-t{target}-{variant}", base_pt, data, epochs=args.ft_epochs, **keys), keys=keys)
+                    partial(train, out, f"{arch}-t{target}-{variant}", base_pt, data, epochs=args.ft_epochs, **keys),
+                    keys=keys, reference=ref)
             pruned = next((results[k]["gflops"] for k in results if k.startswith(f"{arch}/t{target}/")), None)
             if args.no_slim or pruned is None or target not in slim_targets:
                 continue
@@ -187,7 +225,10 @@ def time_rows(results: dict, out: Path, rounds: int) -> None:
 
 
 def markdown(results: dict) -> str:
-    """One table per architecture: GFLOPs, params, mAP50-95 vs reference and vs the input, ORT latency."""
+    """One table per architecture: GFLOPs, params, mAP50-95 vs reference and vs the input, ORT latency.
+
+    "vs reference" divides by the reference trained with the row's own schedule (rows before schedules had one:
+    the default reference)."""
     lines = []
     for arch in dict.fromkeys(k.split("/")[0] for k in results):
         base, ref = results.get(f"{arch}/base"), results.get(f"{arch}/reference")
@@ -208,7 +249,8 @@ def markdown(results: dict) -> str:
             ms = f"{r['ort_ms']:.1f} ({r['ort_ms'] / base['ort_ms']:.2f}x)" if "ort_ms" in r and "ort_ms" in base else "-"
             lines.append(
                 f"| {key.split('/', 1)[1]} | {r['gflops']:.2f} ({r['gflops'] / base['gflops']:.2f}x) "
-                f"| {r['params'] / 1e6:.2f}M | {r['map']:.4f} | {r['map'] / ref['map']:.3f} | {r['map'] / base['map']:.3f} "
+                f"| {r['params'] / 1e6:.2f}M | {r['map']:.4f} "
+                f"| {r['map'] / results.get(f'{arch}/' + r.get('reference', ''), ref)['map']:.3f} | {r['map'] / base['map']:.3f} "
                 f"| {ms} |"
             )
         lines.append("")

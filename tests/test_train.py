@@ -36,6 +36,17 @@ def test_train_prunes_in_trainer(pruned_run, v8_checkpoint):
     ratio = _params(best) / _params(v8_checkpoint)
     assert 0.15 < ratio < 0.45, ratio  # ~0.25 for a 0.5 channel ratio
     assert _params(last) == _params(best)  # best.pt is never the wider, pre-pruning model
+    assert "nbs: 8" in (run_dir / "args.yaml").read_text()  # a fine-tune steps the optimizer every batch
+
+
+def test_fine_tune_steps_every_batch_unless_told():
+    from yolo_opt.train.phases import fine_tune_steps
+
+    cases = [("best.pt", {"batch": 8}, 8), ("best.pt", {}, 16), ("best.pt", {"batch": 8, "nbs": 64}, 64),
+             ("yolov8n.yaml", {"batch": 8}, None), ("best.pt", {"batch": -1}, None), ("best.pt", {"batch": 0.7}, None)]
+    for model, args, nbs in cases:
+        fine_tune_steps(model, args)
+        assert args.get("nbs") == nbs, (model, args)
 
 
 def test_pruned_checkpoint_in_fresh_process(pruned_run, tiny_data, tmp_path):
