@@ -26,6 +26,7 @@ from pathlib import Path
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
+SENSITIVITY = "<sensitivity report>"  # stands for the baseline's `yolo-opt sensitivity` report, made when needed
 # Recovery variants: yolo-opt train keys added to prune_target=<target> (the default recipe is "kd"). Ultralytics keys
 # (nbs, batch, ...) are the variant's schedule: each distinct schedule gets its own reference, the baseline trained
 # the same way, so "vs reference" never credits pruning with a better schedule.
@@ -45,6 +46,7 @@ VARIANTS = {
     "kd-global": {"prune_global": True},
     "kd-global-nbs64": {"prune_global": True, "nbs": 64},
     "kd-taylor-nbs64": {"prune_method": "taylor", "nbs": 64},
+    "kd-sens": {"prune_ratios": "sensitivity", "sensitivity": SENSITIVITY},  # per-layer ratios, equal damage
     "kd-lr3x": {"optimizer": "AdamW", "lr0": 0.0033},  # 3x the AdamW rate Ultralytics' optimizer=auto picks for nc=5
 }
 TRAIN = {"imgsz": 160, "batch": 16, "workers": 0, "plots": False, "seed": 0, "deterministic": False}
@@ -96,6 +98,16 @@ def measure(weights: Path, data: Path, imgsz: int) -> dict:
 
     epochs = convergence(weights.parent.parent)["epochs"]
     return {**model_stats(weights, 640), **validate(weights, data, imgsz), "weights": str(weights), "epochs": epochs}
+
+
+def sensitivity_report(weights: Path, data: Path, folder: Path) -> Path:
+    """The baseline's per-group pruning sensitivity (`yolo-opt sensitivity`, cached in `folder`)."""
+    from yolo_opt.prune.sensitivity import pruning_sensitivity
+
+    report = folder / "sensitivity.json"
+    if not report.exists():
+        pruning_sensitivity(weights, data, imgsz=TRAIN["imgsz"], out=folder)
+    return report
 
 
 def slim_yaml(arch: str, gflops: float, out: Path) -> tuple[Path, float]:
@@ -176,6 +188,8 @@ def main() -> None:
         for target in map(float, args.targets.split(",")):
             for variant in args.variants.split(","):
                 keys = {"prune_target": target, **VARIANTS[variant]}
+                if keys.get("sensitivity") == SENSITIVITY:
+                    keys["sensitivity"] = str(sensitivity_report(base_pt, data, out / f"{arch}-sensitivity"))
                 sched = schedule(keys)
                 ref = ref_name(sched)
                 row(f"{arch}/{ref}", partial(train, out, f"{arch}-{ref.replace('reference', 'ref')}", base_pt, data,
