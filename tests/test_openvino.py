@@ -59,13 +59,16 @@ def fp32(tmp_path_factory, kaiming):
                            validate=False).path
 
 
+# f32 math: on CPUs with AVX512-BF16 OpenVINO runs an FP32 IR in bf16 by default (~2e-3 relative error)
+F32 = {"INFERENCE_PRECISION_HINT": "f32"}
+
+
 def _ov_out(folder: Path, x: np.ndarray) -> np.ndarray:
     import openvino as ov
 
     from yolo_opt.deploy.openvino import model_xml
 
-    # f32 math: on CPUs with AVX512-BF16 OpenVINO runs an FP32 IR in bf16 by default (~2e-3 relative error)
-    compiled = ov.Core().compile_model(str(model_xml(folder)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled = ov.Core().compile_model(str(model_xml(folder)), "CPU", F32)
     return compiled(x)[compiled.output(0)]
 
 
@@ -218,9 +221,8 @@ def test_accuracy_control_scores_like_the_validator(tmp_path, kaiming, fp32, sel
     assert r.fp32_map == pytest.approx(ultralytics, abs=1e-6)
     # NNCF holds the bound in f32 math (its accuracy control compiles with inference precision f32); the validator
     # runs OpenVINO's default, bf16 on AVX512-BF16 CPUs, where the drop it sees may be larger (yolo-opt warns then)
-    f32 = {"INFERENCE_PRECISION_HINT": "f32"}
-    fp32_f32 = fn(ov.Core().compile_model(str(model_xml(fp32)), "CPU", f32), loader)[0]
-    int8_f32 = fn(ov.Core().compile_model(str(model_xml(r.path)), "CPU", f32), loader)[0]
+    fp32_f32 = fn(ov.Core().compile_model(str(model_xml(fp32)), "CPU", F32), loader)[0]
+    int8_f32 = fn(ov.Core().compile_model(str(model_xml(r.path)), "CPU", F32), loader)[0]
     assert int8_f32 >= fp32_f32 - 0.001 - 1e-6
     assert 'type="FakeQuantize"' in next(r.path.glob("*.xml")).read_text()
 

@@ -85,22 +85,20 @@ def last_axis_dfl(model) -> int:
     """
     from onnx import numpy_helper
 
+    from yolo_opt.quant.graph import consumers, producers
+
     init = {i.name: i for i in model.graph.initializer}
-    producer = {t: n for n in model.graph.node for t in n.output}
-    users: dict[str, list] = {}
-    for n in model.graph.node:
-        for t in n.input:
-            users.setdefault(t, []).append(n)
+    producer, users = producers(model.graph), consumers(model.graph)
 
     def attr(node, name):
         return next((a for a in node.attribute if a.name == name), None)
 
     rewritten = 0
     for soft in [n for n in model.graph.node if n.op_type == "Softmax"]:
-        axis, trans = attr(soft, "axis"), producer.get(soft.input[0])
-        conv = users.get(soft.output[0], [None])[0]
+        axis, trans, readers = attr(soft, "axis"), producer.get(soft.input[0]), users.get(soft.output[0], [])
+        conv = readers[0] if len(readers) == 1 else None  # a softmax that is a graph output has no reader
         if (axis is None or axis.i != 1 or trans is None or trans.op_type != "Transpose"
-                or list(attr(trans, "perm").ints) != [0, 2, 1, 3] or len(users[soft.output[0]]) != 1
+                or list(attr(trans, "perm").ints) != [0, 2, 1, 3] or conv is None
                 or len(users[trans.output[0]]) != 1 or conv.op_type != "Conv" or len(conv.input) != 2
                 or conv.input[1] not in init):
             continue

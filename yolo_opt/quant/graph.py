@@ -10,15 +10,18 @@ from typing import Any
 import numpy as np
 
 
-def _consumers(graph) -> dict[str, list]:
+def consumers(graph) -> dict[str, list]:
+    """Tensor name -> the nodes that read it (absent optional inputs, named "", are skipped)."""
     out: dict[str, list] = {}
     for n in graph.node:
         for t in n.input:
-            out.setdefault(t, []).append(n)
+            if t:
+                out.setdefault(t, []).append(n)
     return out
 
 
-def _producers(graph) -> dict[str, Any]:
+def producers(graph) -> dict[str, Any]:
+    """Tensor name -> the node that writes it."""
     return {t: n for n in graph.node for t in n.output}
 
 
@@ -44,7 +47,7 @@ def float_tail(model) -> list[str]:
     itself so it also holds for pruned models and other head variants.
     """
     graph = model.graph
-    prod = _producers(graph)
+    prod = producers(graph)
     convs = set(feature_convs(model))
     ancestors: set[str] = set()
     stack = [n for n in graph.node if n.name in convs]
@@ -60,7 +63,7 @@ def float_tail(model) -> list[str]:
 def layer_groups(model, tail: set[str]) -> list[dict[str, Any]]:
     """Conv 'layers' that can be kept in float together: a Conv plus its SiLU (Sigmoid, Mul) when present."""
     graph = model.graph
-    cons = _consumers(graph)
+    cons = consumers(graph)
     groups = []
     for name in feature_convs(model):
         if name in tail:

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from yolo_opt.errors import DeployError, ModelError
+from yolo_opt.quant.graph import consumers, producers
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 # Ops that TensorRT moves Q/DQ across, executing them in INT8 when their input and output scales agree (developer
@@ -70,12 +71,7 @@ class _Graph:
 
     def refresh(self) -> None:
         self.init = {i.name: i for i in self.g.initializer}
-        self.prod = {o: n for n in self.g.node for o in n.output}
-        self.cons: dict[str, list] = {}
-        for n in self.g.node:
-            for t in n.input:
-                if t:
-                    self.cons.setdefault(t, []).append(n)
+        self.prod, self.cons = producers(self.g), consumers(self.g)
         self.outputs = {o.name for o in self.g.output}
 
     def const(self, name: str) -> np.ndarray | None:
