@@ -80,21 +80,31 @@ def output_distillation_grad(wrapper, batch) -> float:
 
 
 def test_distilled_pruned_run_killed_resumes_and_finishes(tmp_path, v8_checkpoint, tiny_data):
-    """Kill a distilled 2-step pruning run right after epoch 1 is saved; resume=True finishes it, still distilling."""
-    args = ["train", f"model={v8_checkpoint}", f"data={tiny_data}", "epochs=3", "prune=0.5", "prune_steps=2",
+    """Kill a distilled 2-step pruning run (the default recipe: per-layer ratios from an analysis made in the run)
+    right after epoch 1 is saved; resume=True finishes it, still distilling, with the ratios it allocated."""
+    args = ["train", f"model={v8_checkpoint}", f"data={tiny_data}", "epochs=3", "prune_target=0.5", "prune_steps=2",
             f"project={tmp_path}", "name=kd", *TRAIN]
     killed = run_cli_killed_after_epoch(0, *args)
     assert killed.returncode == 17, killed.stderr[-3000:]
     assert "kd_cls" in killed.stdout + killed.stderr and "prune step 1/2" in killed.stdout + killed.stderr
     last = tmp_path / "kd" / "weights" / "last.pt"
+    from yolo_opt.io.checkpoint import load_model, meta, read_checkpoint
+    from yolo_opt.train.trainer import RUN_KEY, student
+
+    def run_record(path):  # a distilled run's last.pt holds the distillation wrapper around the student
+        ckpt = read_checkpoint(path)
+        return meta(student(ckpt.get("ema") or ckpt["model"]))[RUN_KEY]
+
+    allocated = run_record(last)["layer_ratios"]
+    assert (tmp_path / "kd" / "sensitivity" / "sensitivity.json").exists() and len(set(allocated.values())) > 1
     resumed = run_cli("train", f"model={last}", "resume=True")
     log = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, log[-3000:]
     assert "Resuming training" in log and "kd_cls" in log  # the distillation wrapper came back with the run
-    assert "prune step 2/2" in log and "prune step 1/2" not in log
-    from yolo_opt.io.checkpoint import load_model
-
+    assert "prune step 2/2" in log and "prune step 1/2" not in log and "pruning sensitivity" not in log
     best = load_model(tmp_path / "kd" / "weights" / "best.pt")
+    run = run_record(last)
+    assert run["layer_ratios"] == allocated and run["history"][-1]["macs_ratio"] == pytest.approx(0.5, abs=0.05)
     assert not hasattr(best, "teacher_model")  # the final checkpoint holds the student alone
 
 

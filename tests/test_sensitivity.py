@@ -152,8 +152,17 @@ def test_prune_with_sensitivity_ratios(sens_run, full_report, fixed_checkpoint, 
     from yolo_opt.errors import ConfigError
     from yolo_opt.options import PruneOptions
 
-    with pytest.raises(ConfigError, match="needs sensitivity="):
-        PruneOptions(prune_ratios="sensitivity")
+    with pytest.raises(ConfigError, match="prune_method=taylor needs prune_ratios=uniform or sensitivity="):
+        PruneOptions(prune_ratios="sensitivity", prune_method="taylor")
+    # auto: per-layer for a GFLOPs target with one ratio per layer and a data-free criterion, uniform otherwise
+    assert PruneOptions(prune_target=0.5).per_layer and PruneOptions(prune=0.3, prune_ratios="sensitivity").per_layer
+    assert not any(o.per_layer for o in (PruneOptions(prune=0.3), PruneOptions(prune_target=0.5, prune_global=True),
+                                         PruneOptions(prune_target=0.5, prune_method="taylor"),
+                                         PruneOptions(prune_target=0.5, prune_ratios="uniform")))
+    # an analysis needs val images: without data= or a report, explicit per-layer ratios are refused
+    r = run_cli("prune", f"model={fixed_checkpoint}", "prune=0.3", "prune_ratios=sensitivity",
+                f"out={tmp_path / 'x.pt'}", f"imgsz={IMGSZ}")
+    assert r.returncode == 2 and "pass data=data.yaml" in r.stderr and not (tmp_path / "x.pt").exists()
 
     from yolo_opt.io.checkpoint import load_model
 
@@ -184,3 +193,49 @@ def test_train_with_sensitivity_ratios(full_report, fixed_checkpoint, tiny_data,
     assert run["layer_ratios"]["model.4.m.1.cv2"] < 0.05 < run["layer_ratios"]["model.6.m.1.cv2"]
     assert model.get_submodule("model.4.m.1.cv2").conv.out_channels == 32
     assert run["history"][-1]["macs_ratio"] == pytest.approx(run["layer_ratios_target"], abs=0.05)
+
+
+def test_err_score_needs_no_validator(sens_run, fixed_checkpoint, tiny_data, tmp_path):
+    """score=err: only the head-output change, on the same val images, with the same values as score=map's err."""
+    out, _ = sens_run
+    full = json.loads((out / "sensitivity.json").read_text())
+    r = run_cli("sensitivity", f"model={fixed_checkpoint}", f"data={tiny_data}", f"imgsz={IMGSZ}", "score=err",
+                "ratios=0.25,0.5,0.75", f"groups={GROUPS}", f"project={tmp_path}", "name=err")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    report = json.loads((tmp_path / "err" / "sensitivity.json").read_text())
+    assert report["score"] == "err" and set(report["baseline"]) == {"err"}
+    assert "mAP @" not in (tmp_path / "err" / "sensitivity.md").read_text()
+    assert (tmp_path / "err" / "sensitivity.png").stat().st_size > 10_000
+    for name, row in report["groups"].items():
+        assert set(row) == {"channels", "pruned", "err"}
+        assert row["err"] == pytest.approx(full["groups"][name]["err"], rel=0.05, abs=0.01), name
+
+
+def test_oneshot_prune_target_with_data_allocates_per_layer(fixed_checkpoint, tiny_data, tmp_path):
+    """`yolo-opt prune prune_target=... data=...` analyses the model on the val images; without data= it is uniform."""
+    from yolo_opt.io.checkpoint import load_model, meta
+
+    r = run_cli("prune", f"model={fixed_checkpoint}", "prune_target=0.6", f"data={tiny_data}", f"out={tmp_path / 'p.pt'}",
+                f"imgsz={IMGSZ}")
+    assert r.returncode == 0 and "per-layer ratios" in r.stdout, r.stderr[-3000:]
+    step = meta(load_model(tmp_path / "p.pt"))["history"][-1]
+    assert len(set(step["layer_ratios"].values())) > 1 and 0.55 <= step["macs"] / meta(load_model(tmp_path / "p.pt"))["base_macs"] <= 0.61
+    r = run_cli("prune", f"model={fixed_checkpoint}", "prune_target=0.6", f"out={tmp_path / 'u.pt'}", f"imgsz={IMGSZ}")
+    assert r.returncode == 0 and "per-layer" not in r.stdout and "layer_ratios" not in meta(load_model(tmp_path / "u.pt"))["history"][-1]
+
+
+def test_train_allocates_per_layer_by_default(fixed_checkpoint, tiny_data, tmp_path):
+    """prune_target= without other keys: the trainer analyses the model (score=err) in the run folder, allocates
+    per-group ratios once, keeps them in the run record and meets the GFLOPs target."""
+    from yolo_opt.io.checkpoint import load_model, meta
+
+    r = run_cli("train", f"model={fixed_checkpoint}", f"data={tiny_data}", "epochs=1", "prune_target=0.6",
+                f"imgsz={IMGSZ}", "batch=8", "workers=0", "plots=False", "warmup_epochs=0", f"project={tmp_path}",
+                "name=t", "exist_ok=True")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    report = json.loads((tmp_path / "t" / "sensitivity" / "sensitivity.json").read_text())
+    assert report["score"] == "err" and len(report["groups"]) > 40
+    run = meta(load_model(tmp_path / "t" / "weights" / "last.pt"))["train_run"]
+    ratios = run["layer_ratios"]
+    assert set(ratios) == set(report["groups"]) and max(ratios.values()) - min(ratios.values()) > 0.2
+    assert run["history"][-1]["macs_ratio"] == pytest.approx(0.6, abs=0.05)

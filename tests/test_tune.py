@@ -98,6 +98,9 @@ def test_failing_trial_is_recorded(tmp_path, v8_checkpoint, tiny_data):
     trials = _study(f"sqlite:///{project / 'f' / 'study.db'}", "f").get_trials()
     assert len(trials) == 1 and trials[0].state == optuna.trial.TrialState.FAIL
     assert "PruneError" in trials[0].user_attrs["error"] and "not reachable" in trials[0].user_attrs["error"]
+    # a searched GFLOPs target may allocate per-layer ratios: the study made one report of the input for its trials
+    report = project / "f" / "sensitivity" / "sensitivity.json"
+    assert report.exists() and trials[0].user_attrs["train_keys"]["sensitivity"] == str(report)
 
 
 @pytest.mark.parametrize(

@@ -24,10 +24,12 @@ PRUNE_METHODS = {
     "taylor": "first-order Taylor |w * dL/dw| on training batches (needs data)",
     "random": "random channels (a baseline for comparisons)",
 }
+NEEDS_DATA = ("taylor",)  # criteria scored from gradients on training batches
 CALIB_METHODS = ("minmax", "entropy", "percentile")  # ONNX Runtime calibration; "legacy" is TensorRT's own
 DEPLOY_FORMATS = ("onnx", "engine", "jetson", "openvino")
 # TensorRT builder workspace (GiB) for engines and bundles: Jetson Orin Nano/NX share 4-8 GiB with the CPU
 TRT_WORKSPACE_GIB = 2.0
+SENS_SCORES = ("map", "err")  # sensitivity: the validator's mAP (and err), or only the head-output change err
 # Pruning decisions are searched on a small image: conv MACs scale with the area, so ratios do not change
 SEARCH_IMGSZ = 320
 
@@ -207,10 +209,12 @@ class PruneOptions(Options):
                            PRUNE_MODES + ("sensitivity",), low=1, high=256)
     prune_global: bool = key(False, bool, "rank channels across layers instead of one ratio per layer", PRUNE_MODES)
     prune_batches: int = key(8, int, "training batches scored by prune_method=taylor", PRUNE_MODES, low=1, high=10000)
-    prune_ratios: str = key("uniform", str, "per-layer ratios: one ratio everywhere, or allocated from sensitivity=",
-                            PRUNE_MODES, choices=("uniform", "sensitivity"))
-    sensitivity: str | None = key(None, str, "sensitivity.json from 'yolo-opt sensitivity' (for "
-                                  "prune_ratios=sensitivity)", PRUNE_MODES)
+    prune_ratios: str = key("auto", str, "per-layer ratios: sensitivity = allocated from a per-group sensitivity "
+                            "analysis (sensitivity=, or made on the model before pruning), uniform = one ratio "
+                            "everywhere; auto = sensitivity for prune_target= runs (data-free prune_method, one ratio "
+                            "per layer), uniform otherwise", PRUNE_MODES, choices=("auto", "uniform", "sensitivity"))
+    sensitivity: str | None = key(None, str, "sensitivity.json from 'yolo-opt sensitivity' for per-layer ratios "
+                                  "(default: yolo-opt makes one, score=err, in the run folder)", PRUNE_MODES)
     prune_native: bool = key(False, bool, "save Ultralytics' own C2f/C3k2/C2PSA classes (the .pt then loads without "
                              "yolo-opt, ULTRALYTICS_SAFE_LOAD=1 too); a C2PSA's bypass half stays unpruned",
                              ("prune",))
@@ -220,19 +224,27 @@ class PruneOptions(Options):
                                low=0, high=100000)
 
     def check(self) -> None:
-        """One of prune / prune_target; sensitivity ratios need their report and per-layer ranking."""
+        """One of prune / prune_target; per-layer ratios need per-layer ranking and a data-free criterion."""
         if self.prune and self.prune_target is not None:
             raise ConfigError("give prune=<channel fraction> or prune_target=<GFLOPs ratio>, not both")
         if self.prune_ratios == "sensitivity":
-            if not self.sensitivity:
-                raise ConfigError("prune_ratios=sensitivity needs sensitivity=path/to/sensitivity.json "
-                                  "('yolo-opt sensitivity')")
             if self.prune_global:
                 raise ConfigError("prune_ratios=sensitivity sets one ratio per group; it cannot be combined with "
                                   "prune_global=True")
+            if self.prune_method in NEEDS_DATA and not self.sensitivity:
+                raise ConfigError(f"the sensitivity analysis behind prune_ratios=sensitivity masks channels without "
+                                  f"data; prune_method={self.prune_method} needs prune_ratios=uniform or sensitivity=")
         if self.prune_native and (self.prune_global or self.prune_ratios == "sensitivity"):
             raise ConfigError("prune_native=True needs the two halves of each block equally wide: use one ratio per "
                               "layer (not prune_global=True or prune_ratios=sensitivity)")
+
+    @property
+    def per_layer(self) -> bool:
+        """Whether ratios are allocated per group from a sensitivity analysis (prune_ratios, with auto resolved)."""
+        if self.prune_ratios == "auto":
+            return (self.prune_target is not None and not self.prune_global and not self.prune_native
+                    and self.prune_method not in NEEDS_DATA)
+        return self.prune_ratios == "sensitivity"
 
     @property
     def active(self) -> bool:
@@ -412,6 +424,9 @@ class SensitivityOptions(Options):
                                  low=1, high=10**9)
     groups: str | None = key(None, str, "only these groups (comma-separated root layer names, e.g. model.4.cv0)",
                              ("sensitivity",))
+    score: str = key("map", str, "what scores each case: map (the validator's mAP on the val split, and err) or err "
+                     "(relative change of the head outputs on 16 val images: no validator, ~20x faster)",
+                     ("sensitivity",), choices=SENS_SCORES)
 
     def ratio_list(self) -> list[float]:
         """The ratios as sorted unique fractions 0 < r < 1."""

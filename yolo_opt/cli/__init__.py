@@ -138,7 +138,8 @@ def run_prune(kwargs: dict[str, Any]) -> None:
     refuse_rest(kwargs, "prune")
     summary = prune_checkpoint(model, out, opts, imgsz=imgsz, data=data)
     print(
-        f"pruned {model} -> {summary['out']}: ratio {summary['ratio']:.3f} ({summary['method']}), "
+        f"pruned {model} -> {summary['out']}: "
+        f"{'per-layer ratios' if summary['layer_ratios'] else 'ratio ' + format(summary['ratio'], '.3f')} ({summary['method']}), "
         f"params {summary['params_ratio']:.3f}x, GFLOPs {summary['gflops']:.2f} ({summary['gflops_ratio']:.3f}x) "
         f"at imgsz={summary['imgsz']}"
     )

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import torch_pruning as tp
 
 from yolo_opt.errors import ConfigError
-from yolo_opt.options import PRUNE_METHODS
+from yolo_opt.options import NEEDS_DATA, PRUNE_METHODS
 
 IMPORTANCE: dict[str, Callable[[], tp.importance.Importance]] = {
     "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
@@ -17,7 +17,6 @@ IMPORTANCE: dict[str, Callable[[], tp.importance.Importance]] = {
     "random": tp.importance.RandomImportance,
 }
 assert set(IMPORTANCE) == set(PRUNE_METHODS), "every prune_method needs an importance object"
-NEEDS_DATA = {"taylor"}  # criteria scored from gradients on training batches
 DATA_FREE = tuple(m for m in PRUNE_METHODS if m not in NEEDS_DATA)
 
 

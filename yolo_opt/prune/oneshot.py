@@ -23,11 +23,13 @@ def prune_checkpoint(
         model: Ultralytics `.pt` detection checkpoint.
         out: Output `.pt` path (never the input).
         opts: `prune` (channel fraction) or `prune_target` (GFLOPs ratio to keep), criterion, rounding, ... (or
-            their keyword shortcuts: `prune_checkpoint("best.pt", "pruned.pt", prune=0.5)`). With
-            `prune_ratios="sensitivity"`, per-group ratios from the report reach the same GFLOPs
-            (see `yolo_opt.prune.allocation.allocate_ratios`).
-        imgsz: Image size of the GFLOPs figures and of the Taylor batches.
-        data: data.yaml, needed by `prune_method="taylor"` (training batches score the channels).
+            their keyword shortcuts: `prune_checkpoint("best.pt", "pruned.pt", prune=0.5)`). Per-layer ratios
+            (`prune_ratios="sensitivity"`, and `"auto"` with `prune_target` when `data` is given) come from the
+            `sensitivity=` report or an analysis of the model on `data`'s val images, and reach the same GFLOPs
+            (see `yolo_opt.prune.allocation.allocate_ratios`); `"auto"` without `data` prunes uniformly.
+        imgsz: Image size of the GFLOPs figures, of the Taylor batches and (up to 320) of the analysis.
+        data: data.yaml, needed by `prune_method="taylor"` (training batches score the channels) and by per-layer
+            ratios without `sensitivity=` (val images score the groups).
 
     With `prune_native`, the checkpoint holds Ultralytics' own block classes (`yolo_opt.prune.blocks.to_native`).
     """
@@ -46,16 +48,17 @@ def prune_checkpoint(
     check_output(out, [model], example="pruned.pt")  # never the input, nor a folder or an unwritable place
     if opts.prune_method in NEEDS_DATA and not data:
         raise ConfigError(f"prune_method={opts.prune_method} scores channels with training batches; pass data=data.yaml")
-    report = None
-    if opts.prune_ratios == "sensitivity":
+    per_layer = opts.per_layer and (bool(data or opts.sensitivity) or opts.prune_ratios == "sensitivity")
+    if per_layer and opts.sensitivity:
         from yolo_opt.prune.allocation import load_sensitivity
 
-        report = load_sensitivity(opts.sensitivity)
+        load_sensitivity(opts.sensitivity)  # a clear error before loading the model
     net = load_model(model)
     if data is not None:
         from yolo_opt.data.checks import check_dataset
 
-        check_dataset(data, getattr(net, "names", None), ("train",) if opts.prune_method in NEEDS_DATA else ())
+        splits = ("train",) * (opts.prune_method in NEEDS_DATA) + ("val",) * (per_layer and not opts.sensitivity)
+        check_dataset(data, getattr(net, "names", None), splits)
     if opts.prune_native:
         from yolo_opt.prune.blocks import C2PSASplit, make_prunable
 
@@ -66,9 +69,10 @@ def prune_checkpoint(
     base_macs, base_params = count_macs(net, imgsz)
     search_imgsz = min(imgsz, SEARCH_IMGSZ)
     layer_ratios = None
-    if report is not None:
-        from yolo_opt.prune.allocation import sensitivity_ratios
+    if per_layer:
+        from yolo_opt.prune.allocation import run_report, sensitivity_ratios
 
+        report = run_report(net, opts, data, imgsz)
         layer_ratios, _ = sensitivity_ratios(net, report, opts.prune or None, opts.prune_target, opts.prune_round,
                                              imgsz=search_imgsz)
         ratio = 0.0

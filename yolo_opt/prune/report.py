@@ -20,31 +20,35 @@ def write_sensitivity_report(report: dict[str, Any], out: str | Path) -> dict[st
 
 
 def sensitivity_table(report: dict[str, Any]) -> str:
-    """The report as a Markdown table: one row per group, mAP50-95 (and output change) per ratio."""
+    """The report as a Markdown table: one row per group, mAP50-95 (when scored) and output change per ratio."""
     ratios = report["ratios"]
     base = report["baseline"]
-    head = ["group", "channels"] + [f"mAP @{r:g}" for r in ratios] + [f"err @{r:g}" for r in ratios]
+    has_map = "map" in base
+    head = ["group", "channels"] + [f"mAP @{r:g}" for r in ratios if has_map] + [f"err @{r:g}" for r in ratios]
+    scored = f"mAP50-95 {base['map']:.4f}, mAP50 {base['map50']:.4f}" if has_map else "scored by output change only"
     lines = [
-        f"Baseline mAP50-95 {base['map']:.4f}, mAP50 {base['map50']:.4f} (imgsz={report['imgsz']}, "
-        f"method={report['method']}, round_to={report['round_to']}, max_images={report['max_images']})",
+        f"Baseline {scored} (imgsz={report['imgsz']}, method={report['method']}, round_to={report['round_to']}, "
+        f"max_images={report['max_images']})",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
     ]
-    for name, row in sorted(report["groups"].items(), key=lambda kv: -_worst_drop(report, kv[1], "map")):
-        cells = [name, str(row["channels"])] + [f"{v:.4f}" for v in row["map"]] + [f"{v:.3f}" for v in row["err"]]
+    for name, row in _ranked(report):
+        cells = [name, str(row["channels"])] + [f"{v:.4f}" for v in row.get("map", [])] + [f"{v:.3f}" for v in row["err"]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _worst_drop(report: dict[str, Any], row: dict[str, Any], metric: str) -> float:
-    if metric == "err":
-        return max(row["err"])
-    return report["baseline"][metric] - min(row[metric])
+def _ranked(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Groups, most sensitive first: largest mAP drop (or output change, without mAP) at any measured ratio."""
+    base = report["baseline"]
+    if "map" in base:
+        return sorted(report["groups"].items(), key=lambda kv: min(kv[1]["map"]) - base["map"])
+    return sorted(report["groups"].items(), key=lambda kv: -max(kv[1]["err"]))
 
 
 def plot_sensitivity(report: dict[str, Any], path: str | Path) -> Path:
-    """PNG: mAP50-95 vs ratio, one line per group (the most sensitive labelled)."""
+    """PNG: mAP50-95 (when scored) and output change vs ratio, one line per group (the most sensitive labelled)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -52,14 +56,18 @@ def plot_sensitivity(report: dict[str, Any], path: str | Path) -> Path:
 
     ratios = [0.0, *report["ratios"]]
     base = report["baseline"]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
-    ranked = sorted(report["groups"].items(), key=lambda kv: -_worst_drop(report, kv[1], "map"))
-    for i, (name, row) in enumerate(ranked):
+    has_map = "map" in base
+    fig, axes = plt.subplots(1, 2 if has_map else 1, figsize=(12 if has_map else 6.5, 5), squeeze=False)
+    axes = axes[0]
+    for i, (name, row) in enumerate(_ranked(report)):
         label = name if i < 8 else None
-        axes[0].plot(ratios, [base["map"], *row["map"]], marker="o", ms=3, lw=1, label=label)
-        axes[1].plot(ratios, [0.0, *row["err"]], marker="o", ms=3, lw=1, label=label)
-    axes[0].set(xlabel="pruning ratio of the group alone", ylabel="mAP50-95 (no fine-tuning)", title="mAP")
-    axes[1].set(xlabel="pruning ratio of the group alone", ylabel="relative change of head outputs", title="output change")
+        if has_map:
+            axes[0].plot(ratios, [base["map"], *row["map"]], marker="o", ms=3, lw=1, label=label)
+        axes[-1].plot(ratios, [0.0, *row["err"]], marker="o", ms=3, lw=1, label=label)
+    if has_map:
+        axes[0].set(xlabel="pruning ratio of the group alone", ylabel="mAP50-95 (no fine-tuning)", title="mAP")
+    axes[-1].set(xlabel="pruning ratio of the group alone", ylabel="relative change of head outputs",
+                 title="output change")
     axes[0].legend(fontsize=7, title="most sensitive")
     for ax in axes:
         ax.grid(alpha=0.3)

@@ -14,12 +14,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from yolo_opt.errors import ConfigError
 from yolo_opt.options import SEARCH_IMGSZ, SensitivityOptions
-from yolo_opt.prune.groups import eval_mode, mask_group, plans
+from yolo_opt.prune.groups import eval_mode, mask_group, no_forward_hooks, plans
 from yolo_opt.prune.targets import n_pruned
 
 SENS_METRICS = ("map", "map50", "err")
@@ -51,19 +52,30 @@ def _subset_data(data: str | Path, max_images: int | None, folder: Path) -> str:
 
 
 class _Evaluator:
-    """Validator mAP (one DetectionValidator, its dataloader built once) and head-output change vs a reference."""
+    """Validator mAP (one DetectionValidator, its dataloader built once) and head-output change vs a reference.
+
+    With `score="err"` there is no validator: the output change is measured on the first `err_images` val images.
+    """
 
     def __init__(self, data: str, imgsz: int, reference: nn.Module, val_args: dict[str, Any] | None = None,
-                 err_images: int = 16):
-        from ultralytics.models.yolo.detect import DetectionValidator
-
-        self.args = {"batch": 16, "plots": False, "verbose": False, "device": "cpu", "save_json": False, "workers": 0,
-                     "half": False, **(val_args or {}), "data": data, "imgsz": imgsz, "split": "val"}
-        self.validator = DetectionValidator(args=self.args)
+                 err_images: int = 16, score: str = "map"):
         self.reference = reference
         self.images: torch.Tensor | None = None
         self.ref_out: list[torch.Tensor] | None = None
         self.err_images = err_images
+        self.validator = None
+        if score == "map":
+            from ultralytics.models.yolo.detect import DetectionValidator
+
+            args = {"batch": 16, "plots": False, "verbose": False, "device": "cpu", "save_json": False, "workers": 0,
+                    "half": False, **(val_args or {}), "data": data, "imgsz": imgsz, "split": "val"}
+            self.validator = DetectionValidator(args=args)
+        else:
+            from yolo_opt.data.calib import load_batches
+            from yolo_opt.data.checks import dataset_images
+
+            files = dataset_images(data, "val")[:err_images]
+            self.images = torch.from_numpy(np.concatenate(load_batches(files, imgsz, progress=False)))
 
     @staticmethod
     def _outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
@@ -75,18 +87,22 @@ class _Evaluator:
         return [t for t in raw if isinstance(t, torch.Tensor)] if isinstance(raw, (list, tuple)) else [raw]
 
     def __call__(self, model: nn.Module) -> dict[str, float]:
-        net = copy.deepcopy(model).float().eval()
-        stats = self.validator(model=net)
-        result = {"map": float(stats.get("metrics/mAP50-95(B)", 0.0)), "map50": float(stats.get("metrics/mAP50(B)", 0.0))}
-        if self.images is None:
-            imgs = []
-            for b in self.validator.dataloader:
-                imgs.append(b["img"].float() / 255)
-                if sum(len(i) for i in imgs) >= self.err_images:
-                    break
-            self.images = torch.cat(imgs)[: self.err_images]
-            self.ref_out = self._outputs(self.reference, self.images)
-        out = self._outputs(model, self.images)
+        result = {}
+        if self.validator is not None:
+            stats = self.validator(model=copy.deepcopy(model).float().eval())
+            result = {"map": float(stats.get("metrics/mAP50-95(B)", 0.0)),
+                      "map50": float(stats.get("metrics/mAP50(B)", 0.0))}
+            if self.images is None:
+                imgs = []
+                for b in self.validator.dataloader:
+                    imgs.append(b["img"].float() / 255)
+                    if sum(len(i) for i in imgs) >= self.err_images:
+                        break
+                self.images = torch.cat(imgs)[: self.err_images]
+        images = self.images.to(next(model.parameters()).device)
+        if self.ref_out is None:
+            self.ref_out = self._outputs(self.reference, images)
+        out = self._outputs(model, images)
         errs = [float((o - r).norm() / r.norm().clamp_min(1e-12)) for o, r in zip(out, self.ref_out, strict=True)]
         result["err"] = sum(errs) / len(errs)
         return result
@@ -103,12 +119,13 @@ def pruning_sensitivity(
     val_args: dict[str, Any] | None = None,
     **shortcuts: Any,
 ) -> dict[str, Any]:
-    """Per-group pruning sensitivity: validator mAP after pruning each prunable group alone, without fine-tuning.
+    """Per-group pruning sensitivity of a checkpoint (`yolo-opt sensitivity`), written to `out`.
 
     Args:
         model: Ultralytics `.pt` detection checkpoint.
         data: Dataset yaml; its val split is scored.
-        opts: Ratios tried on each group, `max_images`, `groups` (or their keyword shortcuts, e.g. `ratios="0.5"`).
+        opts: Ratios tried on each group, `max_images`, `groups`, `score` (or their keyword shortcuts, e.g.
+            `ratios="0.5"`).
         imgsz: Validation image size.
         prune_method: Channel importance criterion that picks the channels (data-free: not taylor).
         prune_round: Channel rounding, as in pruning (a 16-channel group keeps 16 at 0.25 with rounding 8).
@@ -116,30 +133,65 @@ def pruning_sensitivity(
         val_args: Ultralytics validator arguments (`batch`, `workers`, `conf`, ...), as for `yolo val`.
 
     Returns:
-        The report: `baseline` metrics, `ratios`, and per group `channels`, `pruned` (channels removed per
-        ratio) and `map`/`map50`/`err` lists (one value per ratio). `err` is the relative L2 change of the head's
-        raw box and class outputs on up to 16 val images (useful where mAP is ~0, e.g. an untrained model).
+        The report of `layer_sensitivity`.
     """
     from yolo_opt.data.checks import check_classes
     from yolo_opt.io.checkpoint import load_model
     from yolo_opt.io.files import check_output
-    from yolo_opt.prune.blocks import make_prunable
-    from yolo_opt.prune.importance import DATA_FREE
     from yolo_opt.prune.report import write_sensitivity_report
 
     opts = SensitivityOptions.from_kwargs(opts, **shortcuts)
-    if prune_method not in DATA_FREE:
-        raise ConfigError(f"sensitivity needs a data-free criterion; use prune_method={', '.join(DATA_FREE)}, "
-                          f"not '{prune_method}'")
-    ratio_list, max_images, groups = opts.ratio_list(), opts.max_images, opts.groups
-    net = load_model(model).float().eval()
+    check_method(prune_method)
+    net = load_model(model)
     check_classes(data, getattr(net, "names", None))
     out = check_output(out, [model, data], folder=True, key="name")
     out.mkdir(parents=True, exist_ok=True)
+    report = {"model": str(model), **layer_sensitivity(net, data, opts, imgsz, prune_method, prune_round, out, val_args)}
+    write_sensitivity_report(report, out)
+    return report
+
+
+def check_method(prune_method: str) -> None:
+    """Sensitivity masks the channels a data-free criterion picks (Taylor scores need training batches)."""
+    from yolo_opt.prune.importance import DATA_FREE
+
+    if prune_method not in DATA_FREE:
+        raise ConfigError(f"sensitivity needs a data-free criterion; use prune_method={', '.join(DATA_FREE)}, "
+                          f"not '{prune_method}'")
+
+
+def layer_sensitivity(
+    model: nn.Module,
+    data: str | Path,
+    opts: SensitivityOptions,
+    imgsz: int,
+    prune_method: str = "l2",
+    prune_round: int | None = 8,
+    folder: str | Path = ".",
+    val_args: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Score pruning each prunable group of `model` alone (on a copy: `model` is not changed).
+
+    `folder` receives the val-subset yaml when `opts.max_images` limits the validator's images.
+
+    Returns:
+        The report: `baseline` metrics, `ratios`, and per group `channels`, `pruned` (channels removed per
+        ratio) and `map`/`map50`/`err` lists (one value per ratio; only `err` with `score="err"`). `err` is the
+        relative L2 change of the head's raw box and class outputs on up to 16 val images (useful where mAP is ~0,
+        e.g. an untrained model, and the cheap score: a forward pass per case instead of a validation).
+    """
+    from ultralytics.utils.tqdm import TQDM as tqdm  # noqa: N813 (Ultralytics ships its own tqdm)
+
+    from yolo_opt.prune.blocks import make_prunable
+
+    ratio_list, max_images = opts.ratio_list(), opts.max_images
+    with no_forward_hooks(model):  # a distillation wrapper's feature capture would keep traced outputs in the copy
+        net = copy.deepcopy(model).float().eval()
     make_prunable(net)
-    wanted = [g for g in (groups or "").split(",") if g]
+    wanted = [g for g in (opts.groups or "").split(",") if g]
     t0 = time.time()
-    evaluate = _Evaluator(_subset_data(data, max_images, out), imgsz, net, val_args)
+    subset = _subset_data(data, max_images, Path(folder)) if opts.score == "map" else str(data)
+    evaluate = _Evaluator(subset, imgsz, net, val_args, score=opts.score)
     baseline = evaluate(net)
     planned = {r: plans(net, r, prune_method, prune_round, min(imgsz, SEARCH_IMGSZ))[0] for r in ratio_list}
     names = [p[0] for p in planned[ratio_list[0]]]
@@ -149,8 +201,9 @@ def pruning_sensitivity(
             raise ConfigError(f"unknown group(s) {', '.join(unknown)}; prunable groups: {', '.join(names)}")
         names = [n for n in names if n in wanted]
     table: dict[str, dict[str, Any]] = {}
+    bar = tqdm(total=len(names) * len(ratio_list), desc=f"pruning sensitivity ({opts.score})", unit="case")
     for name in names:
-        row: dict[str, Any] = {"channels": None, "pruned": [], **{k: [] for k in SENS_METRICS}}
+        row: dict[str, Any] = {"channels": None, "pruned": [], **{k: [] for k in baseline}}
         for r in ratio_list:
             _, channels, items = next(p for p in planned[r] if p[0] == name)
             row["channels"] = channels
@@ -162,15 +215,13 @@ def pruning_sensitivity(
                 trial = copy.deepcopy(net)
                 mask_group(trial, items)
                 scores = evaluate(trial)
-            for k in SENS_METRICS:
+            for k in scores:
                 row[k].append(round(scores[k], 6))
+            bar.update()
         table[name] = row
-    report = {
-        "model": str(model), "data": str(data), "imgsz": imgsz, "method": prune_method, "round_to": prune_round,
-        "max_images": max_images, "ratios": ratio_list, "baseline": baseline, "groups": table,
+    bar.close()
+    return {
+        "data": str(data), "imgsz": imgsz, "method": prune_method, "round_to": prune_round, "max_images": max_images,
+        "score": opts.score, "ratios": ratio_list, "baseline": baseline, "groups": table,
         "seconds": round(time.time() - t0, 1),
     }
-    write_sensitivity_report(report, out)
-    return report
-
-

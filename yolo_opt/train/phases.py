@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from yolo_opt.errors import ConfigError, ModelError
-from yolo_opt.options import QATOptions, TrainOptions
+from yolo_opt.options import QATOptions, SensitivityOptions, TrainOptions
 
 
 def _ultralytics_run(model: str | Path, opts: TrainOptions | None = None, after: QATOptions | None = None,
@@ -44,16 +44,21 @@ def _check_inputs(model: str | Path, opts: TrainOptions, args: dict[str, Any]) -
         from yolo_opt.io.files import check_output
 
         check_output(str(args["project"]), folder=True, key="project")
-    if opts.prune.prune_ratios == "sensitivity":
+    p = opts.prune
+    r_max = max(SensitivityOptions().ratio_list())  # what a new analysis measures
+    if p.per_layer and p.sensitivity:
         from yolo_opt.prune.allocation import load_sensitivity
 
-        load_sensitivity(opts.prune.sensitivity)
-    if net is not None and opts.prune.prune_target is not None:
+        r_max = max(load_sensitivity(p.sensitivity)["ratios"])
+    if net is not None and p.prune_target is not None:
         from yolo_opt.prune.targets import check_reachable, min_macs_ratio
 
-        floor = min_macs_ratio(net, opts.prune.prune_round, opts.prune.prune_global,
-                               imgsz=min(int(args.get("imgsz", 640)), SEARCH_IMGSZ, 128))
-        check_reachable(opts.prune.prune_target, floor)
+        imgsz = min(int(args.get("imgsz", 640)), SEARCH_IMGSZ, 128)
+        check_reachable(p.prune_target, min_macs_ratio(net, p.prune_round, p.prune_global, imgsz=imgsz))
+        if p.per_layer:
+            from yolo_opt.prune.allocation import check_allocatable
+
+            check_allocatable(net, p.prune_target, r_max, p.prune_round, imgsz)
     if opts.distilling:
         from yolo_opt.distill import check_teacher
 

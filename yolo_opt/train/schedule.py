@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -42,12 +43,15 @@ def step_ratio(model: nn.Module, opts: PruneOptions, run: dict[str, Any], step: 
 
 
 def step_layer_ratios(model: nn.Module, opts: PruneOptions, run: dict[str, Any], step: int, steps: int,
-                      imgsz: int) -> dict[str, float]:
-    """Per-group ratios of one step; the final allocation (from the sensitivity report) is computed once, in `run`."""
-    from yolo_opt.prune.allocation import sensitivity_ratios
+                      imgsz: int, data: str | None, folder: Path) -> dict[str, float]:
+    """Per-group ratios of one step. The final allocation is computed once, at the first step, from the
+    sensitivity report (`sensitivity=`, or an analysis of the model before pruning saved in `folder`), and kept in
+    `run`, so a resumed run prunes the same way."""
+    from yolo_opt.prune.allocation import run_report, sensitivity_ratios
 
     if "layer_ratios" not in run:
-        final, target = sensitivity_ratios(model, opts.sensitivity, opts.prune or None, opts.prune_target,
+        report = run_report(model, opts, data, imgsz, folder)
+        final, target = sensitivity_ratios(model, report, opts.prune or None, opts.prune_target,
                                            opts.prune_round, imgsz=min(imgsz, SEARCH_IMGSZ))
         run["layer_ratios"], run["layer_ratios_target"] = final, target
     return {name: step_fraction(r, step, steps) for name, r in run["layer_ratios"].items()}

@@ -234,9 +234,12 @@ class PruneTrainer(DetectionTrainer):
 
         opts, run, imgsz = self.opts.prune, self._run(), self.args.imgsz
         step, steps = run["steps_done"] + 1, len(run["epochs"])
-        per_layer = opts.prune_ratios == "sensitivity"
-        ratio = 0.0 if per_layer else step_ratio(model, opts, run, step, steps, imgsz)
-        layer_ratios = step_layer_ratios(model, opts, run, step, steps, imgsz) if per_layer else None
+        if opts.per_layer:
+            ratio = 0.0
+            layer_ratios = step_layer_ratios(model, opts, run, step, steps, imgsz, self.args.data,
+                                             self.save_dir / "sensitivity")
+        else:
+            ratio, layer_ratios = step_ratio(model, opts, run, step, steps, imgsz), None
         batches = loss_fn = None
         if opts.prune_method in NEEDS_DATA:
             batches = (self.preprocess_batch(b) for b in islice(self.train_loader, opts.prune_batches))

@@ -12,7 +12,7 @@ def suggest(trial, fixed: dict[str, Any], max_epochs: int) -> dict[str, Any]:
 
     Searched (unless fixed): epochs 1..max_epochs, lr0 log 1e-4..1e-2, prune_target (GFLOPs to keep) 0.3..0.9
     (not when prune= is fixed), prune_method l2/l1/taylor, prune_steps 1..min(3, epochs), prune_ratios
-    uniform/sensitivity when sensitivity= is given.
+    uniform/sensitivity when there is a sensitivity report (`sensitivity=`, or the one the study makes).
     """
     p: dict[str, Any] = dict(fixed)
     if "epochs" not in p:

@@ -99,6 +99,20 @@ def _split_keys(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
     return fixed, rest
 
 
+def _study_report(net, data: str | Path, fixed: dict[str, Any], imgsz: int, folder: Path) -> None:
+    """Trials that may allocate per-layer ratios share one sensitivity report of the input model, made once per
+    run folder (a resumed study reuses it) and fixed as `sensitivity=`; trials then draw uniform or per-layer."""
+    from yolo_opt.options import NEEDS_DATA, PruneOptions
+    from yolo_opt.prune.allocation import run_report
+
+    if fixed.get("sensitivity") or "prune" in fixed or fixed.get("prune_ratios") == "uniform":
+        return
+    method = fixed.get("prune_method", "l2")
+    opts = PruneOptions(prune_method="l2" if method in NEEDS_DATA else method, prune_round=fixed.get("prune_round", 8))
+    run_report(net, opts, data, imgsz, folder)
+    fixed["sensitivity"] = str(folder / "sensitivity.json")
+
+
 def tune(
     model: str | Path,
     data: str | Path,
@@ -143,7 +157,7 @@ def tune(
     fixed, ultra = _split_keys(rest)
     net = load_model(model)  # clear error for a missing or corrupt checkpoint
     check_dataset(data, getattr(net, "names", None))  # every trial trains and validates on it
-    if fixed.get("prune_ratios") == "sensitivity":
+    if fixed.get("sensitivity"):
         from yolo_opt.prune.allocation import load_sensitivity
 
         load_sensitivity(fixed["sensitivity"])
@@ -165,6 +179,8 @@ def tune(
         raise ConfigError(f"study '{study}' was created with objectives={stored}; use it or pick another study=")
     if not stored:
         st.set_user_attr("objectives", objectives)
+
+    _study_report(net, data, fixed, int(ultra.get("imgsz", 640)), run_dir / "sensitivity")
 
     def objective(trial):
         return run_trial(trial, str(model), str(data), fixed, ultra, run_dir, objectives, opts.max_epochs)
