@@ -26,27 +26,29 @@ from pathlib import Path
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
-SENSITIVITY = "<sensitivity report>"  # stands for the baseline's `yolo-opt sensitivity` report, made when needed
+SENSITIVITY = "<sensitivity report>"  # the baseline's `yolo-opt sensitivity` report (score=map), made when needed
 # Recovery variants: yolo-opt train keys added to prune_target=<target> (the default recipe is "kd"). Ultralytics keys
 # (nbs, batch, ...) are the variant's schedule: each distinct schedule gets its own reference, the baseline trained
 # the same way, so "vs reference" never credits pruning with a better schedule.
 VARIANTS = {
-    "kd": {},  # the defaults: output distillation from the model before pruning, an optimizer step every batch
+    # the defaults: per-layer ratios from the trainer's sensitivity analysis (output change), output distillation
+    # from the model before pruning, an optimizer step every batch
+    "kd": {},
     "no-kd": {"distill": False},
-    "kd-nbs64": {"nbs": 64},  # Ultralytics' accumulation to a nominal batch of 64 (~5 optimizer steps an epoch here)
-    "no-kd-nbs64": {"distill": False, "nbs": 64},
     "kd-b8": {"batch": 8},  # an optimizer step every 8 images
+    "sens-map": {"sensitivity": SENSITIVITY},  # per-layer ratios from the mAP-scored report (~20x slower)
+    "uniform": {"prune_ratios": "uniform"},  # one ratio everywhere (the default before per-layer ratios)
+    "uniform-no-kd": {"prune_ratios": "uniform", "distill": False},
+    "uniform-nbs64": {"prune_ratios": "uniform", "nbs": 64},  # Ultralytics' accumulation to a nominal batch of 64
+    "uniform-b8": {"prune_ratios": "uniform", "batch": 8},
     "kd-w0.5": {"distill_weight": 0.5},
     "kd-w2": {"distill_weight": 2.0},
     "feature-kd": {"distill_weight": 0.0, "distill_features": 1.0},  # Ultralytics' feature distillation only
     "kd+feature": {"distill_features": 1.0},
     "kd-steps3": {"prune_steps": 3},
-    "kd-taylor": {"prune_method": "taylor"},
     "kd-bn": {"prune_method": "bn"},
-    "kd-global": {"prune_global": True},
-    "kd-global-nbs64": {"prune_global": True, "nbs": 64},
-    "kd-taylor-nbs64": {"prune_method": "taylor", "nbs": 64},
-    "kd-sens": {"prune_ratios": "sensitivity", "sensitivity": SENSITIVITY},  # per-layer ratios, equal damage
+    "global-nbs64": {"prune_global": True, "nbs": 64},  # one ranking across layers (uniform: not per-layer)
+    "taylor-nbs64": {"prune_method": "taylor", "nbs": 64},  # Taylor scores need data: uniform ratios
     "kd-lr3x": {"optimizer": "AdamW", "lr0": 0.0033},  # 3x the AdamW rate Ultralytics' optimizer=auto picks for nc=5
 }
 TRAIN = {"imgsz": 160, "batch": 16, "workers": 0, "plots": False, "seed": 0, "deterministic": False}
@@ -101,7 +103,7 @@ def measure(weights: Path, data: Path, imgsz: int) -> dict:
 
 
 def sensitivity_report(weights: Path, data: Path, folder: Path) -> Path:
-    """The baseline's per-group pruning sensitivity (`yolo-opt sensitivity`, cached in `folder`)."""
+    """The baseline's per-group pruning sensitivity scored by mAP (`yolo-opt sensitivity`, cached in `folder`)."""
     from yolo_opt.prune.sensitivity import pruning_sensitivity
 
     report = folder / "sensitivity.json"
