@@ -11,6 +11,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from tests.conftest import IMGSZ, run_python
 
 RANK_SCRIPT = textwrap.dedent(r'''
@@ -26,7 +28,7 @@ RANK_SCRIPT = textwrap.dedent(r'''
             h.update(v.detach().float().cpu().numpy().tobytes())
         return h.hexdigest()
 
-    ckpt, data, out = sys.argv[1:4]
+    ckpt, data, out, keys = sys.argv[1:5]
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     from torch.nn.parallel import DistributedDataParallel as DDP
@@ -35,8 +37,8 @@ RANK_SCRIPT = textwrap.dedent(r'''
 
     trainer = PruneTrainer(overrides=dict(
         model=ckpt, data=data, epochs=2, imgsz=IMGSZ, batch=8, workers=0, plots=False, val=False, device="cpu",
-        project=out, name="ddp", exist_ok=True, warmup_epochs=0, prune=0.5, prune_method="taylor", prune_batches=2,
-        distill=False))  # the DDP wrapper around the student itself (distillation wraps it once more)
+        project=out, name="ddp", exist_ok=True, warmup_epochs=0, distill=False, **json.loads(keys)))
+    # (distill=False: the DDP wrapper around the student itself; distillation wraps it once more)
     trainer._setup_train()
     trainer.model = DDP(trainer.model, find_unused_parameters=True)  # as BaseTrainer._setup_train wraps it
     first = next(iter(trainer.train_loader))["im_file"]  # each rank's shard: Taylor scores would differ
@@ -67,23 +69,28 @@ RANK_SCRIPT = textwrap.dedent(r'''
 ''').replace("IMGSZ", str(IMGSZ))
 
 
-def test_ddp_ranks_prune_identically_and_train(tmp_path, v8_checkpoint, tiny_data):
-    """Two gloo ranks: rank 0's Taylor decision reaches rank 1; both then hold the same model and train in step."""
+@pytest.mark.parametrize("keys", [{"prune": 0.5, "prune_method": "taylor", "prune_batches": 2},  # scored on rank 0's data
+                                  {"prune_target": 0.3}],  # per-layer ratios from rank 0's sensitivity analysis
+                         ids=["taylor", "per-layer"])
+def test_ddp_ranks_prune_identically_and_train(tmp_path, v8_checkpoint, tiny_data, keys):
+    """Two gloo ranks: rank 0's pruning decision reaches rank 1; both then hold the same model and train in step."""
     script = tmp_path / "rank.py"
     script.write_text(RANK_SCRIPT)
     from ultralytics.utils.dist import find_free_network_port
 
     env = {**os.environ, "YOLO_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                        str(find_free_network_port()), str(script), str(v8_checkpoint), str(tiny_data), str(tmp_path / "runs")],
+                        str(find_free_network_port()), str(script), str(v8_checkpoint), str(tiny_data), str(tmp_path / "runs"),
+                        json.dumps(keys)],
                        capture_output=True, text=True, timeout=900, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     line = next(ln for ln in r.stdout.splitlines() if ln.startswith("STATE "))
     rank0, rank1 = json.loads(line[len("STATE "):])
     assert rank0["first_batch"] != rank1["first_batch"]  # the ranks see different data
+    assert (tmp_path / "runs" / "ddp" / "sensitivity" / "sensitivity.json").exists() == ("prune_target" in keys)
     for state in (rank0, rank1):
         assert state["ddp"] and state["optimizer_holds_model"]
-        assert state["params"][1] < 0.45 * state["params"][0]  # prune=0.5 keeps about a quarter of the params
+        assert state["params"][1] < 0.45 * state["params"][0]  # both keep well under half of the params
         assert state["ema_params"] == state["params"][1]
     assert rank0["params"] == rank1["params"]
     assert rank0["pruned"] == rank1["pruned"]  # identical shapes and weights after the pruning step
