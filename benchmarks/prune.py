@@ -223,7 +223,7 @@ def time_rows(results: dict, out: Path, rounds: int) -> None:
     onnx = {}
     for key, r in results.items():
         target = out / "onnx640" / f"{key.replace('/', '_')}.onnx"
-        if not target.exists():
+        if not target.exists() or target.stat().st_mtime < Path(r["weights"]).stat().st_mtime:  # stale: retrained
             if not Path(r["weights"]).exists():
                 print(f"{key}: {r['weights']} is gone, not timed")
                 continue
