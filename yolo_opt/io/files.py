@@ -70,7 +70,8 @@ def temporary_dir(dest: str | Path) -> Path:
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(dest.parent)
-        return Path(tempfile.mkdtemp(prefix=_prefix(dest), dir=dest.parent))
+        # the whole name: Ultralytics tells formats by folder names (`*_openvino_model`), and a dot is no suffix here
+        return Path(tempfile.mkdtemp(prefix=f".{dest.name}.{TMP_TAG}-{HOST}-{os.getpid()}.", dir=dest.parent))
     except OSError as e:
         raise _unwritable(dest, e) from e
 
