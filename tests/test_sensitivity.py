@@ -239,3 +239,23 @@ def test_train_allocates_per_layer_by_default(fixed_checkpoint, tiny_data, tmp_p
     ratios = run["layer_ratios"]
     assert set(ratios) == set(report["groups"]) and max(ratios.values()) - min(ratios.values()) > 0.2
     assert run["history"][-1]["macs_ratio"] == pytest.approx(0.6, abs=0.05)
+
+
+def test_target_beyond_the_measured_ratios_is_refused(full_report, fixed_checkpoint, tiny_data, tmp_path):
+    """Per-layer ratios stop at the largest measured ratio: a target that needs more is one line, exit 2, before any
+    work (train: no run folder; prune: no output file)."""
+    report = json.loads(full_report.read_text())
+    report["ratios"] = [0.25]
+    for row in report["groups"].values():
+        for k in ("map", "map50", "err"):
+            row[k] = row[k][:1]
+    small = tmp_path / "small.json"
+    small.write_text(json.dumps(report))
+    train = run_cli("train", f"model={fixed_checkpoint}", f"data={tiny_data}", "epochs=1", "prune_target=0.5",
+                    f"sensitivity={small}", f"imgsz={IMGSZ}", "workers=0", f"project={tmp_path}", "name=t")
+    prune = run_cli("prune", f"model={fixed_checkpoint}", "prune_target=0.5", f"sensitivity={small}",
+                    f"out={tmp_path / 'p.pt'}", f"imgsz={IMGSZ}")
+    for r in (train, prune):
+        assert r.returncode == 2 and "needs more than ratio 0.25" in r.stderr and "Traceback" not in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "t").exists() and not (tmp_path / "p.pt").exists()

@@ -59,16 +59,22 @@ def run_report(model: nn.Module, opts: PruneOptions, data: str | Path | None, im
     return report
 
 
-def check_allocatable(model: nn.Module, target: float, r_max: float, round_to: int | None, imgsz: int = 128,
-                      tol: float = 0.01) -> None:
-    """Per-layer ratios stop at the largest measured ratio: fail early when `target` needs more than that."""
+def macs_estimate(model: nn.Module, imgsz: int, round_to: int | None) -> MacsModel:
+    """The analytic GFLOPs estimate of a prunable copy of `model` (`model` is not changed)."""
     net = copy.deepcopy(model).float().eval()
     make_prunable(net)
-    estimate = MacsModel(net, imgsz, round_to)
+    return MacsModel(net, imgsz, round_to)
+
+
+def check_allocatable(estimate: MacsModel, target: float, r_max: float, tol: float = 0.01) -> None:
+    """Per-layer ratios stop at the largest measured ratio `r_max`: refuse a `target` that needs more."""
     floor = estimate.ratio(dict.fromkeys(estimate.groups, r_max))
     if floor > target * (1 + tol):
-        raise ConfigError(f"prune_target={target} is below the {floor:.2f}x GFLOPs that per-layer ratios up to "
-                          f"{r_max} reach; use prune_ratios=uniform or a sensitivity= report with larger ratios")
+        raise PruneError(
+            f"a GFLOPs target of {target:.3g}x needs more than ratio {r_max} in some groups (per-layer ratios up to "
+            f"{r_max} keep {floor:.2f}x); measure larger ratios ('yolo-opt sensitivity ratios=...,0.9' and "
+            f"sensitivity=), ask for a larger target, or use prune_ratios=uniform"
+        )
 
 
 def choose_metric(report: dict[str, Any], metric: str = "auto") -> str:
@@ -158,9 +164,7 @@ def allocate_ratios(
     Raises:
         PruneError: The report does not match the model, or the target needs more than the measured ratios.
     """
-    net = copy.deepcopy(model).float().eval()
-    make_prunable(net)
-    estimate = MacsModel(net, imgsz, round_to)
+    estimate = macs_estimate(model, imgsz, round_to)
     missing = sorted(set(estimate.groups) - set(report["groups"]))
     if missing:
         raise PruneError(
@@ -175,12 +179,8 @@ def allocate_ratios(
     def ratios_at(tau: float) -> dict[str, float]:
         return {n: round(_ratio_at(r, d, tau, eps), 4) for n, (r, d) in curves.items()}
 
+    check_allocatable(estimate, target, r_max, tol)  # at the highest damage level every group is at r_max
     hi = max(d[-1] + eps * r[-1] for r, d in curves.values())
-    if estimate.ratio(ratios_at(hi)) > target * (1 + tol):
-        raise PruneError(
-            f"GFLOPs target {target} needs more than the largest measured ratio {r_max} in some groups; "
-            f"measure larger ratios (ratios=...,0.9) or ask for a larger target"
-        )
     lo = 0.0
     for _ in range(40):
         mid = (lo + hi) / 2
@@ -218,9 +218,7 @@ def sensitivity_ratios(
     if prune_target is None:
         if not prune:
             return {}, 1.0
-        net = copy.deepcopy(model).float().eval()
-        make_prunable(net)
-        estimate = MacsModel(net, imgsz, round_to)
+        estimate = macs_estimate(model, imgsz, round_to)
         prune_target = estimate.ratio(dict.fromkeys(estimate.groups, prune))
     return allocate_ratios(report, model, prune_target, imgsz, round_to), prune_target
 

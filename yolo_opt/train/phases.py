@@ -56,9 +56,9 @@ def _check_inputs(model: str | Path, opts: TrainOptions, args: dict[str, Any]) -
         imgsz = min(int(args.get("imgsz", 640)), SEARCH_IMGSZ, 128)
         check_reachable(p.prune_target, min_macs_ratio(net, p.prune_round, p.prune_global, imgsz=imgsz))
         if p.per_layer:
-            from yolo_opt.prune.allocation import check_allocatable
+            from yolo_opt.prune.allocation import check_allocatable, macs_estimate
 
-            check_allocatable(net, p.prune_target, r_max, p.prune_round, imgsz)
+            check_allocatable(macs_estimate(net, imgsz, p.prune_round), p.prune_target, r_max)
     if opts.distilling:
         from yolo_opt.distill import check_teacher
 
