@@ -86,6 +86,25 @@ def test_export_takes_dfl_softmax_over_last_axis(ws, tmp_path):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
 
 
+def test_cli_fp32_onnx_export_is_ours(ws, tmp_path, capsys):
+    """`yolo-opt export format=onnx` writes our FP32 export (the DFL rewrite) to out=, passes Ultralytics' ONNX keys
+    through, and refuses them where they do not apply."""
+    import onnx
+
+    from yolo_opt.cli import main
+
+    out = tmp_path / "fp32.v1.onnx"
+    assert main(["export", f"model={ws['base']}", "format=onnx", f"imgsz={IMGSZ}", f"out={out}", "opset=17"]) == 0
+    graph = onnx.load(str(out))
+    assert [a.i for n in graph.graph.node if n.op_type == "Softmax" for a in n.attribute] == [-1]
+    assert next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")) == 17
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # nothing else written, nothing left over
+    for bad in (["int8=True", f"data={ws['data']}", "opset=17"], [f"out={tmp_path / 'x.engine'}"]):
+        assert main(["export", f"model={ws['base']}", "format=onnx", *bad]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("yolo-opt: error:") for line in err), err
+
+
 @pytest.fixture(scope="module")
 def int8(ws):
     from yolo_opt.quant import quantize_onnx

@@ -6,16 +6,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from yolo_opt.errors import ConfigError
 from yolo_opt.options import ExportOptions
 
 
 def export(model: str | Path, opts: ExportOptions | None = None, data: str | Path | None = None,
-           verbose: bool = True, bundle: bool = False, **shortcuts: Any) -> dict[str, Any]:
-    """FP32 + INT8 QDQ ONNX (both validated), a TensorRT engine, an OpenVINO IR, or a Jetson / OpenVINO bundle.
+           verbose: bool = True, bundle: bool = False, onnx_args: dict[str, Any] | None = None,
+           **shortcuts: Any) -> dict[str, Any]:
+    """An FP32 or INT8 QDQ ONNX, a TensorRT engine, an OpenVINO IR, or a Jetson / OpenVINO bundle.
 
     Args:
         model: Ultralytics `.pt` (pruned or not).
-        opts: `format` (onnx, engine, jetson, openvino), `int8`, `imgsz`, `out` (INT8 .onnx, .engine, OpenVINO or
+        opts: `format` (onnx, engine, jetson, openvino), `int8`, `imgsz`, `out` (the .onnx, .engine, OpenVINO or
             bundle folder; nothing is written anywhere else), `workspace` (TensorRT GiB), `device` (OpenVINO) and
             the PTQ options in `opts.ptq`; or their keyword shortcuts
             (`export("best.pt", int8=True, calib="entropy", data="data.yaml")`).
@@ -23,6 +25,8 @@ def export(model: str | Path, opts: ExportOptions | None = None, data: str | Pat
         verbose: Print the summary.
         bundle: With format=openvino, the deployment folder (FP32 + INT8 IR, metadata.json, infer.py) instead of
             one model folder (format=jetson is always a bundle).
+        onnx_args: Other Ultralytics export arguments of an FP32 `format=onnx` export (`opset`, `dynamic`, `nms`,
+            ...); the defaults are batch 1 and static shapes.
 
     Returns:
         A report dict (paths, mAPs, layers kept in float).
@@ -40,14 +44,12 @@ def export(model: str | Path, opts: ExportOptions | None = None, data: str | Pat
         rest = dict(shortcuts)
         opts = ExportOptions.take(rest)
         if rest:
-            from yolo_opt.errors import ConfigError
-
             raise ConfigError(f"unknown export option(s): {', '.join(rest)}; see 'yolo-opt help'")
     ptq, fmt, int8, imgsz, out = opts.ptq, opts.format, opts.int8, opts.imgsz, opts.out
     net = load_model(model)
     if out:  # an existing folder, the input itself or an unwritable place fails now, not after the calibration
         check_output(out, [model], folder=fmt in ("jetson", "openvino"),
-                     example="model_int8.onnx" if fmt == "onnx" else "model.engine")
+                     example=("model_int8.onnx" if int8 else "model.onnx") if fmt == "onnx" else "model.engine")
     if int8 or fmt == "jetson":  # one clear error before any work: the classes, and usable train and val images
         check_dataset(data, getattr(net, "names", None))
         calibration_files(data, ptq.calib_images)
@@ -61,11 +63,15 @@ def export(model: str | Path, opts: ExportOptions | None = None, data: str | Pat
             print(f"Jetson bundle written: {folder} (see {folder / 'README.txt'})")
         return {"bundle": str(folder)}
     report: dict[str, Any] = {}
+    if onnx_args and (int8 or fmt != "onnx"):
+        raise ConfigError(f"{', '.join(onnx_args)}: Ultralytics ONNX arguments apply to an FP32 format=onnx export only")
     if not int8:
-        onnx_out = Path(out).with_suffix(".onnx") if (out and fmt == "engine") else None
-        fp32 = export_onnx(model, onnx_out, imgsz=imgsz)
+        onnx_out = (Path(out).with_suffix(".onnx") if fmt == "engine" else Path(out)) if out else None
+        fp32 = export_onnx(model, onnx_out, imgsz=imgsz, **(onnx_args or {}))
         report["fp32"] = str(fp32)
         src = fp32
+        if verbose and fmt == "onnx":
+            print(f"FP32 ONNX: {fp32}")
     else:
         # the FP32 ONNX is only a step here: made in a scratch folder, so nothing is written (or replaced) next to
         # the model; the INT8 model goes to out= (its .onnx beside an engine), else next to the model
