@@ -63,6 +63,17 @@ def fp32(tmp_path_factory, kaiming):
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}
 
 
+def _ov_default_runtime() -> str:
+    """The runtime label of an OpenVINO model run at OpenVINO's default precision on this CPU."""
+    import openvino as ov
+
+    bf16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    return "OpenVINO CPU (bf16)" if bf16 else "OpenVINO CPU"
+
+
+OV_DEFAULT_RUNTIME = _ov_default_runtime()
+
+
 def _ov_out(folder: Path, x: np.ndarray) -> np.ndarray:
     import openvino as ov
 
@@ -231,21 +242,31 @@ def test_benchmark_times_openvino_beside_onnx_and_pytorch(tmp_path, v8_checkpoin
     from yolo_opt.deploy import export_onnx
 
     onnx = export_onnx(v8_checkpoint, tmp_path / "v8.onnx", imgsz=IMGSZ)
-    r = run_cli("benchmark", f"model={v8_checkpoint},{onnx},{fp32},{next(fp32.glob('*.xml'))}",
-                f"data={tiny_data}", f"imgsz={IMGSZ}", f"project={tmp_path}", "name=b")
+    models = f"model={v8_checkpoint},{onnx},{fp32},{next(fp32.glob('*.xml'))}"
+    r = run_cli("benchmark", models, f"data={tiny_data}", f"imgsz={IMGSZ}", f"project={tmp_path}", "name=b")
     assert r.returncode == 0, r.stderr[-3000:]
     rows = list(json.loads((tmp_path / "b" / "results.json").read_text()).values())
-    assert [row["runtime"] for row in rows] == ["PyTorch CPU", "ONNX Runtime CPU", "OpenVINO CPU", "OpenVINO CPU"]
+    ov_default = OV_DEFAULT_RUNTIME
+    assert [row["runtime"] for row in rows] == ["PyTorch CPU", "ONNX Runtime CPU", ov_default, ov_default]
     assert all(row["latency_ms"] > 0 for row in rows)
     assert rows[2]["gflops"] == pytest.approx(rows[1]["gflops"], rel=0.02)
-    assert "| OpenVINO CPU |" in (tmp_path / "b" / "report.md").read_text()
+    assert f"| {ov_default} |" in (tmp_path / "b" / "report.md").read_text()
+    # ov_precision=f32: OpenVINO's f32 math, named as plain "OpenVINO CPU"; a precision it does not know: one line
+    r = run_cli("benchmark", models, f"data={tiny_data}", f"imgsz={IMGSZ}", f"project={tmp_path}", "name=f32",
+                "ov_precision=f32")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = list(json.loads((tmp_path / "f32" / "results.json").read_text()).values())
+    assert [row["runtime"] for row in rows[2:]] == ["OpenVINO CPU", "OpenVINO CPU"]
+    r = run_cli("benchmark", models, f"data={tiny_data}", f"project={tmp_path}", "name=x", "ov_precision=fp8")
+    assert r.returncode == 2 and "ov_precision" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "x").exists()
 
 
 def test_latency_runs_each_runtime_in_its_own_process(fp32):
     from yolo_opt.bench.latency import latency_in_process
 
     res = latency_in_process([fp32], IMGSZ, runs=2, rounds=2, warmup=1)
-    assert res[0]["runtime"] == "OpenVINO CPU" and res[0]["ms"] > 0 and res[0]["imgsz"] == IMGSZ
+    assert res[0]["runtime"] == OV_DEFAULT_RUNTIME and res[0]["ms"] > 0 and res[0]["imgsz"] == IMGSZ
     assert res[0]["rounds"] == 2 and res[0]["threads"] >= 1
     with pytest.raises(ValueError, match="one runtime per process"):
         latency_in_process([fp32, fp32.parent / "x.onnx"])

@@ -27,6 +27,7 @@ PRUNE_METHODS = {
 NEEDS_DATA = ("taylor",)  # criteria scored from gradients on training batches
 CALIB_METHODS = ("minmax", "entropy", "percentile")  # ONNX Runtime calibration; "legacy" is TensorRT's own
 DEPLOY_FORMATS = ("onnx", "engine", "jetson", "openvino")
+OV_PRECISIONS = ("f32", "bf16", "f16")  # OpenVINO's CPU INFERENCE_PRECISION_HINT values
 # TensorRT builder workspace (GiB) for engines and bundles: Jetson Orin Nano/NX share 4-8 GiB with the CPU
 TRT_WORKSPACE_GIB = 2.0
 SENS_SCORES = ("map", "err")  # sensitivity: the validator's mAP (and err), or only the head-output change err
@@ -399,6 +400,9 @@ class BenchOptions(Options):
     reference: str | None = key(None, str, "the reference model (the input trained as many extra epochs as the "
                                 "compressed ones, unpruned): adds mAP 'vs reference' (optimize trains its own: stage "
                                 "'reference')", ("benchmark",))
+    ov_precision: str | None = key(None, str, "OpenVINO CPU inference precision of latency: f32, bf16 or f16 "
+                                   "(default: OpenVINO's own: bf16 on CPUs with AVX512-BF16 or AMX; the runtime column "
+                                   "names it)", ("demo", "optimize", "benchmark"), choices=OV_PRECISIONS)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,13 @@ import numpy as np
 RUNTIMES = {"pt": "PyTorch CPU", "onnx": "ONNX Runtime CPU", "openvino": "OpenVINO CPU"}
 
 
+def runtime_label(kind: str, precision: str | None = None) -> str:
+    """The runtime column of a report: OpenVINO names its math when it is not f32 (on CPUs with AVX512-BF16 or AMX
+    it runs an FP32 IR in bf16 by default, 2x faster than f32 here, so "FP32" rows would be something else)."""
+    label = RUNTIMES[kind]
+    return f"{label} ({precision})" if kind == "openvino" and precision and precision != "f32" else label
+
+
 def kind_of(path: str | Path) -> str:
     """pt, onnx, openvino (an .xml or a folder holding one) or engine."""
     path = Path(path)
@@ -32,9 +39,12 @@ def kind_of(path: str | Path) -> str:
     return path.suffix.lstrip(".")
 
 
-def runner(path: str | Path, imgsz: int | None = None, threads: int | None = None,
-           device: str = "CPU") -> tuple[Callable[[], Any], int, int]:
-    """(one batch-1 inference, input size, threads) for a .pt, .onnx or OpenVINO model."""
+def runner(path: str | Path, imgsz: int | None = None, threads: int | None = None, device: str = "CPU",
+           precision: str | None = None) -> tuple[Callable[[], Any], dict[str, Any]]:
+    """(one batch-1 inference, {imgsz, threads, runtime}) for a .pt, .onnx or OpenVINO model.
+
+    `precision` sets OpenVINO's CPU inference precision (f32, bf16, f16; None: OpenVINO's default); the runtime
+    label names the precision the compiled model runs at when it is not f32."""
     threads = threads or os.cpu_count() or 1
     kind = kind_of(path)
     if kind == "pt":
@@ -51,7 +61,7 @@ def runner(path: str | Path, imgsz: int | None = None, threads: int | None = Non
             with torch.inference_mode():
                 return model(x)
 
-        return run, size, threads
+        return run, {"imgsz": size, "threads": threads, "runtime": runtime_label(kind)}
     if kind == "onnx":
         import onnxruntime as ort
 
@@ -63,7 +73,8 @@ def runner(path: str | Path, imgsz: int | None = None, threads: int | None = Non
         shape = [d if isinstance(d, int) else (imgsz or 640) for d in inp.shape]
         shape[0] = 1
         x = np.random.default_rng(0).random(shape, dtype=np.float32)
-        return (lambda: session.run(None, {inp.name: x})), shape[-1], threads
+        return (lambda: session.run(None, {inp.name: x})), {"imgsz": shape[-1], "threads": threads,
+                                                            "runtime": runtime_label(kind)}
     if kind == "openvino":
         from yolo_opt.deploy.openvino import model_xml, openvino_device, require
 
@@ -74,35 +85,39 @@ def runner(path: str | Path, imgsz: int | None = None, threads: int | None = Non
             model.reshape([1, 3, imgsz or 640, imgsz or 640])
         shape = list(model.input(0).get_shape())
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
+        if precision:
+            config["INFERENCE_PRECISION_HINT"] = precision
         name = openvino_device(device)
         compiled = core.compile_model(model, name, config if name == "CPU" else {"PERFORMANCE_HINT": "LATENCY"})
+        ran = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() if name == "CPU" else None
         request = compiled.create_infer_request()
         x = np.random.default_rng(0).random(shape, dtype=np.float32)
-        return (lambda: request.infer({0: x})), shape[-1], threads
+        return (lambda: request.infer({0: x})), {"imgsz": shape[-1], "threads": threads,
+                                                  "runtime": runtime_label(kind, ran)}
     raise ValueError(f"no CPU latency for '{path}'")
 
 
 def interleaved(paths: list[str | Path], imgsz: int | None = None, runs: int = 30, rounds: int = 3,
-                warmup: int = 5, threads: int | None = None) -> list[dict[str, Any]]:
+                warmup: int = 5, threads: int | None = None, precision: str | None = None) -> list[dict[str, Any]]:
     """Median ms of each model over `rounds` interleaved rounds of `runs` timed calls (in this process)."""
-    runners = [runner(p, imgsz, threads) for p in paths]
-    for run, _, _ in runners:
+    runners = [runner(p, imgsz, threads, precision=precision) for p in paths]
+    for run, _ in runners:
         for _ in range(warmup):
             run()
     times: list[list[float]] = [[] for _ in paths]
     for _ in range(rounds):
-        for i, (run, _, _) in enumerate(runners):
+        for i, (run, _) in enumerate(runners):
             for _ in range(runs):
                 t0 = time.perf_counter()
                 run()
                 times[i].append((time.perf_counter() - t0) * 1000)
-    return [{"ms": statistics.median(t), "imgsz": size, "threads": th, "runtime": RUNTIMES[kind_of(p)],
-             "rounds": rounds, "runs": runs}
-            for p, t, (_, size, th) in zip(paths, times, runners, strict=True)]
+    return [{"ms": statistics.median(t), **info, "rounds": rounds, "runs": runs}
+            for t, (_, info) in zip(times, runners, strict=True)]
 
 
 def latency_in_process(paths: list[str | Path], imgsz: int | None = None, runs: int = 30, rounds: int = 3,
-                       warmup: int = 5, threads: int | None = None, timeout: float = 3600) -> list[dict[str, Any]]:
+                       warmup: int = 5, threads: int | None = None, timeout: float = 3600,
+                       precision: str | None = None) -> list[dict[str, Any]]:
     """`interleaved` for models of one runtime, in a fresh Python process (nothing else loaded there)."""
     from yolo_opt.errors import DeployError
 
@@ -110,7 +125,7 @@ def latency_in_process(paths: list[str | Path], imgsz: int | None = None, runs: 
     if len(kinds) != 1:
         raise ValueError(f"one runtime per process, got {sorted(kinds)}")
     request = {"paths": [str(p) for p in paths], "imgsz": imgsz, "runs": runs, "rounds": rounds, "warmup": warmup,
-               "threads": threads}
+               "threads": threads, "precision": precision}
     r = subprocess.run([sys.executable, "-m", "yolo_opt.bench.latency"], input=json.dumps(request),
                        capture_output=True, text=True, timeout=timeout, env={**os.environ, "YOLO_OFFLINE": "1"})
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
@@ -136,7 +151,7 @@ def by_runtime(paths: list[str | Path], **kwargs: Any) -> list[dict[str, Any] | 
 def _main() -> None:
     request = json.loads(sys.stdin.read())
     results = interleaved(request["paths"], request["imgsz"], request["runs"], request["rounds"], request["warmup"],
-                          request["threads"])
+                          request["threads"], request.get("precision"))
     print(json.dumps({"results": results}))
 
 

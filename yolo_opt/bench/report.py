@@ -112,7 +112,7 @@ def measure_file(path: str | Path, data: str | Path, imgsz: int, lat_imgsz: int 
     row.update(latency_ms=None, threads=None)
     if latency and kind in RUNTIMES:
         lat = latency_in_process([path], lat_imgsz, runs=runs, rounds=1)[0]
-        row.update(latency_ms=lat["ms"], threads=lat["threads"])
+        row.update(latency_ms=lat["ms"], threads=lat["threads"], runtime=lat["runtime"])
         lat_imgsz = lat["imgsz"]
     elif kind in ("onnx", "openvino"):
         lat_imgsz = None  # a fixed-shape model is validated at its own input size
@@ -265,7 +265,8 @@ def _unique_labels(models: list[Path]) -> list[str]:
 
 def benchmark(models: Iterable[str | Path], data: str | Path, imgsz: int = 640, out: str | Path | None = None,
               lat_imgsz: int | None = None, runs: int = 30, names: Iterable[str] | None = None,
-              references: Iterable[str] = (), reference: str | Path | None = None, rounds: int = 3) -> dict[str, Any]:
+              references: Iterable[str] = (), reference: str | Path | None = None, rounds: int = 3,
+              ov_precision: str | None = None) -> dict[str, Any]:
     """`yolo-opt benchmark`: measure each model file and write the report. Returns the rows.
 
     Latency: the models of each runtime (PyTorch, ONNX Runtime, OpenVINO) in `rounds` interleaved rounds of `runs`
@@ -273,7 +274,8 @@ def benchmark(models: Iterable[str | Path], data: str | Path, imgsz: int = 640, 
 
     The reference is the input trained as long as the compressed models were, unpruned; the report then shows
     each row's mAP against it. `references` names the rows (labels) that are references; `reference` adds one
-    more model file as the row "reference".
+    more model file as the row "reference". `ov_precision` sets OpenVINO's CPU inference precision (f32, bf16,
+    f16; None: OpenVINO's default, which is bf16 on CPUs with AVX512-BF16 or AMX: the runtime column says so).
     """
     from ultralytics.utils import TQDM as tqdm  # noqa: N812 (Ultralytics ships its own progress bar)
 
@@ -296,10 +298,12 @@ def benchmark(models: Iterable[str | Path], data: str | Path, imgsz: int = 640, 
         rows[label] = measure_file(m, data, imgsz, lat_imgsz, runs, latency=False)
         if label in references:
             rows[label]["reference"] = True
-    lats = by_runtime(models, imgsz=lat_imgsz or imgsz, runs=max(1, runs // rounds), rounds=rounds)
+    lats = by_runtime(models, imgsz=lat_imgsz or imgsz, runs=max(1, runs // rounds), rounds=rounds,
+                      precision=ov_precision)
     for label, lat in zip(labels, lats, strict=True):
         if lat is not None:
-            rows[label].update(latency_ms=lat["ms"], threads=lat["threads"], lat_imgsz=lat["imgsz"])
+            rows[label].update(latency_ms=lat["ms"], threads=lat["threads"], lat_imgsz=lat["imgsz"],
+                               runtime=lat["runtime"])
     if out:
         write_report(rows, out)
     return rows

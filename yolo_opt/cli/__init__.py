@@ -186,7 +186,8 @@ def run_benchmark(kwargs: dict[str, Any]) -> None:
     imgsz = check_imgsz(kwargs.pop("imgsz", 640))
     out = Path(str(kwargs.pop("project", "runs/opt"))) / str(kwargs.pop("name", "benchmark"))
     refuse_rest(kwargs, "benchmark")
-    rows = benchmark(str(models).split(","), data, imgsz, out=out, lat_imgsz=bench.lat_imgsz, reference=bench.reference)
+    rows = benchmark(str(models).split(","), data, imgsz, out=out, lat_imgsz=bench.lat_imgsz, reference=bench.reference,
+                     ov_precision=bench.ov_precision)
     print(markdown_table(rows))
     print(f"report: {out / 'report.md'}, plot: {out / 'report.png'}, figures: {out / 'results.json'}")
 

@@ -30,7 +30,8 @@ def run_demo(opts: DemoOptions | None = None, **kwargs: Any) -> dict[str, Any]:
     if opts is None:
         opts = DemoOptions.take(rest)
     bench = BenchOptions.take(rest, "demo")
-    overrides = {"imgsz": opts.imgsz, "lat_imgsz": bench.lat_imgsz, "plots": False, "workers": 0, **rest}
+    overrides = {"imgsz": opts.imgsz, "lat_imgsz": bench.lat_imgsz, "ov_precision": bench.ov_precision,
+                 "plots": False, "workers": 0, **rest}
     load_recipe(opts.recipe, overrides)  # a bad recipe or override fails before anything is trained
     out = Path(opts.out).resolve()
     data = make_dataset(out / "data", seed=0, n_train=opts.n_train, n_val=opts.n_val, imgsz=opts.imgsz)

@@ -200,7 +200,8 @@ def _benchmark(run: Run, recipe: Recipe) -> dict[str, Any]:
     if not chosen:
         raise ModelError("stage 'benchmark' found no model artefact in the run; add stages before it")
     rows = benchmark(chosen.values(), run.data, recipe.imgsz, out=run.folder, lat_imgsz=recipe.bench.lat_imgsz,
-                     names=chosen.keys(), references=("reference", "reference onnx", "reference openvino"))
+                     names=chosen.keys(), references=("reference", "reference onnx", "reference openvino"),
+                     ov_precision=recipe.bench.ov_precision)
     run.record("benchmark", {"report": run.folder / "report.md", "plot": run.folder / "report.png",
                              "results": run.folder / "results.json"})
     return rows
