@@ -1,12 +1,15 @@
 """Peers benchmark: yolo-opt's INT8 beside Ultralytics', NNCF's and OpenVINO's, for a baseline and a pruned model.
 
     PYTHONPATH=. YOLO_OFFLINE=1 python benchmarks/peers.py --out runs/peers
+    python benchmarks/peers.py --out runs/peers-conv --imgsz 128 --base base.pt --pruned pruned.pt --data data.yaml
 
 One run on the generated dataset (yolo_opt.data.make_dataset): a yolov8n trained from its yaml (cached), a copy
-pruned with prune=0.5 and fine-tuned (cached), then per model: FP32 ONNX, yolo-opt's INT8 QDQ ONNX, Ultralytics'
-INT8 ONNX, NNCF's INT8 ONNX (all on ONNX Runtime), OpenVINO FP32 (Ultralytics' exporter), OpenVINO INT8 (NNCF,
-as `yolo-opt export format=openvino int8=True`), OpenVINO INT8 with max_map_drop=0.01 (NNCF accuracy control) and
-yolo-opt's QDQ ONNX read by OpenVINO. Every calibration uses the same train images (fewer
+pruned with yolo-opt's default recipe (prune_target=0.5: per-layer ratios, distillation) and fine-tuned (cached),
+or two given checkpoints; then per model: FP32 ONNX (ours, and Ultralytics' plain export), yolo-opt's INT8 QDQ
+ONNX, Ultralytics' INT8 ONNX, NNCF's INT8 ONNX (all on ONNX Runtime), OpenVINO FP32 (Ultralytics' exporter),
+OpenVINO INT8 (NNCF, as `yolo-opt export format=openvino int8=True`), OpenVINO INT8 with max_map_drop=0.01 (NNCF
+accuracy control) and yolo-opt's QDQ ONNX read by OpenVINO. OpenVINO is timed twice: at its default precision
+(bf16 on CPUs with AVX512-BF16 or AMX) and at f32 math. Every calibration uses the same train images (fewer
 for the latency-only models at --lat-imgsz: their speed does not depend on it).
 
 mAP50-95 from the Ultralytics validator at the train size (batch 1, fixed shapes); latency at --lat-imgsz, batch 1,
@@ -44,6 +47,22 @@ def ultralytics_int8_onnx(pt: Path, data: Path, imgsz: int, out: Path, fraction:
     written = Path(YOLO(str(local)).export(format="onnx", quantize=8, data=str(data), imgsz=imgsz, batch=1,
                                            split="train", fraction=fraction))
     os.replace(written, out)
+    shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def ultralytics_fp32_onnx(pt: Path, imgsz: int, out: Path) -> Path:
+    """Ultralytics' plain FP32 ONNX export (what `yolo export format=onnx` writes: no DFL rewrite)."""
+    from ultralytics import YOLO
+
+    if out.exists():
+        return out
+    work = out.parent / f".ul_{out.stem}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    local = work / pt.name
+    shutil.copyfile(pt, local)
+    os.replace(YOLO(str(local)).export(format="onnx", imgsz=imgsz, batch=1, simplify=True), out)
     shutil.rmtree(work, ignore_errors=True)
     return out
 
@@ -97,7 +116,7 @@ def artefacts(label: str, pt: Path, data: Path, imgsz: int, work: Path, n_calib:
     if not ours.exists():
         quantize_onnx(fp32, data, ours, calib_images=n_calib, validate=False, progress=False)
     n_train = len(dataset_images(data, "train"))
-    out = {"fp32": fp32, "ours": ours,
+    out = {"fp32": fp32, "ul_fp32": ultralytics_fp32_onnx(pt, imgsz, d / "ul_fp32.onnx"), "ours": ours,
            "ultralytics": ultralytics_int8_onnx(pt, data, imgsz, d / "ul_int8.onnx", min(1.0, n_calib / n_train)),
            "nncf_onnx": nncf_int8_onnx(fp32, data, imgsz, n_calib, d / "nncf_int8.onnx")}
     ov = d / "ov_fp32_openvino_model"
@@ -115,7 +134,8 @@ def artefacts(label: str, pt: Path, data: Path, imgsz: int, work: Path, n_calib:
 
 
 ROWS = [  # (variant, runtime, label)
-    ("fp32", "ONNX Runtime", "FP32 ONNX"),
+    ("fp32", "ONNX Runtime", "FP32 ONNX (yolo-opt export)"),
+    ("ul_fp32", "ONNX Runtime", "FP32 ONNX (Ultralytics export)"),
     ("ours", "ONNX Runtime", "yolo-opt INT8 QDQ"),
     ("ultralytics", "ONNX Runtime", "Ultralytics INT8 ONNX"),
     ("nncf_onnx", "ONNX Runtime", "NNCF INT8 ONNX"),
@@ -124,6 +144,7 @@ ROWS = [  # (variant, runtime, label)
     ("ov_int8_ac", "OpenVINO", "OpenVINO INT8 (NNCF, max_map_drop=0.01)"),
     ("ours_ov", "OpenVINO", "yolo-opt INT8 QDQ ONNX read by OpenVINO"),
 ]
+F32_ROWS = [(v, "OpenVINO f32", f"{label}, f32 math") for v, runtime, label in ROWS if runtime == "OpenVINO"]
 
 
 def main() -> None:
@@ -131,7 +152,12 @@ def main() -> None:
     ap.add_argument("--out", default="runs/peers")
     ap.add_argument("--base-epochs", type=int, default=20)
     ap.add_argument("--ft-epochs", type=int, default=10)
-    ap.add_argument("--prune", type=float, default=0.5)
+    ap.add_argument("--prune-target", type=float, default=0.5, help="pruned model: yolo-opt's default recipe, "
+                    "prune_target= (per-layer ratios, distillation)")
+    ap.add_argument("--prune", type=float, default=None, help="one ratio everywhere instead of --prune-target")
+    ap.add_argument("--base", help="use this trained baseline .pt (with --pruned and --data) instead of training")
+    ap.add_argument("--pruned", help="its pruned + fine-tuned .pt")
+    ap.add_argument("--data", help="their data.yaml")
     ap.add_argument("--prune-round", type=int, default=8)
     ap.add_argument("--imgsz", type=int, default=160, help="train size: mAP")
     ap.add_argument("--lat-imgsz", type=int, default=640, help="latency size")
@@ -147,8 +173,15 @@ def main() -> None:
     from yolo_opt.bench.measure import model_stats, validate
 
     work = Path(args.out).resolve()
-    data, pts = models(work, base_epochs=args.base_epochs, ft_epochs=args.ft_epochs, prune=args.prune,
-                       prune_round=args.prune_round, imgsz=args.imgsz)
+    if args.base:
+        if not (args.pruned and args.data):
+            ap.error("--base needs --pruned and --data")
+        data, pts = Path(args.data).resolve(), {"baseline": Path(args.base).resolve(),
+                                                  "pruned": Path(args.pruned).resolve()}
+    else:
+        data, pts = models(work, base_epochs=args.base_epochs, ft_epochs=args.ft_epochs,
+                           prune_target=args.prune_target, prune=args.prune, prune_round=args.prune_round,
+                           imgsz=args.imgsz)
     acc = {m: artefacts(m, pt, data, args.imgsz, work, args.calib_images) for m, pt in pts.items()}
     lat = {m: artefacts(m, pt, data, args.lat_imgsz, work, args.lat_calib_images) for m, pt in pts.items()}
 
@@ -169,20 +202,30 @@ def main() -> None:
 
     paths = [str(lat[m][v]) for m in pts for v, _, _ in ROWS] + [str(pts[m]) for m in pts]
     timed = by_runtime(paths, imgsz=args.lat_imgsz, runs=args.runs, rounds=args.rounds, threads=args.threads)
-    ms = dict(zip(paths, (t["ms"] for t in timed), strict=True))
+    ms = {("default", p): t["ms"] for p, t in zip(paths, timed, strict=True)}
+    ov_runtime = next(t["runtime"] for t in timed if t["runtime"].startswith("OpenVINO"))
+    # OpenVINO again at f32 math: its default is bf16 on CPUs with AVX512-BF16/AMX, an FP32 baseline 2x faster
+    # than f32; the ratios of each set are to the unpruned FP32 IR timed the same way
+    f32_paths = [str(lat[m][v]) for m in pts for v, _, _ in F32_ROWS]
+    for p, t in zip(f32_paths, by_runtime(f32_paths, imgsz=args.lat_imgsz, runs=args.runs, rounds=args.rounds,
+                                          threads=args.threads, precision="f32"), strict=True):
+        ms[("f32", p)] = t["ms"]
     gflops = {m: model_stats(pts[m], args.lat_imgsz)["gflops"] for m in pts}
 
     ref_map = maps["baseline"]["fp32"]
     rows = []
     for m in pts:
-        for v, runtime, label in ROWS:
+        for v, runtime, label in ROWS + F32_ROWS:
             ref_variant = "fp32" if runtime == "ONNX Runtime" else "ov_fp32"
-            t, t_ref = ms[str(lat[m][v])], ms[str(lat["baseline"][ref_variant])]
-            rows.append({"model": m, "variant": v, "label": label, "runtime": runtime,
-                         "map50_95": maps[m][v], "map_vs_fp32": maps[m][v] / ref_map if maps[m][v] is not None else None,
-                         "map_vs_own_fp32": (maps[m][v] / maps[m]["fp32"]) if maps[m][v] is not None else None,
+            how = "f32" if runtime == "OpenVINO f32" else "default"
+            t, t_ref = ms[(how, str(lat[m][v]))], ms[(how, str(lat["baseline"][ref_variant]))]
+            got = maps[m][v] if how == "default" else None  # mAP: the validator runs OpenVINO's default
+            rows.append({"model": m, "variant": v, "label": label,
+                         "runtime": ov_runtime if runtime == "OpenVINO" else runtime,
+                         "map50_95": got, "map_vs_fp32": got / ref_map if got is not None else None,
+                         "map_vs_own_fp32": (got / maps[m]["fp32"]) if got is not None else None,
                          "latency_ms": t, "latency_vs_unpruned_fp32": t / t_ref, "gflops": gflops[m]})
-        t_pt, t_pt_ref = ms[str(pts[m])], ms[str(pts["baseline"])]
+        t_pt, t_pt_ref = ms[("default", str(pts[m]))], ms[("default", str(pts["baseline"]))]
         rows.append({"model": m, "variant": "pt", "label": "PyTorch FP32 (.pt)", "runtime": "PyTorch",
                      "map50_95": None, "map_vs_fp32": None, "map_vs_own_fp32": None, "latency_ms": t_pt,
                      "latency_vs_unpruned_fp32": t_pt / t_pt_ref, "gflops": gflops[m]})
@@ -191,9 +234,11 @@ def main() -> None:
     import openvino
 
     g = gflops["pruned"] / gflops["baseline"]
-    header = (f"yolov8n on the generated dataset ({args.base_epochs} epochs at {args.imgsz} px); pruned = "
-              f"prune={args.prune} prune_round={args.prune_round} + {args.ft_epochs} fine-tune epochs "
-              f"({g:.2f}x GFLOPs). mAP50-95 at {args.imgsz} px (Ultralytics validator, batch 1); latency at "
+    given = f"given models ({pts['baseline']}, {pts['pruned']})"
+    trained = (f"yolov8n on the generated dataset ({args.base_epochs} epochs at {args.imgsz} px); pruned = "
+               + (f"prune={args.prune}" if args.prune is not None else f"prune_target={args.prune_target}")
+               + f" prune_round={args.prune_round} + {args.ft_epochs} fine-tune epochs")
+    header = (f"{given if args.base else trained} ({g:.2f}x GFLOPs). mAP50-95 at {args.imgsz} px (Ultralytics validator, batch 1); latency at "
               f"{args.lat_imgsz} px, batch 1, {args.threads} threads, median of {args.rounds} interleaved rounds x "
               f"{args.runs} calls, each runtime in its own process (ONNX Runtime {onnxruntime.__version__}, OpenVINO "
               f"{openvino.__version__.split('-')[0]}, PyTorch). Calibration: {args.calib_images} train images "
@@ -204,8 +249,10 @@ def main() -> None:
         f = (lambda x, d=3: "—" if x is None else f"{x:.{d}f}")  # noqa: E731
         lines.append(f"| {r['model']} | {r['label']} | {r['runtime']} | {f(r['map50_95'], 4)} | {f(r['map_vs_fp32'])} "
                      f"| {f(r['map_vs_own_fp32'])} | {r['latency_ms']:.1f} | {r['latency_vs_unpruned_fp32']:.2f} |")
-    ort_fp32, ov_fp32 = ms[str(lat["baseline"]["fp32"])], ms[str(lat["baseline"]["ov_fp32"])]
-    lines += ["", f"OpenVINO FP32 / ONNX Runtime FP32 (baseline): {ov_fp32 / ort_fp32:.2f}x"]
+    ort_fp32 = ms[("default", str(lat["baseline"]["fp32"]))]
+    ov_fp32, ov_f32 = (ms[(how, str(lat["baseline"]["ov_fp32"]))] for how in ("default", "f32"))
+    lines += ["", f"OpenVINO FP32 IR / ONNX Runtime FP32 (baseline): {ov_fp32 / ort_fp32:.2f}x at OpenVINO's default "
+              f"({ov_runtime}), {ov_f32 / ort_fp32:.2f}x at f32 math"]
     table = "\n".join(lines)
     print(table)
     (work / "peers.md").write_text(table + "\n")

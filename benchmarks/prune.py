@@ -36,6 +36,7 @@ VARIANTS = {
     "kd": {},
     "no-kd": {"distill": False},
     "kd-b8": {"batch": 8},  # an optimizer step every 8 images
+    "kd-r16": {"prune_round": 16},  # channel counts in multiples of 16 (AVX-512 holds 16 floats)
     "sens-map": {"sensitivity": SENSITIVITY},  # per-layer ratios from the mAP-scored report (~20x slower)
     "uniform": {"prune_ratios": "uniform"},  # one ratio everywhere (the default before per-layer ratios)
     "uniform-no-kd": {"prune_ratios": "uniform", "distill": False},

@@ -285,5 +285,5 @@ def test_intel_recipe_end_to_end(tmp_path, v8_checkpoint, tiny_data):
     rows = json.loads((folder / "results.json").read_text())
     assert {"baseline openvino", "reference openvino", "openvino fp32", "openvino int8"} <= set(rows)
     assert rows["reference openvino"]["reference"]  # the report compares the OpenVINO models with it
-    assert all(rows[k]["runtime"] == "OpenVINO CPU" for k in ("baseline openvino", "openvino fp32", "openvino int8"))
+    assert all(rows[k]["runtime"] == OV_DEFAULT_RUNTIME for k in ("baseline openvino", "openvino fp32", "openvino int8"))
     assert rows["openvino fp32"]["gflops"] < 0.6 * rows["baseline openvino"]["gflops"]
