@@ -33,8 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peers_models import models  # noqa: E402
 
 
-def ultralytics_int8_onnx(pt: Path, data: Path, imgsz: int, out: Path, fraction: float = 1.0) -> Path:
-    """Ultralytics' own INT8 ONNX (ONNX Runtime quantize_static), calibrated on (a fraction of) the train split."""
+def ultralytics_onnx(pt: Path, out: Path, **export_args) -> Path:
+    """Ultralytics' own ONNX export of `pt` to `out` (cached), made from a copy in a scratch folder: Ultralytics
+    writes next to the checkpoint."""
     from ultralytics import YOLO
 
     if out.exists():
@@ -44,27 +45,19 @@ def ultralytics_int8_onnx(pt: Path, data: Path, imgsz: int, out: Path, fraction:
     work.mkdir(parents=True)
     local = work / pt.name
     shutil.copyfile(pt, local)
-    written = Path(YOLO(str(local)).export(format="onnx", quantize=8, data=str(data), imgsz=imgsz, batch=1,
-                                           split="train", fraction=fraction))
-    os.replace(written, out)
+    os.replace(YOLO(str(local)).export(format="onnx", batch=1, **export_args), out)
     shutil.rmtree(work, ignore_errors=True)
     return out
+
+
+def ultralytics_int8_onnx(pt: Path, data: Path, imgsz: int, out: Path, fraction: float = 1.0) -> Path:
+    """Ultralytics' own INT8 ONNX (ONNX Runtime quantize_static), calibrated on (a fraction of) the train split."""
+    return ultralytics_onnx(pt, out, quantize=8, data=str(data), imgsz=imgsz, split="train", fraction=fraction)
 
 
 def ultralytics_fp32_onnx(pt: Path, imgsz: int, out: Path) -> Path:
     """Ultralytics' plain FP32 ONNX export (what `yolo export format=onnx` writes: no DFL rewrite)."""
-    from ultralytics import YOLO
-
-    if out.exists():
-        return out
-    work = out.parent / f".ul_{out.stem}"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    local = work / pt.name
-    shutil.copyfile(pt, local)
-    os.replace(YOLO(str(local)).export(format="onnx", imgsz=imgsz, batch=1, simplify=True), out)
-    shutil.rmtree(work, ignore_errors=True)
-    return out
+    return ultralytics_onnx(pt, out, imgsz=imgsz, simplify=True)
 
 
 def nncf_int8_onnx(fp32: Path, data: Path, imgsz: int, n: int, out: Path) -> Path:

@@ -224,9 +224,8 @@ def run_deploy(mode: str, kwargs: dict[str, Any]) -> None:
     model, data = need(kwargs, "model", "best.pt"), kwargs.pop("data", None)
     onnx_args = {}
     if mode == "export" and opts.format == "onnx" and not opts.int8:  # Ultralytics' ONNX keys (opset=, dynamic=, ...)
-        check_known(kwargs, mode)
-        onnx_args = {k: kwargs.pop(k) for k in list(kwargs) if k in _ultralytics_keys() and k != "model"}
-    refuse_rest(kwargs, mode)
+        onnx_args = {k: kwargs.pop(k) for k in list(kwargs) if k in _ultralytics_keys()}
+    refuse_rest(kwargs, mode)  # what is left: typos, and yolo-opt keys of other modes (one line each)
     export(model, opts, data, bundle=mode == "bundle", onnx_args=onnx_args)
 
 

@@ -46,6 +46,8 @@ def export(model: str | Path, opts: ExportOptions | None = None, data: str | Pat
         if rest:
             raise ConfigError(f"unknown export option(s): {', '.join(rest)}; see 'yolo-opt help'")
     ptq, fmt, int8, imgsz, out = opts.ptq, opts.format, opts.int8, opts.imgsz, opts.out
+    if onnx_args and (int8 or fmt != "onnx"):
+        raise ConfigError(f"{', '.join(onnx_args)}: Ultralytics ONNX arguments apply to an FP32 format=onnx export only")
     net = load_model(model)
     if out:  # an existing folder, the input itself or an unwritable place fails now, not after the calibration
         check_output(out, [model], folder=fmt in ("jetson", "openvino"),
@@ -63,8 +65,6 @@ def export(model: str | Path, opts: ExportOptions | None = None, data: str | Pat
             print(f"Jetson bundle written: {folder} (see {folder / 'README.txt'})")
         return {"bundle": str(folder)}
     report: dict[str, Any] = {}
-    if onnx_args and (int8 or fmt != "onnx"):
-        raise ConfigError(f"{', '.join(onnx_args)}: Ultralytics ONNX arguments apply to an FP32 format=onnx export only")
     if not int8:
         onnx_out = (Path(out).with_suffix(".onnx") if fmt == "engine" else Path(out)) if out else None
         fp32 = export_onnx(model, onnx_out, imgsz=imgsz, **(onnx_args or {}))
