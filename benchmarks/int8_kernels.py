@@ -42,18 +42,21 @@ def exact_arithmetic():
         ort.InferenceSession = real
 
 
-def output_error(model: Path, fp32: Path, batches) -> float:
-    """Mean over images of |INT8 - FP32| / mean |FP32| of the raw output tensor."""
-    import numpy as np
+def outputs(path: Path, batches) -> list:
+    """The raw output tensor of an ONNX model for each batch (ONNX Runtime, CPU)."""
     import onnxruntime as ort
 
-    def outputs(p):
-        s = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
-        name = s.get_inputs()[0].name
-        return [s.run(None, {name: x})[0] for x in batches]
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = s.get_inputs()[0].name
+    return [s.run(None, {name: x})[0] for x in batches]
+
+
+def output_error(model: Path, reference: list, batches) -> float:
+    """Mean over images of |INT8 - FP32| / mean |FP32| of the raw output tensor (`reference`: the FP32 outputs)."""
+    import numpy as np
 
     return float(np.mean([np.abs(a - f).mean() / np.abs(f).mean()
-                          for a, f in zip(outputs(model), outputs(fp32), strict=True)]))
+                          for a, f in zip(outputs(model, batches), reference, strict=True)]))
 
 
 def quantize(fp32: Path, data: Path, out: Path, weight_bits: int, calib_images: int) -> Path:
@@ -61,11 +64,11 @@ def quantize(fp32: Path, data: Path, out: Path, weight_bits: int, calib_images: 
     from yolo_opt.quant import quantize_onnx
 
     if not out.exists():
-        qdq.WEIGHT_REDUCE_RANGE = weight_bits == 7
+        default, qdq.WEIGHT_REDUCE_RANGE = qdq.WEIGHT_REDUCE_RANGE, weight_bits == 7
         try:
             quantize_onnx(fp32, data, out, calib_images=calib_images, validate=False, progress=False)
         finally:
-            qdq.WEIGHT_REDUCE_RANGE = True
+            qdq.WEIGHT_REDUCE_RANGE = default
     return out
 
 
@@ -109,14 +112,15 @@ def main() -> None:
                                                                             b, calib) for b in (8, 7)}}
     val = models[args.imgsz]
     batches = load_batches(dataset_images(data, "val")[:16], args.imgsz, progress=False)
+    fp32_out = outputs(val["FP32"], batches)  # once, for every INT8 row
     rows = []
     for name, path in val.items():
         row = {"model": name, "map_kernels": validate_onnx(path, data, args.imgsz)["map"]}
         if name != "FP32":
-            row["err_kernels"] = output_error(path, val["FP32"], batches)
+            row["err_kernels"] = output_error(path, fp32_out, batches)
             with exact_arithmetic():
                 row["map_exact"] = validate_onnx(path, data, args.imgsz)["map"]
-                row["err_exact"] = output_error(path, val["FP32"], batches)
+                row["err_exact"] = output_error(path, fp32_out, batches)
         rows.append(row)
     lat = by_runtime(list(models[args.lat_imgsz].values()), imgsz=args.lat_imgsz, runs=args.runs, rounds=args.rounds,
                      threads=args.threads)
