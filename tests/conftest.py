@@ -14,6 +14,23 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 IMGSZ = 64
 
 
+@pytest.fixture
+def logged():
+    """The lines yolo-opt logs through Ultralytics' LOGGER during a test (its one way to report)."""
+    import logging
+
+    from ultralytics.utils import LOGGER
+
+    lines: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: lines.append(record.getMessage())
+    LOGGER.addHandler(handler)
+    try:
+        yield lines
+    finally:
+        LOGGER.removeHandler(handler)
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """A 24/8-image generated dataset at 64 px."""

@@ -1,13 +1,18 @@
 """yolo-opt: prune, quantize and deploy Ultralytics YOLO detectors for edge devices.
 
-The public verbs take a model plus typed option objects (`yolo_opt.options`), or their keyword shortcuts:
+The public verbs take a model plus a typed option object (`yolo_opt.options`), or its keyword shortcuts (not both):
 
-    from yolo_opt import train, prune_checkpoint, quantize_onnx, export, optimize, PruneOptions
-    train("best.pt", data="data.yaml", epochs=30, prune=PruneOptions(prune_target=0.5))
-    prune_checkpoint("best.pt", "pruned.pt", prune=0.5)
+    from yolo_opt import train, prune_checkpoint, export, TrainOptions, PruneOptions, ExportOptions
+    train("best.pt", TrainOptions(prune=PruneOptions(prune_target=0.5)), data="data.yaml", epochs=30)
+    train("best.pt", data="data.yaml", epochs=30, prune_target=0.5)          # the same, as shortcuts
+    prune_checkpoint("best.pt", "pruned.pt", PruneOptions(prune=0.5))
+    export("pruned.pt", ExportOptions(int8=True, imgsz=640), data="data.yaml")
 """
 
 __version__ = "0.2.0"
+
+import sys
+import types
 
 from yolo_opt.errors import (  # noqa: E402
     ConfigError,
@@ -65,5 +70,25 @@ def __getattr__(name):
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # cached: the next lookup does not come here
+        return value
     raise AttributeError(f"module 'yolo_opt' has no attribute {name!r}")
+
+
+class _Facade(types.ModuleType):
+    """The package module, where `yolo_opt.train` and `yolo_opt.tune` stay the verbs.
+
+    Two verbs share their name with the subpackage that implements them, and Python's import system sets a
+    subpackage as an attribute of its parent when it first loads it: `from yolo_opt import train` then returned the
+    module `yolo_opt.train` to the second caller. The subpackages stay importable by their full names
+    (`from yolo_opt.train import PruneTrainer`); only the package attribute is the verb.
+    """
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in _LAZY and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Facade

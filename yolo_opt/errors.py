@@ -61,8 +61,9 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def first_line(error: BaseException | str, limit: int = 200) -> str:
-    """The first line of an error's text for a one-line message, shortened at a word boundary (never mid-word)."""
-    text = _ANSI.sub("", str(error)).strip()  # Ultralytics colours its messages
+    """The first line of an error's text for a one-line message, shortened at a word boundary (never mid-word),
+    with every password hidden (a driver's error may echo its URL)."""
+    text = hide_passwords(_ANSI.sub("", str(error))).strip()  # Ultralytics colours its messages
     line = text.splitlines()[0].strip() if text else type(error).__name__
     if len(line) <= limit:
         return line

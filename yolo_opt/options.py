@@ -31,8 +31,7 @@ OV_PRECISIONS = ("f32", "bf16", "f16")  # OpenVINO's CPU INFERENCE_PRECISION_HIN
 # TensorRT builder workspace (GiB) for engines and bundles: Jetson Orin Nano/NX share 4-8 GiB with the CPU
 TRT_WORKSPACE_GIB = 2.0
 SENS_SCORES = ("map", "err")  # sensitivity: the validator's mAP (and err), or only the head-output change err
-# Pruning decisions are searched on a small image: conv MACs scale with the area, so ratios do not change
-SEARCH_IMGSZ = 320
+DEFAULT_RECIPE = "cpu-onnx"  # what `optimize` and `demo` run unless told otherwise
 
 
 @dataclass(frozen=True)
@@ -169,16 +168,30 @@ class Options:
         return cls(**mine, **extra)
 
     @classmethod
-    def from_kwargs(cls, opts: Options | None = None, **kwargs: Any):
-        """`opts` itself, or an object built from keyword shortcuts (not both); unknown keys raise ConfigError."""
-        if opts is not None:
-            if kwargs:
-                raise ConfigError(f"give {cls.__name__} or its keywords, not both ({', '.join(kwargs)})")
-            if not isinstance(opts, cls):
-                raise ConfigError(f"expected {cls.__name__}, got {type(opts).__name__}")
-            return opts
+    def resolve(cls, opts: Options | None, kwargs: dict[str, Any], mode: str | None = None) -> tuple[Any, dict[str, Any]]:
+        """The one rule of every verb: its option object as given, or built from keyword shortcuts, never both.
+
+        Returns:
+            (the option object, the keys of `kwargs` that are not this object's: for the verb's other arguments).
+
+        Raises:
+            ConfigError: `opts` is not a `cls`, a shortcut is invalid, or `opts` and shortcuts are both given.
+        """
         rest = dict(kwargs)
-        out = cls.take(rest)
+        built = cls.take(rest, mode)  # validates the shortcuts even when they conflict: the clearer error first
+        if opts is None:
+            return built, rest
+        if not isinstance(opts, cls):
+            raise ConfigError(f"expected {cls.__name__}, got {type(opts).__name__}")
+        given = [k for k in kwargs if k not in rest]
+        if given:
+            raise ConfigError(f"give {cls.__name__} or its keyword shortcuts, not both ({', '.join(given)})")
+        return opts, rest
+
+    @classmethod
+    def from_kwargs(cls, opts: Options | None = None, **kwargs: Any):
+        """`resolve` for a verb that takes nothing else: unknown keys raise ConfigError."""
+        out, rest = cls.resolve(opts, kwargs)
         if rest:
             raise ConfigError(f"unknown {cls.__name__} key(s): {', '.join(rest)}; see 'yolo-opt help'")
         return out
@@ -414,8 +427,8 @@ class DemoOptions(Options):
     n_val: int = key(80, int, "number of validation images", ("data", "demo"), low=1, high=1000000)
     base_epochs: int = key(30, int, "epochs of the demo's baseline training", ("demo",), low=1, high=10000)
     arch: str = key("yolov8n", str, "Ultralytics model yaml stem the demo trains (yolov8n, yolo11n, ...)", ("demo",))
-    recipe: str = key("cpu-onnx", str, "pipeline recipe: a shipped name (cpu-onnx, jetson-int8, intel-openvino, accuracy-first) or "
-                      "a .yaml path", ("optimize", "demo"))
+    recipe: str = key(DEFAULT_RECIPE, str, "pipeline recipe: a shipped name (cpu-onnx, jetson-int8, intel-openvino, "
+                      "accuracy-first) or a .yaml path", ("optimize", "demo"))
     imgsz: int = key(160, int, "training and validation image size", ("demo",), low=32, high=4096, ultralytics=True)
 
 
@@ -476,18 +489,10 @@ class TuneOptions(Options):
             raise ConfigError(f"study={self.study!r}: use letters, digits, '.', '-' or '_' (it names the run folder)")
 
 
-@dataclass(frozen=True)
-class PipelineOptions(Options):
-    """`yolo-opt optimize`: which recipe, and the run folder."""
-
-    recipe: str = key("cpu-onnx", str, "pipeline recipe: a shipped name (cpu-onnx, jetson-int8, intel-openvino, accuracy-first) or a "
-                      ".yaml path", ("optimize", "demo"))
-
-
 # Every object whose keys the CLI knows, in the order `help` lists them.
 ALL_OPTIONS: tuple[type[Options], ...] = (
     PruneOptions, DistillOptions, QATOptions, PTQOptions, ExportOptions, DataOptions, DemoOptions, BenchOptions,
-    SensitivityOptions, TuneOptions, PipelineOptions,
+    SensitivityOptions, TuneOptions,
 )
 
 

@@ -76,7 +76,7 @@ def runner(path: str | Path, imgsz: int | None = None, threads: int | None = Non
         return (lambda: session.run(None, {inp.name: x})), {"imgsz": shape[-1], "threads": threads,
                                                             "runtime": runtime_label(kind)}
     if kind == "openvino":
-        from yolo_opt.deploy.openvino import model_xml, openvino_device, require
+        from yolo_opt.io.openvino import model_xml, openvino_device, require
 
         ov = require("openvino")
         core = ov.Core()

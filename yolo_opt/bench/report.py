@@ -22,7 +22,7 @@ def check_model_file(path: Path) -> None:
     if kind_of(path) not in ("pt", "onnx", "engine", "openvino"):
         raise ModelError(f"cannot benchmark '{path.name}': supported formats are {', '.join(SUPPORTED)}")
     if kind_of(path) == "openvino":
-        from yolo_opt.deploy.openvino import model_xml, require
+        from yolo_opt.io.openvino import model_xml, require
 
         require("openvino")
         model_xml(path)
@@ -32,7 +32,7 @@ def openvino_stats(path: str | Path) -> dict[str, Any]:
     """GFLOPs (2 x convolution MACs of the static IR) and file size (.xml + .bin) of an OpenVINO model."""
     import numpy as np
 
-    from yolo_opt.deploy.openvino import model_xml, require
+    from yolo_opt.io.openvino import model_xml, require
 
     ov = require("openvino")
     xml = model_xml(path)
@@ -132,7 +132,7 @@ def _input_size(path: Path, default: int) -> int:
 
         side = onnx_io(load_onnx(path, check=False))["inputs"][0]["shape"][-1]
         return side if isinstance(side, int) and side > 0 else default
-    from yolo_opt.deploy.openvino import model_xml, require
+    from yolo_opt.io.openvino import model_xml, require
 
     dim = require("openvino").Core().read_model(str(model_xml(path))).input(0).get_partial_shape()[-1]
     return dim.get_length() if dim.is_static else default

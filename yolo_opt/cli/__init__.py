@@ -166,8 +166,8 @@ def run_ultralytics(mode: str, kwargs: dict[str, Any]) -> None:
 
 
 def run_optimize(kwargs: dict[str, Any]) -> None:
+    from yolo_opt.options import DEFAULT_RECIPE
     from yolo_opt.pipeline import optimize
-    from yolo_opt.pipeline.recipes import DEFAULT_RECIPE
 
     model, data = need(kwargs, "model", "best.pt"), need(kwargs, "data", "data.yaml")
     recipe = kwargs.pop("recipe", DEFAULT_RECIPE)

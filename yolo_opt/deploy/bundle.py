@@ -132,12 +132,12 @@ def make_bundle(
         The bundle folder.
     """
     from yolo_opt import __version__
-    from yolo_opt.bench.measure import validate_onnx
     from yolo_opt.deploy.onnx import export_onnx
     from yolo_opt.io.onnx import load_onnx, onnx_io, onnx_metadata
     from yolo_opt.quant.calibrate import calibration_method
     from yolo_opt.quant.ptq import quantize_onnx
     from yolo_opt.quant.tensorrt import to_tensorrt_qdq
+    from yolo_opt.validation import validate_onnx
 
     if not out:
         raise ConfigError("out= is required for a bundle, e.g. out=jetson_bundle")
@@ -245,8 +245,9 @@ def make_openvino_bundle(
     """
     from yolo_opt import __version__
     from yolo_opt.data.calib import calibration_files
-    from yolo_opt.deploy.openvino import export_openvino, openvino_device, require
+    from yolo_opt.deploy.openvino import export_openvino
     from yolo_opt.io.checkpoint import load_model
+    from yolo_opt.io.openvino import openvino_device, require
 
     require("openvino"), require("nncf")
     if not out:

@@ -6,6 +6,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ultralytics.utils import LOGGER
+
 from yolo_opt.errors import ConfigError
 from yolo_opt.options import ExportOptions
 
@@ -22,7 +24,7 @@ def export(model: str | Path, opts: ExportOptions | None = None, data: str | Pat
             the PTQ options in `opts.ptq`; or their keyword shortcuts
             (`export("best.pt", int8=True, calib="entropy", data="data.yaml")`).
         data: data.yaml: its train split calibrates, its val split validates.
-        verbose: Print the summary.
+        verbose: Log the summary (Ultralytics' LOGGER).
         bundle: With format=openvino, the deployment folder (FP32 + INT8 IR, metadata.json, infer.py) instead of
             one model folder (format=jetson is always a bundle).
         onnx_args: Other Ultralytics export arguments of an FP32 `format=onnx` export (`opset`, `dynamic`, `nms`,
@@ -40,11 +42,7 @@ def export(model: str | Path, opts: ExportOptions | None = None, data: str | Pat
     from yolo_opt.io.files import check_output
     from yolo_opt.quant.ptq import quantize_onnx
 
-    if opts is None:
-        rest = dict(shortcuts)
-        opts = ExportOptions.take(rest)
-        if rest:
-            raise ConfigError(f"unknown export option(s): {', '.join(rest)}; see 'yolo-opt help'")
+    opts = ExportOptions.from_kwargs(opts, **shortcuts)
     ptq, fmt, int8, imgsz, out = opts.ptq, opts.format, opts.int8, opts.imgsz, opts.out
     if onnx_args and (int8 or fmt != "onnx"):
         raise ConfigError(f"{', '.join(onnx_args)}: Ultralytics ONNX arguments apply to an FP32 format=onnx export only")
@@ -62,7 +60,7 @@ def export(model: str | Path, opts: ExportOptions | None = None, data: str | Pat
                              True, ptq.calib, ptq.calib_images, ptq.per_channel, ptq.max_map_drop,
                              workspace=opts.workspace)
         if verbose:
-            print(f"Jetson bundle written: {folder} (see {folder / 'README.txt'})")
+            LOGGER.info(f"Jetson bundle written: {folder} (see {folder / 'README.txt'})")
         return {"bundle": str(folder)}
     report: dict[str, Any] = {}
     if not int8:
@@ -71,7 +69,7 @@ def export(model: str | Path, opts: ExportOptions | None = None, data: str | Pat
         report["fp32"] = str(fp32)
         src = fp32
         if verbose and fmt == "onnx":
-            print(f"FP32 ONNX: {fp32}")
+            LOGGER.info(f"FP32 ONNX: {fp32}")
     else:
         # the FP32 ONNX is only a step here: made in a scratch folder, so nothing is written (or replaced) next to
         # the model; the INT8 model goes to out= (its .onnx beside an engine), else next to the model
@@ -91,22 +89,23 @@ def export(model: str | Path, opts: ExportOptions | None = None, data: str | Pat
             line = f"INT8 QDQ ONNX: {r.path} ({ptq.calib}, {r.calib_images} images)"
             if r.fp32_map is not None:
                 line += f"; mAP50-95 FP32 {r.fp32_map:.4f} -> INT8 {r.int8_map:.4f} ({r.int8_map - r.fp32_map:+.4f})"
-            print(line)
+            LOGGER.info(line)
             if r.excluded_layers:
-                print(f"kept in float to meet max_map_drop={ptq.max_map_drop}: {', '.join(r.excluded_layers)}")
+                LOGGER.info(f"kept in float to meet max_map_drop={ptq.max_map_drop}: {', '.join(r.excluded_layers)}")
     if fmt == "engine":
         engine = build_engine(src, out if out else Path(src).with_suffix(".engine"), int8=int8,
                               workspace=opts.workspace)
         report["engine"] = str(engine)
         if verbose:
-            print(f"TensorRT engine: {engine}")
+            LOGGER.info(f"TensorRT engine: {engine}")
     return report
 
 
 def _openvino(model: str | Path, opts: ExportOptions, data: str | Path | None, verbose: bool,
               bundle: bool) -> dict[str, Any]:
     """format=openvino: one IR folder (FP32, or NNCF INT8 with int8=True), or the OpenVINO bundle."""
-    from yolo_opt.deploy.openvino import export_openvino, require
+    from yolo_opt.deploy.openvino import export_openvino
+    from yolo_opt.io.openvino import require
 
     require("openvino")  # the one-line install hint before anything else
     ptq = opts.ptq
@@ -116,7 +115,7 @@ def _openvino(model: str | Path, opts: ExportOptions, data: str | Path | None, v
         folder = make_openvino_bundle(model, data, opts.out or Path(model).with_name(Path(model).stem + "_openvino"),
                                       opts.imgsz, ptq.calib_images, ptq.max_map_drop, opts.device)
         if verbose:
-            print(f"OpenVINO bundle written: {folder} (see {folder / 'README.txt'})")
+            LOGGER.info(f"OpenVINO bundle written: {folder} (see {folder / 'README.txt'})")
         return {"bundle": str(folder)}
     r = export_openvino(model, opts.out, opts.imgsz, opts.int8, data, ptq.calib_images, ptq.max_map_drop, opts.device)
     if verbose:
@@ -125,5 +124,5 @@ def _openvino(model: str | Path, opts: ExportOptions, data: str | Path | None, v
             line += f"; mAP50-95 FP32 {r.fp32_map:.4f} -> INT8 {r.int8_map:.4f} ({r.int8_map - r.fp32_map:+.4f})"
         elif r.fp32_map is not None:
             line += f"; mAP50-95 {r.fp32_map:.4f}"
-        print(line)
+        LOGGER.info(line)
     return {"openvino": str(r.path), **r.as_dict()}

@@ -136,7 +136,9 @@ def _make_calibrator(trt, major: int, batches: list[np.ndarray], cache: Path):
                 return None
             payload = cache.read_bytes()
             if not payload.startswith(header.encode()):  # another TensorRT's cache: TensorRT would skip it
-                print(f"yolo-opt: {cache} is not a TensorRT {trt.__version__} cache; calibrating again")
+                from ultralytics.utils import LOGGER
+
+                LOGGER.info(f"yolo-opt: {cache} is not a TensorRT {trt.__version__} cache; calibrating again")
                 return None
             return payload
 

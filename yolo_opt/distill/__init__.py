@@ -6,6 +6,6 @@
 """
 
 from yolo_opt.distill.losses import output_distillation
-from yolo_opt.distill.teacher import check_teacher, rebuild_wrapper
+from yolo_opt.distill.teacher import check_teacher, rebuild_wrapper, run_teacher
 
-__all__ = ["check_teacher", "output_distillation", "rebuild_wrapper"]
+__all__ = ["check_teacher", "output_distillation", "rebuild_wrapper", "run_teacher"]

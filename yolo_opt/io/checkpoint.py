@@ -171,9 +171,7 @@ def load_model(path: str | Path) -> nn.Module:
     from ultralytics.nn.tasks import load_checkpoint
 
     path = Path(path)
-    if not path.exists():
-        raise ModelError(f"model file not found: {path}; pass model=path/to/best.pt")
-    if path.suffix != ".pt":
+    if path.suffix != ".pt" and path.exists():
         raise ModelError(f"model must be an Ultralytics .pt checkpoint, got '{path.name}'")
     read_checkpoint(path)  # the checks and clear errors; Ultralytics then builds the model (its loader now safe too)
     try:

@@ -170,8 +170,12 @@ def atomic_folder(folder: str | Path, kind: str, replace: bool = True) -> Iterat
     import signal
 
     folder = Path(folder)
-    if owned_folder(folder, kind) and not replace:
-        raise ConfigError(f"out={folder} already holds a yolo-opt {kind}; choose another out= or delete it")
+
+    def check_replaceable() -> None:
+        if owned_folder(folder, kind) and not replace:
+            raise ConfigError(f"out={folder} already holds a yolo-opt {kind}; choose another out= or delete it")
+
+    check_replaceable()
     tmp = temporary_dir(folder)  # tagged: a killed run's leftover is removed by the next write here
     old = tmp.with_name(tmp.name + ".old")  # as unique as the temporary folder: never a name of the user's
     try:
@@ -180,9 +184,7 @@ def atomic_folder(folder: str | Path, kind: str, replace: bool = True) -> Iterat
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; give the folder the permissions a plain mkdir would
-        ours = owned_folder(folder, kind)  # again: something may have appeared there meanwhile
-        if ours and not replace:
-            raise ConfigError(f"out={folder} already holds a yolo-opt {kind}; choose another out= or delete it")
+        check_replaceable()  # again: something may have appeared there meanwhile
         blocked = {signal.SIGINT, signal.SIGTERM}
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
         try:

@@ -1,8 +1,9 @@
 """The pipeline: recipes (validated whole), one stage registry, the resumable run folder, and the demo.
 
-    recipes  load and validate a recipe into option objects
+    recipe   the `Recipe` type; recipes: load and validate a recipe into one
+    state    a run folder: its lock and state.json
     stages   the stage registry (baseline, prune, qat, export, ptq, bundle, engine, benchmark)
-    run      `optimize()`: the resumable run and its state.json
+    run      `optimize()`: the resumable run
     demo     `yolo-opt demo`: generated data -> small baseline -> a recipe
 """
 

@@ -9,7 +9,7 @@ from yolo_opt.options import BenchOptions, DemoOptions
 
 
 def run_demo(opts: DemoOptions | None = None, **kwargs: Any) -> dict[str, Any]:
-    """Run the demo end to end and print the report table; finished parts are reused on a second call.
+    """Run the demo end to end and log the report table; finished parts are reused on a second call.
 
     Args:
         opts: out (folder, default runs/opt/demo), n_train, n_val, base_epochs, arch (yolov8n), recipe (cpu-onnx),
@@ -20,25 +20,25 @@ def run_demo(opts: DemoOptions | None = None, **kwargs: Any) -> dict[str, Any]:
     Returns:
         The benchmark rows of the recipe's report.
     """
+    from ultralytics.utils import LOGGER
+
     from yolo_opt.bench.report import markdown_table
     from yolo_opt.data import make_dataset
     from yolo_opt.pipeline.recipes import load_recipe
     from yolo_opt.pipeline.run import optimize
     from yolo_opt.train.phases import train_in
 
-    rest = dict(kwargs)
-    if opts is None:
-        opts = DemoOptions.take(rest)
+    opts, rest = DemoOptions.resolve(opts, kwargs)
     bench = BenchOptions.take(rest, "demo")
     overrides = {"imgsz": opts.imgsz, "lat_imgsz": bench.lat_imgsz, "ov_precision": bench.ov_precision,
                  "plots": False, "workers": 0, **rest}
     load_recipe(opts.recipe, overrides)  # a bad recipe or override fails before anything is trained
     out = Path(opts.out).resolve()
     data = make_dataset(out / "data", seed=0, n_train=opts.n_train, n_val=opts.n_val, imgsz=opts.imgsz)
-    print(f"yolo-opt demo: {opts.arch} baseline, {opts.base_epochs} epochs on the CPU (reused when done) ...")
+    LOGGER.info(f"yolo-opt demo: {opts.arch} baseline, {opts.base_epochs} epochs on the CPU (reused when done) ...")
     base = train_in(out, "baseline", f"{opts.arch}.yaml", data=str(data), epochs=opts.base_epochs, imgsz=opts.imgsz,
                     batch=16, workers=0, plots=False, seed=0, close_mosaic=max(1, opts.base_epochs // 4))
     rows = optimize(base, data, opts.recipe, name="optimized", project=out, **overrides)
-    print("\n" + markdown_table(rows))
-    print(f"\nreport: {out / 'optimized' / 'report.md'} (plot: report.png, figures: results.json)")
+    LOGGER.info("\n" + markdown_table(rows))
+    LOGGER.info(f"\nreport: {out / 'optimized' / 'report.md'} (plot: report.png, figures: results.json)")
     return rows

@@ -6,41 +6,25 @@ stage needs), so a bad recipe or override fails before a run folder or any stage
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from yolo_opt.errors import ConfigError, first_line
-from yolo_opt.options import BenchOptions, PTQOptions, TrainOptions
+from yolo_opt.options import DEFAULT_RECIPE, BenchOptions, PTQOptions, TrainOptions
+from yolo_opt.pipeline.recipe import Recipe
+from yolo_opt.pipeline.stages import STAGES, check_order
+
+__all__ = ["DEFAULT_RECIPE", "RECIPES_DIR", "Recipe", "available_recipes", "load_recipe"]
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
-DEFAULT_RECIPE = "cpu-onnx"
 PIPELINE_KEYS = {"stages", "recipe", "name", "project"}
 
 
 def available_recipes() -> list[str]:
     """Names of the recipes shipped with yolo-opt."""
     return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """A validated recipe: its stages, yolo-opt's option objects, and the Ultralytics arguments of its trainings."""
-
-    name: str
-    stages: tuple[str, ...]
-    train: TrainOptions
-    ptq: PTQOptions
-    bench: BenchOptions
-    ultralytics: dict[str, Any] = field(default_factory=dict)
-    raw: dict[str, Any] = field(default_factory=dict)  # the merged keys as given (recorded in the run's state)
-
-    @property
-    def imgsz(self) -> int:
-        """Training, validation and export image size."""
-        return int(self.ultralytics.get("imgsz", 640))
 
 
 def _read(recipe: str | Path) -> tuple[Path, dict[str, Any]]:
@@ -66,8 +50,6 @@ def _read(recipe: str | Path) -> tuple[Path, dict[str, Any]]:
 def load_recipe(recipe: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
     """Load a recipe by name (see `available_recipes`) or path, apply `overrides`, and validate all of it."""
     from ultralytics.cfg import DEFAULT_CFG_DICT
-
-    from yolo_opt.pipeline.stages import STAGES, check_order
 
     path, cfg = _read(recipe)
     cfg = {**cfg, **(overrides or {})}

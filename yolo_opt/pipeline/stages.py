@@ -9,14 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from yolo_opt.errors import ConfigError, ModelError, TensorRTMissing
 from yolo_opt.io.files import atomic_write_bytes
-
-if TYPE_CHECKING:
-    from yolo_opt.pipeline.recipes import Recipe
-    from yolo_opt.pipeline.run import Run
+from yolo_opt.options import TrainOptions
+from yolo_opt.pipeline.recipe import Recipe
+from yolo_opt.pipeline.state import Run
 
 
 @dataclass(frozen=True)
@@ -62,11 +61,12 @@ def check_order(recipe: Recipe, source: str) -> None:
         have |= set(s.gives)
 
 
-def _train_stage(run: Run, recipe: Recipe, name: str, model: Path, **args: Any) -> Path:
+def _train_stage(run: Run, recipe: Recipe, name: str, model: Path, opts: TrainOptions | None = None,
+                 **args: Any) -> Path:
     """A training stage in `run/<name>/`, resumed through Ultralytics when a previous attempt was killed."""
     from yolo_opt.train.phases import train_in
 
-    trained = train_in(run.folder, name, model, **{**recipe.ultralytics, "data": run.data, **args})
+    trained = train_in(run.folder, name, model, opts, **{**recipe.ultralytics, "data": run.data, **args})
     out = run.folder / f"{name}.pt"
     atomic_write_bytes(out, trained.read_bytes())
     return out
@@ -99,7 +99,7 @@ def _prune(run: Run, recipe: Recipe) -> None:
     if opts.distilling and distill.teacher is None:
         distill = distill.replace(teacher=str(run.path("baseline_pt") or run.path("pt")))
     first = opts.replace(distill=distill, qat=opts.qat.replace(qat=False))
-    out = _train_stage(run, recipe, "prune", run.path("pt"), **first.to_dict())
+    out = _train_stage(run, recipe, "prune", run.path("pt"), first)
     run.record("prune", {"pt": out, "pruned_pt": out})
 
 
@@ -181,7 +181,9 @@ def _engine(run: Run, recipe: Recipe) -> None:
     try:
         engine = build_engine(src, run.folder / "model.engine", int8=src == run.path("int8_onnx"))
     except TensorRTMissing as e:  # only a missing TensorRT is a skip; a failed build is an error
-        print(f"yolo-opt: stage 'engine' skipped: {e}")
+        from ultralytics.utils import LOGGER
+
+        LOGGER.warning(f"yolo-opt: stage 'engine' skipped: {e}")
         run.record("engine", {}, skipped=str(e))
         return
     run.record("engine", {"engine": engine})

@@ -10,13 +10,17 @@ from typing import Any
 from torch import nn
 
 from yolo_opt.errors import ConfigError, PruneError
-from yolo_opt.options import SEARCH_IMGSZ, PruneOptions, SensitivityOptions
+from yolo_opt.options import PruneOptions, SensitivityOptions
 from yolo_opt.prune.blocks import make_prunable
+from yolo_opt.prune.depgraph import SEARCH_IMGSZ
 from yolo_opt.prune.sensitivity import SENS_METRICS
 from yolo_opt.prune.targets import MacsModel
 
 # Damage per unit ratio added to every group's curve in the allocation: a tie-break for flat (noise-level) curves.
 TIE_BREAK = 0.005
+# The analysis behind per-layer ratios scores val images at the run's size up to this (head-output change: a model
+# trained at 640 px scored at 320 ranks its groups alike, at a quarter of the cost).
+ANALYSIS_IMGSZ = 320
 
 
 def load_sensitivity(path: str | Path) -> dict[str, Any]:
@@ -26,9 +30,11 @@ def load_sensitivity(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"sensitivity file not found: {path}; make one with 'yolo-opt sensitivity model=... data=...'")
     try:
         report = json.loads(path.read_text())
-        assert isinstance(report["groups"], dict) and report["ratios"] and "baseline" in report
-    except (ValueError, KeyError, TypeError, AssertionError):
-        raise ConfigError(f"{path} is not a sensitivity report written by 'yolo-opt sensitivity'") from None
+        usable = isinstance(report["groups"], dict) and bool(report["ratios"]) and "baseline" in report
+    except (ValueError, KeyError, TypeError):
+        usable = False
+    if not usable:
+        raise ConfigError(f"{path} is not a sensitivity report written by 'yolo-opt sensitivity'")
     return report
 
 
@@ -38,7 +44,7 @@ def run_report(model: nn.Module, opts: PruneOptions, data: str | Path | None, im
     (a resumed run made it), else a new analysis of `model` written to `folder`.
 
     A new analysis is scored by the head-output change (`score=err`: a forward pass of 16 val images per case, no
-    validator; ~20x faster than mAP and the same allocation on the prune benchmark) at the search image size.
+    validator; ~20x faster than mAP and the same allocation on the prune benchmark) at `imgsz` up to ANALYSIS_IMGSZ.
     """
     from yolo_opt.prune.report import write_sensitivity_report
     from yolo_opt.prune.sensitivity import check_method, layer_sensitivity
@@ -52,18 +58,18 @@ def run_report(model: nn.Module, opts: PruneOptions, data: str | Path | None, im
                           "data=data.yaml, sensitivity=report.json, or prune_ratios=uniform")
     check_method(opts.prune_method)
     report = {"model": "the model before pruning", **layer_sensitivity(
-        model, data, SensitivityOptions(score="err"), min(imgsz, SEARCH_IMGSZ), opts.prune_method, opts.prune_round)}
+        model, data, SensitivityOptions(score="err"), min(imgsz, ANALYSIS_IMGSZ), opts.prune_method, opts.prune_round)}
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
         write_sensitivity_report(report, folder)
     return report
 
 
-def macs_estimate(model: nn.Module, imgsz: int, round_to: int | None) -> MacsModel:
+def macs_estimate(model: nn.Module, round_to: int | None, imgsz: int = SEARCH_IMGSZ) -> MacsModel:
     """The analytic GFLOPs estimate of a prunable copy of `model` (`model` is not changed)."""
     net = copy.deepcopy(model).float().eval()
     make_prunable(net)
-    return MacsModel(net, imgsz, round_to)
+    return MacsModel(net, round_to, imgsz)
 
 
 def check_allocatable(estimate: MacsModel, target: float, r_max: float, tol: float = 0.01) -> None:
@@ -132,7 +138,7 @@ def allocate_ratios(
     report: dict[str, Any],
     model: nn.Module,
     target: float,
-    imgsz: int = 128,
+    imgsz: int = SEARCH_IMGSZ,
     round_to: int | None = 8,
     metric: str = "auto",
     tol: float = 0.01,
@@ -153,7 +159,7 @@ def allocate_ratios(
         report: A `layer_sensitivity` report (e.g. from `load_sensitivity`); it must cover this model's groups.
         model: The model to prune (made prunable here if needed; not modified).
         target: GFLOPs to keep, as a fraction of the model's (0 < target <= 1).
-        imgsz: Image size of the (fast, analytic) GFLOPs estimate.
+        imgsz: Image size of the (fast, analytic) GFLOPs estimate (the ratio does not depend on it).
         round_to: Channel rounding used when pruning.
         metric: 'auto' (mAP50-95, or the output change `err` when the baseline mAP is < 0.05), 'map', 'map50', 'err'.
         tol: Relative tolerance on the target (channel rounding makes GFLOPs a step function).
@@ -164,7 +170,7 @@ def allocate_ratios(
     Raises:
         PruneError: The report does not match the model, or the target needs more than the measured ratios.
     """
-    estimate = macs_estimate(model, imgsz, round_to)
+    estimate = macs_estimate(model, round_to, imgsz)
     missing = sorted(set(estimate.groups) - set(report["groups"]))
     if missing:
         raise PruneError(
@@ -207,7 +213,6 @@ def sensitivity_ratios(
     prune: float | None = None,
     prune_target: float | None = None,
     round_to: int | None = 8,
-    imgsz: int = 128,
 ) -> tuple[dict[str, float], float]:
     """Per-group ratios for the GFLOPs of `prune_target`, or of uniform pruning at `prune`.
 
@@ -218,8 +223,8 @@ def sensitivity_ratios(
     if prune_target is None:
         if not prune:
             return {}, 1.0
-        estimate = macs_estimate(model, imgsz, round_to)
+        estimate = macs_estimate(model, round_to)
         prune_target = estimate.ratio(dict.fromkeys(estimate.groups, prune))
-    return allocate_ratios(report, model, prune_target, imgsz, round_to), prune_target
+    return allocate_ratios(report, model, prune_target, round_to=round_to), prune_target
 
 

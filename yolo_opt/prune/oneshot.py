@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from yolo_opt.errors import ConfigError, PruneError
-from yolo_opt.options import SEARCH_IMGSZ, PruneOptions
+from yolo_opt.options import PruneOptions
 
 
 def prune_checkpoint(
@@ -27,7 +27,8 @@ def prune_checkpoint(
             (`prune_ratios="sensitivity"`, and `"auto"` with `prune_target` when `data` is given) come from the
             `sensitivity=` report or an analysis of the model on `data`'s val images, and reach the same GFLOPs
             (see `yolo_opt.prune.allocation.allocate_ratios`); `"auto"` without `data` prunes uniformly.
-        imgsz: Image size of the GFLOPs figures, of the Taylor batches and (up to 320) of the analysis.
+        imgsz: Image size of the GFLOPs figures, of the Taylor batches and (up to 320) of the analysis; the
+            pruning itself is decided at `yolo_opt.prune.depgraph.SEARCH_IMGSZ` (ratios do not depend on it).
         data: data.yaml, needed by `prune_method="taylor"` (training batches score the channels) and by per-layer
             ratios without `sensitivity=` (val images score the groups).
 
@@ -67,18 +68,15 @@ def prune_checkpoint(
             if isinstance(m, C2PSASplit):
                 m.equal_halves = True
     base_macs, base_params = count_macs(net, imgsz)
-    search_imgsz = min(imgsz, SEARCH_IMGSZ)
     layer_ratios = None
     if per_layer:
         from yolo_opt.prune.allocation import run_report, sensitivity_ratios
 
         report = run_report(net, opts, data, imgsz)
-        layer_ratios, _ = sensitivity_ratios(net, report, opts.prune or None, opts.prune_target, opts.prune_round,
-                                             imgsz=search_imgsz)
+        layer_ratios, _ = sensitivity_ratios(net, report, opts.prune or None, opts.prune_target, opts.prune_round)
         ratio = 0.0
     elif opts.prune_target is not None:
-        ratio = ratio_for_macs(net, opts.prune_target, opts.prune_method, opts.prune_round, opts.prune_global,
-                               imgsz=search_imgsz)
+        ratio = ratio_for_macs(net, opts.prune_target, opts.prune_method, opts.prune_round, opts.prune_global)
     else:
         ratio = opts.prune
     batches = loss_fn = None
@@ -86,7 +84,7 @@ def prune_checkpoint(
         from yolo_opt.data.batches import taylor_batches
 
         batches, loss_fn = taylor_batches(net, data, imgsz, opts.prune_batches)
-    prune_model(net, ratio, opts.prune_method, opts.prune_round, opts.prune_global, imgsz, batches, loss_fn,
+    prune_model(net, ratio, opts.prune_method, opts.prune_round, opts.prune_global, batches=batches, loss_fn=loss_fn,
                 layer_ratios=layer_ratios)
     macs, params = count_macs(net, imgsz)
     info = meta(net)

@@ -4,59 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-import torch_pruning as tp
 from torch import nn
 
 from yolo_opt.errors import ConfigError, PruneError, first_line
 from yolo_opt.io.checkpoint import check_detection_model
 from yolo_opt.prune.blocks import make_prunable
-from yolo_opt.prune.groups import (
-    eval_mode,
-    example_input,
-    forward_outputs,
-    group_root,
-    ignored_layers,
-    no_forward_hooks,
-    traceable,
-)
+from yolo_opt.prune.depgraph import SEARCH_IMGSZ, build_pruner, eval_mode, no_forward_hooks, traceable
 from yolo_opt.prune.importance import NEEDS_DATA, importance
-from yolo_opt.prune.targets import MAX_RATIO, round_kept
-
-
-class NearestRoundPruner(tp.pruner.MetaPruner):
-    """MetaPruner that rounds kept channels to the *nearest* multiple of `round_to` (torch-pruning floors it).
-
-    Flooring keeps 8 of 16 channels at a 25% ratio; nearest-rounding keeps the achieved ratio close to the
-    asked one, so GFLOPs targets can be met precisely while channel counts stay hardware friendly.
-    """
-
-    def _round_to(self, n_pruned, current_channels, round_to):
-        return current_channels - round_kept(current_channels - n_pruned, current_channels, round_to)
-
-
-def build_pruner(
-    model: nn.Module,
-    ratio: float,
-    prune_method: str,
-    prune_round: int | None,
-    prune_global: bool,
-    imgsz: int,
-    layer_ratios: dict[str, float] | None = None,
-) -> tp.pruner.MetaPruner:
-    """The torch-pruning pruner yolo-opt uses (nearest rounding, head outputs/DFL/attention ignored)."""
-    ratio_dict = {group_root(model, name): float(r) for name, r in (layer_ratios or {}).items()}
-    return NearestRoundPruner(
-        model,
-        example_input(model, imgsz),
-        importance=importance(prune_method),
-        pruning_ratio=ratio,
-        global_pruning=prune_global,
-        max_pruning_ratio=MAX_RATIO,
-        ignored_layers=ignored_layers(model),
-        round_to=prune_round,
-        forward_fn=forward_outputs,
-        pruning_ratio_dict=ratio_dict or None,
-    )
 
 
 def _accumulate_gradients(model: nn.Module, batches: Iterable, loss_fn: Callable) -> None:
@@ -81,7 +35,7 @@ def prune_model(
     prune_method: str = "l2",
     prune_round: int | None = 8,
     prune_global: bool = False,
-    imgsz: int = 640,
+    imgsz: int = SEARCH_IMGSZ,
     batches: Iterable | None = None,
     loss_fn: Callable | None = None,
     layer_ratios: dict[str, float] | None = None,
@@ -94,7 +48,7 @@ def prune_model(
         prune_method: Channel importance criterion (see `yolo_opt.options.PRUNE_METHODS`).
         prune_round: Keep channel counts a multiple of this (hardware efficiency); None to disable.
         prune_global: Rank channels across layers instead of the same ratio per layer.
-        imgsz: Image size of the tracing input.
+        imgsz: Image size of the tracing input (any multiple of 32 gives the same result; small is fast).
         batches: Training batches, needed by gradient-based criteria (taylor).
         loss_fn: `loss_fn(model, batch) -> scalar loss`, needed with `batches`.
         layer_ratios: Per-group ratios that override `ratio`, keyed by the group's root layer name
@@ -114,7 +68,7 @@ def prune_model(
         return model
     try:
         with eval_mode(model), no_forward_hooks(model), traceable(model):
-            pruner = build_pruner(model, ratio, prune_method, prune_round, prune_global, imgsz, layer_ratios)
+            pruner = build_pruner(model, ratio, prune_method, prune_round, prune_global, layer_ratios, imgsz)
             if prune_method in NEEDS_DATA:
                 if batches is None or loss_fn is None:
                     raise PruneError(f"prune_method={prune_method} needs training data to score channels; pass data=")

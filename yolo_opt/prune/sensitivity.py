@@ -19,9 +19,9 @@ import torch
 from torch import nn
 
 from yolo_opt.errors import ConfigError
-from yolo_opt.options import SEARCH_IMGSZ, SensitivityOptions
-from yolo_opt.prune.groups import eval_mode, mask_group, no_forward_hooks, plans
-from yolo_opt.prune.targets import n_pruned
+from yolo_opt.options import SensitivityOptions
+from yolo_opt.prune.depgraph import eval_mode, n_pruned, no_forward_hooks
+from yolo_opt.prune.groups import mask_group, plans
 
 SENS_METRICS = ("map", "map50", "err")
 # Pruning a group harder should never score better than pruning it lighter, but the validator's mAP on a small
@@ -193,7 +193,7 @@ def layer_sensitivity(
     subset = _subset_data(data, max_images, Path(folder)) if opts.score == "map" else str(data)
     evaluate = _Evaluator(subset, imgsz, net, val_args, score=opts.score)
     baseline = evaluate(net)
-    planned = {r: plans(net, r, prune_method, prune_round, min(imgsz, SEARCH_IMGSZ))[0] for r in ratio_list}
+    planned = {r: plans(net, r, prune_method, prune_round)[0] for r in ratio_list}
     names = [p[0] for p in planned[ratio_list[0]]]
     if wanted:
         unknown = sorted(set(wanted) - set(names))

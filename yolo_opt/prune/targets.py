@@ -10,9 +10,10 @@ import torch_pruning as tp
 from torch import nn
 
 from yolo_opt.errors import PruneError
-from yolo_opt.prune.groups import eval_mode, example_input, no_forward_hooks
+from yolo_opt.prune.depgraph import SEARCH_IMGSZ, eval_mode, example_input, n_pruned, no_forward_hooks
+from yolo_opt.prune.groups import plans
+from yolo_opt.prune.pruner import prune_model
 
-MAX_RATIO = 0.9  # torch-pruning's max_pruning_ratio: no group loses more than this
 # Above this, torch-pruning's per-group cap makes MACs non-monotonic in the ratio.
 SEARCH_MAX_RATIO = 0.7
 SEARCH_METHODS = ("l1", "l2", "bn")  # deterministic criteria: the searched ratio does not depend on data
@@ -25,26 +26,8 @@ def count_macs(model: nn.Module, imgsz: int = 640) -> tuple[float, int]:
     return float(macs), int(params)
 
 
-def round_kept(kept: float, channels: int, round_to: int | None) -> int:
-    """Kept channels rounded to the *nearest* multiple of `round_to` (at least one multiple, at most all)."""
-    if not round_to:
-        return int(kept)
-    return min(max(round_to, int(round(kept / round_to)) * round_to), channels)
-
-
-def n_pruned(channels: int, ratio: float, round_to: int | None) -> int:
-    """Channels the pruner removes from a `channels`-wide group at `ratio` (torch-pruning + nearest rounding)."""
-    ratio = min(ratio, MAX_RATIO)
-    n = channels - int(channels * (1 - ratio))
-    if n <= 0:
-        return 0
-    return max(channels - round_kept(channels - n, channels, round_to), 0)
-
-
 def _macs_ratio_fn(model: nn.Module, prune_method: str, prune_round: int | None, prune_global: bool, imgsz: int):
     """ratio -> MACs of a pruned copy / MACs of `model` (magnitude criteria: cheap and deterministic)."""
-    from yolo_opt.prune.pruner import prune_model
-
     base, _ = count_macs(model, imgsz)
     search_method = prune_method if prune_method in SEARCH_METHODS else "l2"
 
@@ -66,7 +49,8 @@ def check_reachable(target: float, floor: float, tol: float = 0.05) -> None:
         )
 
 
-def min_macs_ratio(model: nn.Module, prune_round: int | None = 8, prune_global: bool = False, imgsz: int = 128) -> float:
+def min_macs_ratio(model: nn.Module, prune_round: int | None = 8, prune_global: bool = False,
+                   imgsz: int = SEARCH_IMGSZ) -> float:
     """The smallest GFLOPs ratio pruning can reach on `model` (at the search's largest ratio)."""
     return _macs_ratio_fn(model, "l2", prune_round, prune_global, imgsz)(SEARCH_MAX_RATIO)
 
@@ -78,12 +62,12 @@ def ratio_for_macs(
     prune_round: int | None = 8,
     prune_global: bool = False,
     tol: float = 0.05,
-    imgsz: int = 128,
+    imgsz: int = SEARCH_IMGSZ,
 ) -> float:
     """Find the smallest pruning ratio that brings MACs to at most `target` x the model's MACs (+`tol` relative).
 
-    Channel rounding makes MACs a step function of the ratio, so the target is met within `tol`. Convolution
-    MACs scale with the image area, so the ratio is searched at a small `imgsz`. The search ranks channels by
+    Channel rounding makes MACs a step function of the ratio, so the target is met within `tol`. The ratio is
+    searched at `SEARCH_IMGSZ` (a GFLOPs ratio does not depend on the image size). The search ranks channels by
     magnitude (cheap, deterministic); the chosen ratio is then applied with the requested criterion.
 
     Raises:
@@ -110,10 +94,8 @@ class MacsModel:
     each conv's output size; MACs of a candidate are then sum(k*k*H*W*in*out/groups) with the reduced widths.
     """
 
-    def __init__(self, model: nn.Module, imgsz: int, round_to: int | None):
+    def __init__(self, model: nn.Module, round_to: int | None, imgsz: int = SEARCH_IMGSZ):
         """Trace `model` once (on a copy) at `imgsz`; `round_to` is the channel rounding used when pruning."""
-        from yolo_opt.prune.groups import plans
-
         self.round_to = round_to
         net = copy.deepcopy(model).float().eval()
         planned, _ = plans(net, 0.5, "l2", None, imgsz)  # half of each group: how channels couple across layers

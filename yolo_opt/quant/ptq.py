@@ -23,7 +23,7 @@ import numpy as np
 
 from yolo_opt.errors import ConfigError, DeployError
 from yolo_opt.options import PTQOptions
-from yolo_opt.quant.calibrate import calibrate
+from yolo_opt.quant.calibrate import calibrate, calibration_method
 from yolo_opt.quant.graph import float_tail, layer_groups, share_concat_ranges
 from yolo_opt.quant.qdq import copy_metadata, write_qdq
 
@@ -136,15 +136,14 @@ def quantize_onnx(
     from onnxruntime.quantization.calibrate import save_tensors_data
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from yolo_opt.bench.measure import validate_onnx
     from yolo_opt.data.calib import CalibrationReader, calibration_files, load_batches
     from yolo_opt.data.checks import check_classes
     from yolo_opt.io.files import atomic_path, check_output, temporary_dir
     from yolo_opt.io.onnx import load_onnx, onnx_io, onnx_metadata
+    from yolo_opt.validation import validate_onnx
 
     opts = PTQOptions.from_kwargs(opts, **shortcuts)
-    if opts.calib == "legacy":
-        raise ConfigError("calib=legacy is TensorRT's implicit calibrator: use it with format=engine")
+    calibration_method(opts.calib)  # calib=legacy is TensorRT's own calibrator: one clear error before any work
     calib, calib_images, per_channel, max_map_drop = opts.calib, opts.calib_images, opts.per_channel, opts.max_map_drop
     if max_map_drop is not None and not validate and evaluate is None:
         raise ConfigError("max_map_drop needs validation; do not combine it with validate=False")

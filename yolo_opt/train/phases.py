@@ -22,7 +22,7 @@ def _ultralytics_run(model: str | Path, opts: TrainOptions | None = None, after:
 
     yolo = YOLO(str(model), task="detect")
     if opts is not None:  # the trainer takes its options from this callback (how they also reach DDP workers)
-        yolo.add_callback("on_train_epoch_start", PruneSchedule(opts.to_dict(), after and after.to_dict()))
+        yolo.add_callback("on_train_epoch_start", PruneSchedule(opts, after))
     yolo.train(trainer=PruneTrainer, **args)
     return yolo.trainer
 
@@ -31,7 +31,6 @@ def _check_inputs(model: str | Path, opts: TrainOptions, args: dict[str, Any]) -
     """Fail before any run folder exists: model, data, GFLOPs target, sensitivity report, teacher."""
     from yolo_opt.data.checks import check_dataset
     from yolo_opt.io.checkpoint import load_model
-    from yolo_opt.options import SEARCH_IMGSZ
 
     net = None
     if str(model).endswith(".pt"):
@@ -53,20 +52,15 @@ def _check_inputs(model: str | Path, opts: TrainOptions, args: dict[str, Any]) -
     if net is not None and p.prune_target is not None:
         from yolo_opt.prune.targets import check_reachable, min_macs_ratio
 
-        imgsz = min(int(args.get("imgsz", 640)), SEARCH_IMGSZ, 128)
-        check_reachable(p.prune_target, min_macs_ratio(net, p.prune_round, p.prune_global, imgsz=imgsz))
+        check_reachable(p.prune_target, min_macs_ratio(net, p.prune_round, p.prune_global))
         if p.per_layer:
             from yolo_opt.prune.allocation import check_allocatable, macs_estimate
 
-            check_allocatable(macs_estimate(net, imgsz, p.prune_round), p.prune_target, r_max)
-    if opts.distilling:
-        from yolo_opt.distill import check_teacher
+            check_allocatable(macs_estimate(net, p.prune_round), p.prune_target, r_max)
+    from yolo_opt.distill import check_teacher, run_teacher
 
-        teacher = opts.distill.teacher or (str(model) if net is not None else None)
-        if teacher is None:
-            if opts.distill.distill:
-                raise ConfigError("distill=True needs teacher=path/to/model.pt when training from a yaml")
-            return  # auto: a model built from a yaml has nothing to distil from
+    teacher = run_teacher(opts, model)
+    if teacher is not None:
         if names is None:
             from yolo_opt.data.checks import read_dataset
 
@@ -91,12 +85,7 @@ def train(model: str | Path, opts: TrainOptions | None = None, **kwargs: Any) ->
     Returns:
         Dict with `save_dir` and `best` of the last phase, `metrics` (Ultralytics), and `qat_onnx` when qat=True.
     """
-    rest = dict(kwargs)
-    shortcuts = TrainOptions.take(rest)  # what is left is Ultralytics' (which checks its own keys)
-    if opts is None:
-        opts = shortcuts
-    elif len(rest) != len(kwargs):
-        raise ConfigError("give TrainOptions or its keyword shortcuts, not both")
+    opts, rest = TrainOptions.resolve(opts, kwargs)  # what is left is Ultralytics' (which checks its own keys)
     if rest.get("resume"):  # Ultralytics restores its arguments, the trainer the pruning run, from last.pt
         from yolo_opt.io.checkpoint import read_checkpoint
 
@@ -105,8 +94,8 @@ def train(model: str | Path, opts: TrainOptions | None = None, **kwargs: Any) ->
         after = trainer.schedule.after
         if after:  # the run was the prune + recover phase of a phased run: QAT follows
             keep = {k: getattr(trainer.args, k) for k in RESUMED_ARGS}
-            trainer = _qat_after(trainer, QATOptions(**after), keep)
-        return _result(trainer, trainer.opts.replace(qat=QATOptions(**after)) if after else trainer.opts)
+            trainer = _qat_after(trainer, after, keep)
+        return _result(trainer, trainer.opts.replace(qat=after) if after else trainer.opts)
     _check_inputs(model, opts, rest)
     fine_tune_steps(model, rest)
     phased = opts.qat.qat and opts.prune.active
@@ -165,24 +154,32 @@ def _result(trainer, opts: TrainOptions) -> dict[str, Any]:
     return result
 
 
-def train_in(project: str | Path, name: str, model: str | Path, **kwargs: Any) -> Path:
-    """Train `model` into `project/name`, or continue what is there: resume an interrupted run (its last.pt),
-    reuse a finished one. Returns the run's best.pt (last.pt when no best was saved).
+def train_in(project: str | Path, name: str, model: str | Path, opts: TrainOptions | None = None,
+             **kwargs: Any) -> Path:
+    """Train `model` into the folder `project/name` (one training phase), or continue what is there: resume an
+    interrupted run (its last.pt), reuse a finished one. Returns the run's best.pt (last.pt when no best was saved).
+
+    `project` is made absolute: Ultralytics places a relative one under its own runs folder (`runs/<task>/`), and
+    where a run went is then asked of the trainer, not assumed.
     """
     import shutil
 
+    from yolo_opt.errors import YoloOptError
     from yolo_opt.io.checkpoint import read_checkpoint
 
-    folder = Path(project) / name
+    folder = Path(project).resolve() / name
     last, best = folder / "weights" / "last.pt", folder / "weights" / "best.pt"
+    if last.exists() and read_checkpoint(last).get("epoch", -1) == -1:  # Ultralytics marks a finished run's -1
+        return best if best.exists() else last
     if last.exists():
-        # Ultralytics strips the final checkpoints and marks them epoch -1
-        if read_checkpoint(last).get("epoch", -1) != -1:
-            train(str(last), resume=True)
+        result = train(str(last), resume=True)
     else:
         shutil.rmtree(folder, ignore_errors=True)
-        train(str(model), **{**kwargs, "project": str(project), "name": name, "exist_ok": True})
-    return best if best.exists() else last
+        result = train(str(model), opts, **{**kwargs, "project": str(folder.parent), "name": name, "exist_ok": True})
+    if Path(result["save_dir"]).resolve() != folder:
+        raise YoloOptError(f"Ultralytics saved the run in {result['save_dir']}, not {folder}; this Ultralytics version "
+                           "places runs differently: report it with 'yolo-opt version'")
+    return Path(result["best"]) if Path(result["best"]).exists() else last
 
 
 def attach(model, **opts: Any):
@@ -194,12 +191,12 @@ def attach(model, **opts: Any):
 
     from yolo_opt.train.trainer import PruneTrainer
 
-    rest = dict(opts)
-    options = TrainOptions.take(rest)
+    options, rest = TrainOptions.resolve(None, opts)
     if rest:
         raise ConfigError(f"not yolo-opt training options: {', '.join(rest)} (pass Ultralytics arguments to train())")
     if options.qat.qat or "distill" in opts or "teacher" in opts:
         raise ConfigError("attach() handles pruning only; for qat/distill use yolo_opt.train(...), or pass "
                           "quantize=8 / distill_model=teacher.pt to model.train()")
-    model.train = functools.partial(type(model).train, model, trainer=PruneTrainer, **options.prune.to_dict())
+    # the trainer takes the keys given here (Ultralytics passes them through as its overrides)
+    model.train = functools.partial(type(model).train, model, trainer=PruneTrainer, **opts)
     return options

@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from yolo_opt.options import SEARCH_IMGSZ, PruneOptions
+from yolo_opt.options import PruneOptions
 
 
 def prune_epochs(epochs: int, steps: int, start: int) -> list[int]:
@@ -37,8 +37,7 @@ def step_ratio(model: nn.Module, opts: PruneOptions, run: dict[str, Any], step: 
     if opts.prune_target is not None:
         goal = 1 - (1 - opts.prune_target) * step / steps  # of the run's starting MACs
         current = count_macs(model, imgsz)[0] / run["base_macs"]
-        return ratio_for_macs(model, min(1.0, goal / current), opts.prune_method, opts.prune_round,
-                              opts.prune_global, imgsz=min(imgsz, SEARCH_IMGSZ))
+        return ratio_for_macs(model, min(1.0, goal / current), opts.prune_method, opts.prune_round, opts.prune_global)
     return step_fraction(opts.prune, step, steps)
 
 
@@ -51,7 +50,6 @@ def step_layer_ratios(model: nn.Module, opts: PruneOptions, run: dict[str, Any],
 
     if "layer_ratios" not in run:
         report = run_report(model, opts, data, imgsz, folder)
-        final, target = sensitivity_ratios(model, report, opts.prune or None, opts.prune_target,
-                                           opts.prune_round, imgsz=min(imgsz, SEARCH_IMGSZ))
+        final, target = sensitivity_ratios(model, report, opts.prune or None, opts.prune_target, opts.prune_round)
         run["layer_ratios"], run["layer_ratios_target"] = final, target
     return {name: step_fraction(r, step, steps) for name, r in run["layer_ratios"].items()}

@@ -33,7 +33,7 @@ from ultralytics.utils import DEFAULT_CFG, LOGGER
 
 from yolo_opt.errors import ConfigError
 from yolo_opt.io.checkpoint import META_ATTR, meta, safe_loading
-from yolo_opt.options import TrainOptions
+from yolo_opt.options import QATOptions, TrainOptions
 from yolo_opt.prune.blocks import C2fSplit, C2PSASplit
 
 RUN_KEY = "train_run"  # meta(model)[RUN_KEY]: options and progress of the current pruning run
@@ -66,9 +66,9 @@ class PruneSchedule:
     trainer's re-creation there (its arguments cannot carry them: Ultralytics refuses unknown keys).
     """
 
-    def __init__(self, options: dict[str, Any], after: dict[str, Any] | None = None):
-        """Hold the flat options dict (`TrainOptions.to_dict()`) and the QAT phase that follows this run, if any."""
-        self.options = options
+    def __init__(self, opts: TrainOptions, after: QATOptions | None = None):
+        """Hold the run's options and the QAT phase that follows this run, if any."""
+        self.opts = opts
         self.after = after
 
     def __call__(self, trainer) -> None:
@@ -84,10 +84,10 @@ class PruneTrainer(DetectionTrainer):
         """Take yolo-opt's keys out of `overrides` (the rest is Ultralytics'), or the options a DDP worker carries."""
         safe_loading()  # Ultralytics' own checkpoint loads in this trainer (and in each DDP worker) are weights_only
         overrides = dict(overrides or {})
-        ours = {k: overrides.pop(k) for k in list(overrides) if k in TrainOptions.specs()}
         carrier = next((cb for cb in (_callbacks or {}).get("on_train_epoch_start", [])
                         if isinstance(cb, PruneSchedule)), None)
-        self.opts = TrainOptions.from_dict({**(carrier.options if carrier else {}), **ours})
+        # the options come in the callback (yolo_opt.train, DDP workers) or as keys (`YOLO().train(trainer=...)`)
+        self.opts, overrides = TrainOptions.resolve(carrier.opts if carrier else None, overrides)
         if self.opts.qat.qat:
             if self.opts.prune.active:
                 raise ConfigError("qat=True after pruning is a second training phase: use yolo_opt.train() or "
@@ -95,17 +95,16 @@ class PruneTrainer(DetectionTrainer):
             overrides.update(quantize=8)  # a single QAT fine-tune (Ultralytics' ModelOpt fake-quant)
         super().__init__(cfg, overrides, _callbacks)
         if carrier is None:
-            carrier = PruneSchedule(self.opts.to_dict())
+            carrier = PruneSchedule(self.opts)
             self.add_callback("on_train_epoch_start", carrier)
         self.schedule = carrier
         if self.opts.prune.active and self.args.compile:
             LOGGER.warning("yolo-opt: 'compile' is disabled while pruning (shapes change between epochs)")
             self.args.compile = False
-        if self.opts.distilling and self.args.distill_model is None:  # the teacher: the model before pruning
-            model = str(self.args.model)
-            self.args.distill_model = self.opts.distill.teacher or (model if model.endswith(".pt") else None)
-            if self.args.distill_model is None and self.opts.distill.distill:
-                raise ConfigError("distill=True needs teacher=path/to/model.pt when training from a yaml")
+        if self.args.distill_model is None:  # the teacher: teacher=, else the model before pruning
+            from yolo_opt.distill import run_teacher
+
+            self.args.distill_model = run_teacher(self.opts, self.args.model)
 
     # ---- Ultralytics' public methods ------------------------------------------------------------------------------
     def get_model(self, cfg=None, weights=None, verbose: bool = True):
@@ -130,9 +129,10 @@ class PruneTrainer(DetectionTrainer):
         """Ultralytics' model set-up; on resume, the stored pruning run's options take over before anything else."""
         ckpt = super().setup_model()
         stored = meta(student(self.model)).get(RUN_KEY)
-        if self.resume and stored:
+        if self.resume and stored:  # the checkpoint keeps them as plain data (a weights_only load rebuilds no class)
             self.opts = TrainOptions.from_dict(stored["opts"])
-            self.schedule.options, self.schedule.after = self.opts.to_dict(), stored.get("after")
+            after = stored.get("after")
+            self.schedule.opts, self.schedule.after = self.opts, QATOptions(**after) if after else None
         return ckpt
 
     def set_model_attributes(self) -> None:
@@ -180,7 +180,7 @@ class PruneTrainer(DetectionTrainer):
             "base_macs": macs,
             "base_params": params,
             "imgsz": self.args.imgsz,
-            "after": self.schedule.after,  # a QAT phase yolo_opt.train() runs next (kept for resume)
+            "after": self.schedule.after and self.schedule.after.to_dict(),  # a QAT phase that follows (for resume)
         }
 
     def save_model(self):
@@ -214,7 +214,7 @@ class PruneTrainer(DetectionTrainer):
         if not _distributed() or dist.get_rank() == 0:
             self._prune(model)
         if _distributed():
-            from yolo_opt.prune.groups import no_forward_hooks
+            from yolo_opt.prune.depgraph import no_forward_hooks
 
             with no_forward_hooks(model):
                 payload = [copy.deepcopy(model).cpu() if dist.get_rank() == 0 else None]
@@ -244,8 +244,8 @@ class PruneTrainer(DetectionTrainer):
         if opts.prune_method in NEEDS_DATA:
             batches = (self.preprocess_batch(b) for b in islice(self.train_loader, opts.prune_batches))
             loss_fn = detection_loss
-        prune_model(model, ratio, opts.prune_method, opts.prune_round, opts.prune_global, imgsz, batches, loss_fn,
-                    layer_ratios=layer_ratios)
+        prune_model(model, ratio, opts.prune_method, opts.prune_round, opts.prune_global, batches=batches,
+                    loss_fn=loss_fn, layer_ratios=layer_ratios)
         macs, params = count_macs(model, imgsz)
         run["steps_done"] = step
         run.setdefault("history", []).append({"epoch": self.epoch, "ratio": ratio, "macs_ratio": macs / run["base_macs"],

@@ -12,9 +12,9 @@ from yolo_opt.options import TuneOptions
 
 
 def report(st, run_dir: str | Path, objectives: str, top: int = 3) -> dict[str, Any]:
-    """Print the Pareto front, plot it (`pareto.png`), write `pareto.md`, `summary.json` and recipe YAMLs."""
+    """Log the Pareto front, plot it (`pareto.png`), write `pareto.md`, `summary.json` and recipe YAMLs."""
     import optuna
-    from ultralytics.utils import YAML
+    from ultralytics.utils import LOGGER, YAML
 
     run_dir = Path(run_dir)
     trials = st.get_trials(deepcopy=False)
@@ -44,7 +44,7 @@ def report(st, run_dir: str | Path, objectives: str, top: int = 3) -> dict[str, 
     if failed:
         lines += ["", "Failed trials:"] + [f"- {t.number}: {t.user_attrs.get('error', 'no heartbeat (worker killed?)')}" for t in failed]
     text = "\n".join(lines) + "\n"
-    print(text)
+    LOGGER.info(text)
     atomic_write_bytes(run_dir / "pareto.md", text.encode())
     recipes = []
     for entry in front[:top]:

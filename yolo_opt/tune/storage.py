@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from yolo_opt.errors import StorageError, hide_passwords
+from yolo_opt.errors import StorageError, first_line, hide_passwords
 
 
 def redact(url: str) -> str:
@@ -19,8 +19,7 @@ def _reason(e: BaseException, url: str) -> str:
     """First line of a driver's error, with the URL's passwords removed (the driver may echo them)."""
     from sqlalchemy.engine import make_url
 
-    first = str(getattr(e, "orig", None) or e).strip().splitlines()
-    reason = first[0][:200] if first else type(e).__name__
+    reason = first_line(getattr(e, "orig", None) or e)
     parsed = make_url(url)
     secrets = [parsed.password, *(v for k, v in parsed.query.items() if "pass" in k.lower() or k.lower() == "pwd")]
     for secret in filter(None, (str(x) for s in secrets for x in (s if isinstance(s, tuple) else (s,)))):

@@ -16,17 +16,18 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from yolo_opt.errors import ConfigError, YoloOptError, hide_passwords
-from yolo_opt.options import TuneOptions
+from yolo_opt.errors import ConfigError, YoloOptError, first_line
+from yolo_opt.options import TrainOptions, TuneOptions
 
 
-def _first_line(e: BaseException) -> str:
-    """The error as a trial records it (in the study, which other machines read): passwords hidden."""
-    text = hide_passwords(str(e)).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:300]}" if text else type(e).__name__
+def _error(e: BaseException) -> str:
+    """The error as a trial records it (in the study, which other machines read): its type and first line."""
+    return f"{type(e).__name__}: {first_line(e, 300)}"
 
 
 def _measure(weights: Path, data: str, imgsz: int, latency: bool, metrics: dict | None) -> dict[str, float]:
+    """mAP (the trainer's final validation), GFLOPs and params, and the ONNX Runtime latency of the ONNX that
+    `yolo-opt export` writes for this model (the graph a user deploys, DFL rewrite included), beside the weights."""
     from yolo_opt.bench.measure import model_stats, onnx_latency, validate
 
     key = "metrics/mAP50-95(B)"
@@ -37,9 +38,9 @@ def _measure(weights: Path, data: str, imgsz: int, latency: bool, metrics: dict 
     stats = model_stats(weights, imgsz)
     scores.update(gflops=stats["gflops"], params=float(stats["params"]))
     if latency:
-        from ultralytics import YOLO
+        from yolo_opt.deploy.onnx import export_onnx
 
-        onnx = YOLO(str(weights), task="detect").export(format="onnx", imgsz=imgsz, verbose=False)
+        onnx = export_onnx(weights, weights.with_suffix(".onnx"), imgsz=imgsz)
         lat = onnx_latency(onnx, imgsz, runs=20, warmup=3)
         scores.update(latency_ms=lat["ms"], latency_threads=float(lat["threads"]))
     return scores
@@ -57,9 +58,10 @@ def run_trial(trial, model: str, data: str, fixed: dict[str, Any], ultralytics_a
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     trial.set_user_attr("train_keys", {**ultralytics_args, **params})  # all a recipe needs to reproduce the trial
     try:
-        args = {"plots": False, "exist_ok": True, "verbose": False, **ultralytics_args, **params}
-        metrics = train(model, data=data, project=str(folder.parent), name=folder.name, **args)["metrics"]
-        weights = folder / "weights" / "best.pt"
+        opts, args = TrainOptions.resolve(None, {"plots": False, "exist_ok": True, "verbose": False,
+                                                 **ultralytics_args, **params})
+        result = train(model, opts, data=data, project=str(folder.parent), name=folder.name, **args)
+        metrics, weights = result["metrics"], Path(result["best"])  # where the trainer saved, not assumed
         if not weights.exists():
             raise YoloOptError(f"training wrote no {weights}")
         imgsz = int(ultralytics_args.get("imgsz", 640))
@@ -67,8 +69,8 @@ def run_trial(trial, model: str, data: str, fixed: dict[str, Any], ultralytics_a
     except Exception as e:
         from ultralytics.utils import LOGGER
 
-        trial.set_user_attr("error", _first_line(e))
-        LOGGER.warning(f"yolo-opt tune: trial {trial.number} failed ({_first_line(e)}); recorded as FAIL")
+        trial.set_user_attr("error", _error(e))
+        LOGGER.warning(f"yolo-opt tune: trial {trial.number} failed ({_error(e)}); recorded as FAIL")
         raise
     for key, value in scores.items():
         trial.set_user_attr(key, value)
@@ -81,12 +83,10 @@ def _split_keys(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
     """Fixed yolo-opt train keys (validated) and Ultralytics arguments; unknown keys raise ConfigError."""
     from ultralytics.cfg import DEFAULT_CFG_DICT
 
-    from yolo_opt.options import TrainOptions
-
-    rest = dict(kwargs)
-    given = [k for k in rest if k in TrainOptions.specs()]
-    values = TrainOptions.take(rest, "train").to_dict()  # validates every given key
-    fixed = {k: values[k] for k in given}
+    given = [k for k in kwargs if k in TrainOptions.specs()]
+    opts, rest = TrainOptions.resolve(None, kwargs, "train")  # validates every given key and their combination
+    values = opts.to_dict()
+    fixed = {k: values[k] for k in given}  # as keys: a trial adds the ones it draws
     unknown = [k for k in rest if k not in DEFAULT_CFG_DICT]
     if unknown:
         raise ConfigError(f"unknown argument(s) for 'yolo-opt tune': {', '.join(unknown)}; see 'yolo-opt help'")
@@ -150,9 +150,7 @@ def tune(
     from yolo_opt.tune.report import report
     from yolo_opt.tune.storage import open_storage, redact
 
-    rest = dict(kwargs)
-    if opts is None:
-        opts = TuneOptions.take(rest)
+    opts, rest = TuneOptions.resolve(opts, kwargs)
     trials, storage, study, objectives = opts.trials, opts.storage, opts.study, opts.objectives
     fixed, ultra = _split_keys(rest)
     net = load_model(model)  # clear error for a missing or corrupt checkpoint
@@ -161,7 +159,8 @@ def tune(
         from yolo_opt.prune.allocation import load_sensitivity
 
         load_sensitivity(fixed["sensitivity"])
-    run_dir = check_output(Path(project) / study, folder=True, key="project")
+    # absolute: trials train inside it, and Ultralytics would put a relative project under its own runs folder
+    run_dir = check_output(Path(project) / study, folder=True, key="project").resolve()
     store = open_storage(storage, run_dir, opts.heartbeat)
     run_dir.mkdir(parents=True, exist_ok=True)
     directions = ["maximize", "minimize"]
@@ -173,7 +172,7 @@ def tune(
             sampler=optuna.samplers.TPESampler(n_startup_trials=min(10, max(2, trials // 3))),
         )
     except ValueError as e:
-        raise ConfigError(f"study '{study}' cannot be opened as a 2-objective study ({_first_line(e)})") from None
+        raise ConfigError(f"study '{study}' cannot be opened as a 2-objective study ({_error(e)})") from None
     stored = st.user_attrs.get("objectives")
     if stored and stored != objectives:
         raise ConfigError(f"study '{study}' was created with objectives={stored}; use it or pick another study=")

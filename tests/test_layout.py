@@ -1,0 +1,83 @@
+"""The package's layering, checked on the source: no import cycles and no import from a higher layer, counting the
+imports inside functions too (a lazy import hides a cycle from Python, not from whoever reads the code)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1] / "yolo_opt"
+# Lower layers never import higher ones (DESIGN.md: data flows one way). Same-rank packages may import each other
+# as long as no module cycle forms.
+LAYERS = [
+    ("errors",), ("options",), ("io",), ("data",), ("validation",), ("quant",), ("prune", "distill"),
+    ("train",), ("deploy",), ("bench",), ("tune",), ("pipeline",), ("cli",),
+]
+RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in ROOT.rglob("*.py"):
+        parts = path.relative_to(ROOT.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = path
+    return out
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the yolo_opt modules it imports anywhere in its file (top level, functions, TYPE_CHECKING)."""
+    modules = _modules()
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        deps: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("yolo_opt"):
+                deps.add(node.module)
+                deps.update(f"{node.module}.{a.name}" for a in node.names if f"{node.module}.{a.name}" in modules)
+            elif isinstance(node, ast.Import):
+                deps.update(a.name for a in node.names if a.name.startswith("yolo_opt"))
+        graph[name] = {d for d in deps if d in modules and d != name}
+    return graph
+
+
+def _layer(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else None  # None: the package facade `yolo_opt` itself
+
+
+def test_every_package_has_a_layer():
+    assert {_layer(m) for m in import_graph()} - {None} <= set(RANK)
+
+
+def test_no_import_from_a_higher_layer():
+    upward = []
+    for module, deps in import_graph().items():
+        if _layer(module) is None:
+            continue  # the lazy facade exposes every layer's verbs
+        for dep in deps:
+            if _layer(dep) is not None and RANK[_layer(dep)] > RANK[_layer(module)]:
+                upward.append(f"{module} -> {dep}")
+    assert not upward, "imports from a higher layer:\n" + "\n".join(sorted(upward))
+
+
+def test_no_import_cycles():
+    """No cycle among modules (a package's __init__ re-exporting its modules is not a dependency of them)."""
+    graph = import_graph()
+    packages = {m for m in graph if (ROOT.parent / m.replace(".", "/") / "__init__.py").exists()}
+    edges = {m: {d for d in deps if d not in packages} for m, deps in graph.items() if m not in packages}
+    cycles, state = [], {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = "open"
+        for dep in sorted(edges.get(node, ())):
+            if state.get(dep) == "open":
+                cycles.append(" -> ".join(stack[stack.index(dep):] + [dep]))
+            elif dep not in state:
+                visit(dep, [*stack, dep])
+        state[node] = "done"
+
+    for module in sorted(edges):
+        if module not in state:
+            visit(module, [module])
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)

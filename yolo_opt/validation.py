@@ -1,0 +1,53 @@
+"""Accuracy from the Ultralytics validator, the same way for every model file and every stage that needs it
+(benchmarks, INT8 accuracy control, bundles, OpenVINO exports): `.pt`, `.onnx`, `.engine` and OpenVINO models."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+
+def validate(weights: str | Path, data: str | Path, imgsz: int, batch: int = 16, device: str = "cpu") -> dict:
+    """mAP50-95 and mAP50 from the Ultralytics validator (any format it loads: .pt, .onnx, .engine, OpenVINO).
+
+    An OpenVINO model is given as its folder (any name) or its `.xml` (device: `intel:cpu`, `intel:gpu`).
+    """
+    from ultralytics import YOLO
+
+    from yolo_opt.io.checkpoint import read_checkpoint
+    from yolo_opt.io.openvino import openvino_folder
+
+    path = Path(weights)
+    if path.suffix == ".pt":
+        read_checkpoint(path)  # refused unless safe, before Ultralytics opens it
+    with contextlib.ExitStack() as stack:
+        if path.suffix == ".xml" or path.is_dir():
+            path = stack.enter_context(openvino_folder(path))  # Ultralytics tells OpenVINO by the folder's name
+        metrics = YOLO(str(path), task="detect").val(
+            data=str(data), imgsz=imgsz, batch=batch if path.suffix == ".pt" else 1, plots=False,
+            verbose=False, device=device,
+        )
+    return {"map": float(metrics.box.map), "map50": float(metrics.box.map50)}
+
+
+def validate_onnx(
+    path: str | Path, data: str | Path, imgsz: int | list[int] | None = None, verbose: bool = False, **kwargs: Any
+) -> dict[str, float]:
+    """mAP of an `.onnx` model with the Ultralytics validator (ONNX Runtime on CPU), at its own input size by default.
+
+    Returns:
+        {"map": mAP50-95, "map50": mAP50}, like `validate`.
+    """
+    from ultralytics import YOLO
+
+    from yolo_opt.data.checks import dataset_images
+    from yolo_opt.io.onnx import load_onnx, onnx_metadata
+
+    dataset_images(data, "val")  # clear DataError before Ultralytics tries to download anything
+    graph = load_onnx(path, check=False)
+    if imgsz is None:
+        imgsz = onnx_metadata(graph).get("imgsz", 640)
+    args = {"data": str(data), "imgsz": imgsz, "plots": False, "batch": 1, "verbose": verbose, "device": "cpu"}
+    metrics = YOLO(str(path), task="detect").val(**{**args, **kwargs})
+    return {"map": float(metrics.box.map), "map50": float(metrics.box.map50)}
