@@ -216,10 +216,10 @@ def main() -> None:
 
 
 def time_rows(results: dict, out: Path, rounds: int) -> None:
-    """ONNX Runtime latency at 640 px of every row, interleaved: each round times every model once."""
-    from ultralytics import YOLO
-
+    """ONNX Runtime latency at 640 px of every row (the FP32 ONNX `yolo-opt export` writes: YOLO26's NMS-free
+    output), interleaved: each round times every model once."""
     from yolo_opt.bench import onnx_latency
+    from yolo_opt.deploy.onnx import export_onnx
 
     onnx = {}
     for key, r in results.items():
@@ -228,9 +228,7 @@ def time_rows(results: dict, out: Path, rounds: int) -> None:
             if not Path(r["weights"]).exists():
                 print(f"{key}: {r['weights']} is gone, not timed")
                 continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            exported = Path(YOLO(r["weights"]).export(format="onnx", imgsz=640, simplify=True, verbose=False))
-            os.replace(exported, target)
+            export_onnx(r["weights"], target, imgsz=640)
         onnx[key] = target
     samples: dict[str, list[float]] = {k: [] for k in onnx}
     for _ in range(rounds):

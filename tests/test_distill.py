@@ -11,9 +11,10 @@ from tests.conftest import IMGSZ, make_checkpoint, run_cli, run_cli_killed_after
 TRAIN = ("imgsz=64", "batch=8", "workers=0", "plots=False", "exist_ok=True", "warmup_epochs=0")
 
 
-@pytest.fixture
-def pair(tiny_data):
-    """A student and its identical teacher (Kaiming weights, so outputs are not constant), and one real batch."""
+@pytest.fixture(params=["yolov8n.yaml", "yolo26n.yaml"], ids=["v8n-dfl", "yolo26-end2end"])
+def pair(request, tiny_data):
+    """A student and its identical teacher (Kaiming weights, so outputs are not constant), and one real batch:
+    a DFL head (YOLOv8) and an end-to-end head without DFL (YOLO26)."""
     from ultralytics.cfg import get_cfg
     from ultralytics.nn.tasks import DetectionModel
 
@@ -21,9 +22,9 @@ def pair(tiny_data):
     from yolo_opt.data.batches import taylor_batches
 
     torch.manual_seed(0)
-    student = DetectionModel("yolov8n.yaml", nc=5, verbose=False)
+    student = DetectionModel(request.param, nc=5, verbose=False)
     for m in student.modules():
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, nn.Conv2d) and m.weight.shape[0] > 1:
             nn.init.kaiming_normal_(m.weight)
     student.args = get_cfg(overrides={"imgsz": IMGSZ})
     student.names = dict(enumerate(CLASS_NAMES))
@@ -31,16 +32,36 @@ def pair(tiny_data):
     return student, copy.deepcopy(student), next(iter(batches))
 
 
-def test_loss_is_zero_for_the_teacher_itself_and_grows_apart(pair):
+def terms(model, student_out, teacher_out) -> dict:
+    """The distillation terms of every branch of the head (one-to-many; and one-to-one on an end-to-end head)."""
+    from types import SimpleNamespace
+
+    from yolo_opt.arch import adapter
     from yolo_opt.distill import output_distillation
 
+    arch = adapter(model)
+    hyp = SimpleNamespace(cls=0.5, dfl=1.5, box=7.5)
+    teacher = dict(arch.distill_branches(teacher_out))
+    return {(name, k): v for name, branch in arch.distill_branches(student_out)
+            for k, v in output_distillation(branch, teacher[name], arch.reg_max, hyp, arch.head.stride).items()}
+
+
+def test_loss_is_zero_for_the_teacher_itself_and_grows_apart(pair):
+    """Every term of every branch: zero for the teacher itself, positive once outputs differ (the box term too on
+    YOLO26, where there are no DFL bins to compare: it was always zero there)."""
     student, _, batch = pair
     student.train()
     preds = student(batch["img"])
-    same = output_distillation(preds, preds, 16, 0.5, 1.5)
-    assert same.shape == (2,) and torch.allclose(same, torch.zeros(2), atol=1e-5)
-    other = {k: v + 0.5 * torch.randn_like(v) for k, v in preds.items() if k in ("boxes", "scores")}
-    assert (output_distillation(other, preds, 16, 0.5, 1.5) > 1e-3).all()
+    same = terms(student, preds, preds)
+    expected = {"kd_cls", "kd_box"}
+    assert {k for _, k in same} == expected and len(same) == 2 * (2 if "one2one" in preds else 1)
+    assert all(abs(float(v)) < 1e-5 for v in same.values()), same
+
+    def moved(branch):
+        return {k: v + 0.5 * torch.randn_like(v) if k in ("boxes", "scores") else v for k, v in branch.items()}
+
+    other = {k: moved(v) for k, v in preds.items()} if "one2one" in preds else moved(preds)
+    assert all(float(v) > 1e-3 for v in terms(student, other, preds).values())
 
 
 def test_gradient_reaches_the_student_only(pair):
@@ -64,9 +85,7 @@ def test_gradient_reaches_the_student_only(pair):
 
 
 def output_distillation_grad(wrapper, batch) -> float:
-    """The gradient norm the distillation term alone puts on the student once it differs from the teacher."""
-    from yolo_opt.distill import output_distillation
-
+    """The gradient norm the distillation terms alone put on the student once it differs from the teacher."""
     with torch.no_grad():
         for p in wrapper.student_model.parameters():
             p.add_(0.01 * torch.randn_like(p))
@@ -74,7 +93,7 @@ def output_distillation_grad(wrapper, batch) -> float:
     with torch.no_grad():
         t = wrapper.teacher_model(batch["img"])[1]
     s = wrapper.student_model(batch["img"])
-    output_distillation(s, t, 16, 0.5, 1.5).sum().backward()
+    sum(terms(wrapper.student_model, s, t).values()).backward()
     assert all(p.grad is None for p in wrapper.teacher_model.parameters())
     return float(sum(p.grad.norm() for p in wrapper.student_model.parameters() if p.grad is not None))
 

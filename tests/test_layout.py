@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1] / "yolo_opt"
 # Lower layers never import higher ones (DESIGN.md: data flows one way). Same-rank packages may import each other
 # as long as no module cycle forms.
 LAYERS = [
-    ("errors",), ("options",), ("io",), ("data",), ("validation",), ("quant",), ("prune", "distill"),
+    ("errors",), ("options",), ("arch",), ("io",), ("data",), ("validation",), ("quant",), ("prune", "distill"),
     ("train",), ("deploy",), ("bench",), ("tune",), ("pipeline",), ("cli",),
 ]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}

@@ -134,5 +134,5 @@ def test_unknown_method(model):
 def test_non_detection_model_refused():
     from ultralytics.nn.tasks import ClassificationModel
 
-    with pytest.raises(ModelError, match="only detection models"):
+    with pytest.raises(ModelError, match="not supported; yolo-opt handles detection and segmentation"):
         prune_model(ClassificationModel("yolov8n-cls.yaml", nc=3, verbose=False), 0.3)

@@ -565,20 +565,21 @@ def test_bundle(bundle, models, tmp_path):
     out = bundle
     names = {p.name for p in out.iterdir()}
     assert {"model_fp32.onnx", "model_int8.onnx", "metadata.json", "build_engine.py", "build_engine.sh", "infer.py",
-            "README.txt"} <= names
+            "yolo_decode.py", "README.txt"} <= names
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")], "temporary folders left behind"
     assert lint_tensorrt_qdq(onnx.load(str(out / "model_int8.onnx"))) == []
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["imgsz"] == [IMGSZ, IMGSZ] and meta["precision"] == "int8-qdq" and meta["input"]["name"] == "images"
     assert meta["engine"] == {"precision": "int8", "file": "model_int8.engine"} and set(meta["tensorrt"]) == {
         "8", "10", "11"}
-    for script in ("build_engine.py", "infer.py"):
+    for script in ("build_engine.py", "infer.py", "yolo_decode.py"):  # infer.py's decode is the bundle's own module
         py_compile.compile(str(out / script), doraise=True, cfile=str(tmp_path / f"{script}c"))
         tree = ast.parse((out / script).read_text())
         mods = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         mods |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
         assert not mods & {"yolo_opt", "ultralytics", "torch", "onnx"}, (script, mods)
-        assert mods <= {"argparse", "json", "os", "pathlib", "ctypes", "cv2", "numpy", "tensorrt", "onnxruntime"}
+        assert mods <= {"argparse", "json", "os", "sys", "pathlib", "ctypes", "cv2", "numpy", "tensorrt", "onnxruntime",
+                        "yolo_decode"}
     readme = (out / "README.txt").read_text()
     for text in ("build_engine.py", "infer.py", "JetPack 5.1", "JetPack 6.1", "TensorRT 8.5 / 8.6", "TensorRT 10.x",
                  "TensorRT 11.x", "strongly typed", "tensorrt.__version__", "trtexec's banner"):

@@ -34,6 +34,7 @@ _LAZY = {
     "ExportOptions": "yolo_opt.options",
     "TuneOptions": "yolo_opt.options",
     "PruneTrainer": "yolo_opt.train",
+    "SegmentPruneTrainer": "yolo_opt.train",
     "attach": "yolo_opt.train",
     "train": "yolo_opt.train",
     "prune_model": "yolo_opt.prune",

@@ -371,6 +371,8 @@ class ExportOptions(Options):
                           ".onnx/.engine or the OpenVINO folder for export)", ("prune", "data", "demo", "export", "bundle"))
     device: str | None = key(None, str, "OpenVINO device of format=openvino: CPU, GPU, NPU or AUTO (intel:gpu also "
                              "accepted)", EXPORT_MODES, ultralytics=True)
+    end2end: bool | None = key(None, bool, "the NMS-free one-to-one output of an end-to-end model (YOLO26, YOLOv10: "
+                               "the default); False: its one-to-many output, which needs NMS", EXPORT_MODES)
     ptq: PTQOptions = field(default_factory=PTQOptions)
 
     def check(self) -> None:

@@ -1,5 +1,10 @@
 """Accuracy from the Ultralytics validator, the same way for every model file and every stage that needs it
-(benchmarks, INT8 accuracy control, bundles, OpenVINO exports): `.pt`, `.onnx`, `.engine` and OpenVINO models."""
+(benchmarks, INT8 accuracy control, bundles, OpenVINO exports): `.pt`, `.onnx`, `.engine` and OpenVINO models.
+
+Figures are keyed by the task's metrics (`yolo_opt.arch`): `map`, `map50` (boxes) for every model, and `mask_map`,
+`mask_map50` for a segmentation model. Ultralytics reads the task from the file (checkpoint, ONNX or OpenVINO
+metadata); nothing here assumes detection.
+"""
 
 from __future__ import annotations
 
@@ -24,11 +29,18 @@ def validate(weights: str | Path, data: str | Path, imgsz: int, batch: int = 16,
     with contextlib.ExitStack() as stack:
         if path.suffix == ".xml" or path.is_dir():
             path = stack.enter_context(openvino_folder(path))  # Ultralytics tells OpenVINO by the folder's name
-        metrics = YOLO(str(path), task="detect").val(
-            data=str(data), imgsz=imgsz, batch=batch if path.suffix == ".pt" else 1, plots=False,
-            verbose=False, device=device,
-        )
-    return {"map": float(metrics.box.map), "map50": float(metrics.box.map50)}
+        yolo = YOLO(str(path))
+        metrics = yolo.val(data=str(data), imgsz=imgsz, batch=batch if path.suffix == ".pt" else 1, plots=False,
+                           verbose=False, device=device)
+    return figures(yolo.task, metrics)
+
+
+def figures(task: str, metrics) -> dict[str, float]:
+    """The task's figures from an Ultralytics metrics object: {"map", "map50"[, "mask_map", "mask_map50"]}."""
+    from yolo_opt.arch import task_named
+
+    results = metrics.results_dict
+    return {key: float(results[name]) for key, name in task_named(task).metrics.items()}
 
 
 def validate_onnx(
@@ -37,7 +49,7 @@ def validate_onnx(
     """mAP of an `.onnx` model with the Ultralytics validator (ONNX Runtime on CPU), at its own input size by default.
 
     Returns:
-        {"map": mAP50-95, "map50": mAP50}, like `validate`.
+        {"map": mAP50-95, "map50": mAP50, and the masks' for a segmentation model}, like `validate`.
     """
     from ultralytics import YOLO
 
@@ -49,5 +61,5 @@ def validate_onnx(
     if imgsz is None:
         imgsz = onnx_metadata(graph).get("imgsz", 640)
     args = {"data": str(data), "imgsz": imgsz, "plots": False, "batch": 1, "verbose": verbose, "device": "cpu"}
-    metrics = YOLO(str(path), task="detect").val(**{**args, **kwargs})
-    return {"map": float(metrics.box.map), "map50": float(metrics.box.map50)}
+    yolo = YOLO(str(path))
+    return figures(yolo.task, yolo.val(**{**args, **kwargs}))

@@ -213,6 +213,12 @@ def run_deploy(mode: str, kwargs: dict[str, Any]) -> None:
 
     if "quantize" in kwargs and "int8" in kwargs:  # one key, two spellings: given twice
         raise ConfigError("give int8=True or quantize=8, not both")
+    if "nms" in kwargs and kwargs["nms"] is not True:  # Ultralytics' spelling: nms=False is the NMS-free head
+        nms = kwargs.pop("nms")
+        if nms is False and kwargs.get("end2end") is False:
+            raise ConfigError("nms=False selects the NMS-free head and end2end=False the one-to-many one: give one")
+        if nms is False:
+            kwargs["end2end"] = True
     if str(kwargs.pop("quantize", None)).lower() in {"8", "int8"}:  # Ultralytics' spelling of int8=True
         kwargs["int8"] = True
     if mode == "bundle":

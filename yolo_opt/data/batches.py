@@ -1,4 +1,4 @@
-"""Training batches and the detection loss, for gradient-based channel scoring outside the trainer."""
+"""Training batches and the model's training loss, for gradient-based channel scoring outside the trainer."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from torch import nn
 
 
 def detection_loss(model: nn.Module, batch: dict):
-    """Scalar Ultralytics detection loss of `model` on a preprocessed batch."""
+    """Scalar Ultralytics training loss of `model` (detection or segmentation) on a preprocessed batch."""
     loss, _ = model.loss(batch)
     return loss.sum()
 
@@ -23,7 +23,10 @@ def taylor_batches(model: nn.Module, data: str, imgsz: int, n: int, batch_size: 
 
     info = check_classes(data, getattr(model, "names", None))
     dataset_images(data, "train")  # an empty train split is one clear error, not a dataloader traceback
-    cfg = get_cfg(overrides={"imgsz": imgsz, "data": str(data), "mode": "train"})
+    from yolo_opt.arch import adapter
+
+    task = adapter(model).task.name  # a segment model's loss needs the masks its dataset yields
+    cfg = get_cfg(overrides={"imgsz": imgsz, "data": str(data), "mode": "train", "task": task})
     model.args = cfg
     stride = int(max(model.stride.max(), 32))
     dataset = build_yolo_dataset(cfg, info["train"], batch_size, info, mode="train", rect=False, stride=stride)

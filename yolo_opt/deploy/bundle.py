@@ -1,4 +1,5 @@
-"""A folder to copy to a Jetson: ONNX models, metadata, engine-build scripts and a small inference script."""
+"""Folders to copy to a device: a Jetson bundle (ONNX models, engine-build scripts) and an OpenVINO bundle (IRs), each
+with metadata.json and an inference script that decodes the model's output format (NMS-free or not; masks)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from yolo_opt.io.files import atomic_folder, owned_folder
 README = """yolo-opt Jetson bundle ({name})
 ===========================================
 Files: model_fp32.onnx, {int8_line}metadata.json, build_engine.py / build_engine.sh (engine build),
-infer.py (run the engine on an image).
+infer.py + yolo_decode.py (run the engine on an image: letterbox, decode, masks).
 
 On the device (JetPack with TensorRT; needs only tensorrt, numpy and OpenCV):
 
@@ -41,8 +42,8 @@ version in trtexec's banner ("TensorRT v8602", "v100300", ...; override with TRT
 The legacy INT8 calibrator is not used: model_int8.onnx carries its scales (explicit quantization). An engine only
 runs on the TensorRT version and GPU that built it; infer.py says so and asks for a rebuild.
 
-Precision: {precision}. Image size: {imgsz}. Classes: {nc}.
-Validated here with ONNX Runtime: {accuracy}
+Precision: {precision}. Image size: {imgsz}. Classes: {nc}. Output: {output}
+Validated here: {accuracy}
 """
 
 TRTEXEC = """#!/bin/sh
@@ -94,6 +95,50 @@ def _template(name: str) -> str:
     return resources.files("yolo_opt.deploy.templates").joinpath(name).read_text()
 
 
+def _model_info(model: str | Path, imgsz: int | list[int], end2end: bool | None) -> dict[str, Any]:
+    """What both bundles' metadata.json say of the model: classes, input, task and the output format infer.py
+    decodes (NMS-free or not; mask prototypes)."""
+    from yolo_opt import __version__
+    from yolo_opt.arch import adapter
+    from yolo_opt.io.checkpoint import load_model
+
+    net = load_model(model)
+    arch = adapter(net)
+    return {
+        "yolo_opt": __version__,
+        "source": Path(model).name,
+        "family": arch.name,
+        "task": arch.task.name,
+        "names": {str(k): v for k, v in net.names.items()},
+        "imgsz": [imgsz, imgsz] if isinstance(imgsz, int) else list(imgsz),
+        "stride": int(max(net.stride)) if hasattr(net, "stride") else 32,
+        "end2end": arch.deploy_end2end(end2end),
+        "nm": int(getattr(arch.head, "nm", 0)),
+        "preprocess": "letterbox to imgsz (keep aspect, pad 114, centred), BGR->RGB, /255, NCHW float32",
+        "output_format": arch.output_format(end2end),
+    }
+
+
+def _write_scripts(folder: Path, infer: str) -> None:
+    """infer.py (the runtime's `infer` template) and yolo_decode.py (the pre/post-processing both bundles share)."""
+    (folder / "infer.py").write_text(_template(infer))
+    (folder / "yolo_decode.py").write_text(_template("yolo_decode.py"))
+    for f in ("infer.py", "yolo_decode.py"):
+        os.chmod(folder / f, 0o755)
+
+
+def _accuracy(maps: dict[str, float | None], data: str | Path, runtime: str) -> tuple[dict[str, Any], str]:
+    """metadata.json's accuracy record and the README line, from `fp32_map`/`int8_map` (and `*_mask_map`)."""
+    record = {k: v for k, v in maps.items() if v is not None}
+    parts = []
+    for metric, label in (("map", "mAP50-95"), ("mask_map", "masks mAP50-95")):
+        values = [f"{p.upper()} {maps[f'{p}_{metric}']:.4f}" for p in ("fp32", "int8")
+                  if maps.get(f"{p}_{metric}") is not None]
+        if values:
+            parts.append(f"{label} {', '.join(values)}")
+    return {**record, "data": str(data)}, f"{'; '.join(parts)} ({runtime})"
+
+
 def make_bundle(
     model: str | Path,
     data: str | Path | None,
@@ -107,18 +152,19 @@ def make_bundle(
     validate: bool = True,
     workspace: float = 2.0,
     progress: bool = True,
+    end2end: bool | None = None,
 ) -> Path:
     """Write a Jetson deployment folder for an Ultralytics `.pt` (pruned models too).
 
     The folder holds `model_fp32.onnx`, `model_int8.onnx` (INT8 Q/DQ with zero point 0, what TensorRT consumes),
-    `metadata.json` (names, imgsz, stride, input/output names and shapes, precision, measured mAP),
+    `metadata.json` (names, imgsz, stride, output format, input/output names and shapes, precision, measured mAP),
     `build_engine.py` (TensorRT Python API only), `build_engine.sh` (the same with trtexec), `infer.py`
-    (TensorRT + numpy + OpenCV: letterbox, decode, NMS) and `README.txt`. It is built in a temporary folder
-    next to `out` and renamed into place (`atomic_folder`), so a failure or a kill never leaves a half-written
-    bundle, and only an earlier bundle is ever replaced.
+    (TensorRT + numpy + OpenCV) with `yolo_decode.py` (letterbox; NMS-free or NMS decode; masks) and `README.txt`.
+    It is built in a temporary folder next to `out` and renamed into place (`atomic_folder`), so a failure or a
+    kill never leaves a half-written bundle, and only an earlier bundle is ever replaced.
 
     Args:
-        model: Ultralytics `.pt` checkpoint.
+        model: Ultralytics `.pt` checkpoint (detection or segmentation).
         data: data.yaml (train split calibrates, val split validates); required when `int8`.
         out: Bundle folder: absent, empty, or an earlier yolo-opt bundle (replaced once the new one is complete);
             any other non-empty folder is refused.
@@ -127,13 +173,13 @@ def make_bundle(
         calib, calib_images, per_channel, max_map_drop, validate: As in `quantize_onnx`.
         workspace: TensorRT builder workspace (GiB) written into the scripts.
         progress: Show progress bars.
+        end2end: The NMS-free output of an end-to-end model (YOLO26: the default); False: one-to-many + NMS.
 
     Returns:
         The bundle folder.
     """
-    from yolo_opt import __version__
     from yolo_opt.deploy.onnx import export_onnx
-    from yolo_opt.io.onnx import load_onnx, onnx_io, onnx_metadata
+    from yolo_opt.io.onnx import load_onnx, onnx_io
     from yolo_opt.quant.calibrate import calibration_method
     from yolo_opt.quant.ptq import quantize_onnx
     from yolo_opt.quant.tensorrt import to_tensorrt_qdq
@@ -143,31 +189,17 @@ def make_bundle(
         raise ConfigError("out= is required for a bundle, e.g. out=jetson_bundle")
     out = Path(out)
     owned_folder(out, "bundle")  # a folder of the user's is refused before any work (and again before the swap)
+    info: dict[str, Any] = _model_info(model, imgsz, end2end)
     if int8:
         calibration_method(calib)
         from yolo_opt.data.calib import calibration_files
 
         calibration_files(data, calib_images)  # fail fast on no/empty data before exporting anything
     with atomic_folder(out, "bundle") as tmp:
-        fp32 = export_onnx(model, tmp / "model_fp32.onnx", imgsz=imgsz)
-        m = load_onnx(fp32, check=False)
-        meta_onnx, io = onnx_metadata(m), onnx_io(m)
-        info: dict[str, Any] = {
-            "yolo_opt": __version__,
-            "source": Path(model).name,
-            "task": meta_onnx.get("task", "detect"),
-            "names": {str(k): v for k, v in meta_onnx.get("names", {}).items()},
-            "imgsz": list(meta_onnx.get("imgsz", [imgsz, imgsz] if isinstance(imgsz, int) else imgsz)),
-            "stride": meta_onnx.get("stride", 32),
-            "end2end": bool(meta_onnx.get("end2end", False)),
-            "input": io["inputs"][0],
-            "outputs": io["outputs"],
-            "preprocess": "letterbox to imgsz (keep aspect, pad 114, centred), BGR->RGB, /255, NCHW float32",
-            "output_format": "(1, 4+nc, anchors): xywh in input pixels, then class scores (sigmoid applied)",
-            "models": {"fp32": "model_fp32.onnx"},
-            "precision": "fp32",
-            "workspace_gib": workspace,
-        }
+        fp32 = export_onnx(model, tmp / "model_fp32.onnx", imgsz=imgsz, end2end=info["end2end"])
+        io = onnx_io(load_onnx(fp32, check=False))
+        info.update(input=io["inputs"][0], outputs=io["outputs"], models={"fp32": "model_fp32.onnx"}, precision="fp32",
+                    workspace_gib=workspace)
         accuracy = "not validated"
         if int8:
             r = quantize_onnx(fp32, data, tmp / "model_int8_ort.onnx", calib=calib, calib_images=calib_images,
@@ -184,34 +216,33 @@ def make_bundle(
                 "float_tail_nodes": r.tail_nodes,
             }
             if r.fp32_map is not None:
-                info["accuracy"] = {"fp32_map50_95": r.fp32_map, "int8_map50_95": r.int8_map, "data": str(data)}
-                accuracy = f"mAP50-95 FP32 {r.fp32_map:.4f}, INT8 {r.int8_map:.4f} (ONNX Runtime CPU)"
+                info["accuracy"], accuracy = _accuracy(r.maps(), data, "ONNX Runtime CPU")
         elif validate and data:
             m32 = validate_onnx(fp32, data)
-            info["accuracy"] = {"fp32_map50_95": m32["map"], "data": str(data)}
-            accuracy = f"mAP50-95 FP32 {m32['map']:.4f} (ONNX Runtime CPU)"
+            info["accuracy"], accuracy = _accuracy({f"fp32_{k}": m32.get(k) for k in ("map", "mask_map")}, data,
+                                                   "ONNX Runtime CPU")
         default = "int8" if int8 else "fp16"
         info["engine"] = {"precision": default, "file": f"model_{default}.engine"}
         info["tensorrt"] = SUPPORTED_TENSORRT
         (tmp / "metadata.json").write_text(json.dumps(info, indent=2))
         (tmp / "build_engine.py").write_text(_template("build_engine.py"))
-        (tmp / "infer.py").write_text(_template("infer.py"))
-        precision = "int8" if int8 else "fp16"
+        _write_scripts(tmp, "infer.py")
         (tmp / "build_engine.sh").write_text(TRTEXEC.format(
-            precision=precision, int8_onnx=info["models"].get("int8", "none"), workspace_mib=int(workspace * 1024)))
-        for f in ("build_engine.py", "build_engine.sh", "infer.py"):
+            precision=default, int8_onnx=info["models"].get("int8", "none"), workspace_mib=int(workspace * 1024)))
+        for f in ("build_engine.py", "build_engine.sh"):
             os.chmod(tmp / f, 0o755)
         int8_line = "model_int8.onnx (INT8 Q/DQ graph in TensorRT form), " if int8 else ""
         (tmp / "README.txt").write_text(README.format(
             name=Path(model).name, int8_line=int8_line, engine=info["engine"]["file"], precision_default=default,
-            precision=info["precision"], imgsz=info["imgsz"], nc=len(info["names"]), accuracy=accuracy))
+            precision=info["precision"], imgsz=info["imgsz"], nc=len(info["names"]), accuracy=accuracy,
+            output=info["output_format"]))
     return out
 
 
 OPENVINO_README = """yolo-opt OpenVINO bundle ({name})
 =============================================
 Files: model_fp32_openvino_model/ (FP32 IR), model_int8_openvino_model/ (NNCF INT8 IR), metadata.json,
-infer.py (run a model on an image).
+infer.py + yolo_decode.py (run a model on an image: letterbox, decode, masks).
 
 On the device (an Intel CPU, iGPU or NPU; needs only openvino, numpy and OpenCV):
 
@@ -220,8 +251,8 @@ On the device (an Intel CPU, iGPU or NPU; needs only openvino, numpy and OpenCV)
 
 Each model folder also loads in Ultralytics: YOLO("model_int8_openvino_model").predict(...).
 
-Image size: {imgsz}. Classes: {nc}.
-Validated here with OpenVINO ({device}): {accuracy}
+Image size: {imgsz}. Classes: {nc}. Output: {output}
+Validated here: {accuracy}
 """
 
 
@@ -235,18 +266,18 @@ def make_openvino_bundle(
     device: str | None = None,
     validate: bool = True,
     progress: bool = True,
+    end2end: bool | None = None,
 ) -> Path:
     """Write an OpenVINO deployment folder for an Ultralytics `.pt` (pruned models too).
 
     The folder holds the FP32 IR (Ultralytics' exporter) and the NNCF INT8 IR (accuracy-controlled under
-    `max_map_drop`), each in Ultralytics' `*_openvino_model/` layout, `metadata.json` (names, imgsz, models,
-    device, measured mAP), `infer.py` (OpenVINO + numpy + OpenCV) and `README.txt`; it is built in a temporary
-    folder and renamed into place, so a failure never leaves a half-written bundle.
+    `max_map_drop`), each in Ultralytics' `*_openvino_model/` layout, `metadata.json` (names, imgsz, output
+    format, models, device, measured mAP), `infer.py` (OpenVINO + numpy + OpenCV) with `yolo_decode.py` and
+    `README.txt`; it is built in a temporary folder and renamed into place, so a failure never leaves a
+    half-written bundle. `end2end`: as in `make_bundle`.
     """
-    from yolo_opt import __version__
     from yolo_opt.data.calib import calibration_files
     from yolo_opt.deploy.openvino import export_openvino
-    from yolo_opt.io.checkpoint import load_model
     from yolo_opt.io.openvino import openvino_device, require
 
     require("openvino"), require("nncf")
@@ -255,36 +286,22 @@ def make_openvino_bundle(
     out = Path(out)
     owned_folder(out, "OpenVINO bundle")  # a folder of the user's is refused before any work (and again before the swap)
     dev = openvino_device(device)
-    net = load_model(model)
+    info: dict[str, Any] = _model_info(model, imgsz, end2end)
     calibration_files(data, calib_images)  # fail fast on no/empty data before exporting anything
     with atomic_folder(out, "OpenVINO bundle") as tmp:
         fp32 = export_openvino(model, tmp / "model_fp32_openvino_model", imgsz, device=dev, data=data,
-                               validate=validate, progress=progress)
+                               validate=validate, progress=progress, end2end=info["end2end"])
         int8 = export_openvino(model, tmp / "model_int8_openvino_model", imgsz, True, data, calib_images,
                                max_map_drop, dev, validate=validate, progress=progress, fp32=fp32.path)
-        info: dict[str, Any] = {
-            "yolo_opt": __version__,
-            "source": Path(model).name,
-            "task": "detect",
-            "names": {str(k): v for k, v in net.names.items()},
-            "imgsz": [imgsz, imgsz],
-            "stride": int(max(net.stride)) if hasattr(net, "stride") else 32,
-            "preprocess": "letterbox to imgsz (keep aspect, pad 114, centred), BGR->RGB, /255, NCHW float32",
-            "output_format": "(1, 4+nc, anchors): xywh in input pixels, then class scores (sigmoid applied)",
-            "models": {"fp32": fp32.path.name, "int8": int8.path.name},
-            "precision": "int8",
-            "device": dev,
-            "quantization": {"tool": "nncf", "preset": "mixed", "calib_images": int8.calib_images,
-                             "max_map_drop": max_map_drop, "float_ops": int8.float_ops},
-        }
+        info.update(models={"fp32": fp32.path.name, "int8": int8.path.name}, precision="int8", device=dev,
+                    quantization={"tool": "nncf", "preset": "mixed", "calib_images": int8.calib_images,
+                                  "max_map_drop": max_map_drop, "float_ops": int8.float_ops})
         accuracy = "not validated"
         if int8.fp32_map is not None:
-            info["accuracy"] = {"fp32_map50_95": int8.fp32_map, "int8_map50_95": int8.int8_map, "data": str(data)}
-            accuracy = f"mAP50-95 FP32 {int8.fp32_map:.4f}, INT8 {int8.int8_map:.4f}"
+            info["accuracy"], accuracy = _accuracy(int8.maps(), data, f"OpenVINO {dev}")
         (tmp / "metadata.json").write_text(json.dumps(info, indent=2))
-        (tmp / "infer.py").write_text(_template("infer_openvino.py"))
-        os.chmod(tmp / "infer.py", 0o755)
+        _write_scripts(tmp, "infer_openvino.py")
         (tmp / "README.txt").write_text(OPENVINO_README.format(
             name=Path(model).name, default=info["models"]["int8"], device=dev, imgsz=info["imgsz"],
-            nc=len(info["names"]), accuracy=accuracy))
+            nc=len(info["names"]), accuracy=accuracy, output=info["output_format"]))
     return out

@@ -33,10 +33,11 @@ def export(model: str | Path, opts: ExportOptions | None = None, data: str | Pat
     Returns:
         A report dict (paths, mAPs, layers kept in float).
     """
+    from yolo_opt.arch import adapter
     from yolo_opt.data.calib import calibration_files
     from yolo_opt.data.checks import check_dataset
     from yolo_opt.deploy.bundle import make_bundle
-    from yolo_opt.deploy.onnx import export_onnx
+    from yolo_opt.deploy.onnx import export_onnx, head_args
     from yolo_opt.deploy.tensorrt import build_engine
     from yolo_opt.io.checkpoint import load_model
     from yolo_opt.io.files import check_output
@@ -47,6 +48,7 @@ def export(model: str | Path, opts: ExportOptions | None = None, data: str | Pat
     if onnx_args and (int8 or fmt != "onnx"):
         raise ConfigError(f"{', '.join(onnx_args)}: Ultralytics ONNX arguments apply to an FP32 format=onnx export only")
     net = load_model(model)
+    head_args(adapter(net), opts.end2end, (onnx_args or {}).get("nms"))  # a head the model lacks: refused now
     if out:  # an existing folder, the input itself or an unwritable place fails now, not after the calibration
         check_output(out, [model], folder=fmt in ("jetson", "openvino"),
                      example=("model_int8.onnx" if int8 else "model.onnx") if fmt == "onnx" else "model.engine")
@@ -58,14 +60,14 @@ def export(model: str | Path, opts: ExportOptions | None = None, data: str | Pat
     if fmt == "jetson":
         folder = make_bundle(model, data, out or Path(model).with_name(Path(model).stem + "_jetson"), imgsz,
                              True, ptq.calib, ptq.calib_images, ptq.per_channel, ptq.max_map_drop,
-                             workspace=opts.workspace)
+                             workspace=opts.workspace, end2end=opts.end2end)
         if verbose:
             LOGGER.info(f"Jetson bundle written: {folder} (see {folder / 'README.txt'})")
         return {"bundle": str(folder)}
     report: dict[str, Any] = {}
     if not int8:
         onnx_out = (Path(out).with_suffix(".onnx") if fmt == "engine" else Path(out)) if out else None
-        fp32 = export_onnx(model, onnx_out, imgsz=imgsz, **(onnx_args or {}))
+        fp32 = export_onnx(model, onnx_out, imgsz=imgsz, end2end=opts.end2end, **(onnx_args or {}))
         report["fp32"] = str(fp32)
         src = fp32
         if verbose and fmt == "onnx":
@@ -76,7 +78,7 @@ def export(model: str | Path, opts: ExportOptions | None = None, data: str | Pat
         int8_out = (Path(out) if fmt == "onnx" else Path(out).with_suffix(".onnx")) if out else \
             Path(model).with_name(f"{Path(model).stem}_int8.onnx")
         with tempfile.TemporaryDirectory(prefix="yolo-opt-export-") as scratch:
-            fp32 = export_onnx(model, Path(scratch) / f"{Path(model).stem}.onnx", imgsz=imgsz)
+            fp32 = export_onnx(model, Path(scratch) / f"{Path(model).stem}.onnx", imgsz=imgsz, end2end=opts.end2end)
             if fmt == "engine" and ptq.calib == "legacy":
                 engine = build_engine(fp32, out, int8=int8, workspace=opts.workspace, calib="legacy", data=data,
                                       calib_images=ptq.calib_images)
@@ -113,11 +115,13 @@ def _openvino(model: str | Path, opts: ExportOptions, data: str | Path | None, v
         from yolo_opt.deploy.bundle import make_openvino_bundle
 
         folder = make_openvino_bundle(model, data, opts.out or Path(model).with_name(Path(model).stem + "_openvino"),
-                                      opts.imgsz, ptq.calib_images, ptq.max_map_drop, opts.device)
+                                      opts.imgsz, ptq.calib_images, ptq.max_map_drop, opts.device,
+                                      end2end=opts.end2end)
         if verbose:
             LOGGER.info(f"OpenVINO bundle written: {folder} (see {folder / 'README.txt'})")
         return {"bundle": str(folder)}
-    r = export_openvino(model, opts.out, opts.imgsz, opts.int8, data, ptq.calib_images, ptq.max_map_drop, opts.device)
+    r = export_openvino(model, opts.out, opts.imgsz, opts.int8, data, ptq.calib_images, ptq.max_map_drop, opts.device,
+                        end2end=opts.end2end)
     if verbose:
         line = f"OpenVINO {r.precision.upper()} IR: {r.path} (device {r.device})"
         if r.int8_map is not None and r.fp32_map is not None:

@@ -1,5 +1,9 @@
 """FP32 ONNX export through Ultralytics' own exporter, in a temporary folder renamed into place, and the one
-rewrite of its graph we add: the DFL softmax over the last axis (`last_axis_dfl`)."""
+rewrite of its graph we add: the DFL softmax over the last axis (`last_axis_dfl`).
+
+An end-to-end model (YOLO26, YOLOv10) is exported with its NMS-free one-to-one head by default (`end2end=False`: the
+one-to-many output, which needs NMS); Ultralytics picks the head by its `nms` argument (`head_args`).
+"""
 
 from __future__ import annotations
 
@@ -12,12 +16,34 @@ from yolo_opt.errors import ConfigError, DeployError, first_line
 from yolo_opt.io.files import temporary_dir
 
 
+def head_args(arch, end2end: bool | None, nms: bool | None = None) -> dict[str, Any]:
+    """Ultralytics exporter arguments that select the head output: `nms=False` is its NMS-free head.
+
+    `nms=True` (Ultralytics: embed NMS) fits only the one-to-many output of a model without an NMS-free head, or
+    with `end2end=False`.
+    Args:
+        arch: The model's `yolo_opt.arch.ModelAdapter`.
+        end2end: The head output asked for (None: the model's default).
+        nms: Ultralytics' `nms` argument, if given.
+    """
+    if nms is False:  # Ultralytics' spelling of the NMS-free head
+        if end2end is False:
+            raise ConfigError("nms=False selects the NMS-free head and end2end=False the one-to-many one: give one")
+        end2end = True
+    end2end = arch.deploy_end2end(end2end)
+    if nms and end2end:
+        raise ConfigError(f"nms=True embeds NMS, but this {arch.name} model exports its NMS-free head by default: add "
+                          "end2end=False to embed NMS after its one-to-many head, or drop nms=True")
+    return {"nms": False} if end2end else ({"nms": True} if nms else {})
+
+
 def export_onnx(
     model: str | Path,
     out: str | Path | None = None,
     imgsz: int | list[int] = 640,
     opset: int | None = None,
     simplify: bool = True,
+    end2end: bool | None = None,
     **kwargs: Any,
 ) -> Path:
     """Export an Ultralytics `.pt` (pruned ones too) to an FP32 ONNX file with Ultralytics' own exporter.
@@ -31,7 +57,9 @@ def export_onnx(
         imgsz: Export image size (int or [h, w]).
         opset: ONNX opset (None: Ultralytics' default).
         simplify: Run onnxslim as Ultralytics does.
-        **kwargs: Other Ultralytics export arguments (e.g. `nms`).
+        end2end: The NMS-free one-to-one output of an end-to-end model (None: where the head has it), else the
+            one-to-many output that needs NMS.
+        **kwargs: Other Ultralytics export arguments (e.g. `nms=True` to embed NMS after a one-to-many head).
 
     Returns:
         Path of the written FP32 ONNX file.
@@ -42,19 +70,20 @@ def export_onnx(
     """
     from ultralytics import YOLO
 
+    from yolo_opt.arch import adapter
     from yolo_opt.io.checkpoint import load_model
     from yolo_opt.io.onnx import load_onnx
 
     model = Path(model)
-    load_model(model)  # one clear error for missing/corrupt/non-detection checkpoints
+    head = head_args(adapter(load_model(model)), end2end, kwargs.pop("nms", None))  # a bad model is one clear error
     out = Path(out) if out else model.with_suffix(".onnx")
     if out.suffix != ".onnx":
         raise ConfigError(f"ONNX output must end in .onnx, got '{out}'")
     tmpdir = temporary_dir(out)
     try:
-        yolo = YOLO(str(model), task="detect")
+        yolo = YOLO(str(model))  # its task from the checkpoint
         yolo.model.pt_path = str(tmpdir / f"{out.stem}.pt")  # Ultralytics writes next to pt_path
-        args = {"format": "onnx", "imgsz": imgsz, "simplify": simplify, "dynamic": False, "batch": 1, **kwargs}
+        args = {"format": "onnx", "imgsz": imgsz, "simplify": simplify, "dynamic": False, "batch": 1, **kwargs, **head}
         if opset:
             args["opset"] = opset
         try:

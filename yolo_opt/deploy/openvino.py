@@ -29,6 +29,8 @@ class OpenVINOResult:
     device: str
     fp32_map: float | None = None
     int8_map: float | None = None
+    fp32_mask_map: float | None = None  # segmentation models: the masks' mAP50-95
+    int8_mask_map: float | None = None
     calib_images: int = 0
     float_ops: list[str] = field(default_factory=list)  # ops kept in float by the ignored scope
     max_map_drop: float | None = None
@@ -37,16 +39,22 @@ class OpenVINOResult:
         """Plain dict (paths as str)."""
         return {k: str(v) if isinstance(v, Path) else v for k, v in self.__dict__.items()}
 
+    def maps(self) -> dict[str, float | None]:
+        """The mAP50-95 figures measured (boxes; masks of a segmentation model), FP32 and INT8."""
+        keys = ("fp32_map", "int8_map") + (("fp32_mask_map", "int8_mask_map") if self.fp32_mask_map is not None else ())
+        return {k: getattr(self, k) for k in keys}
 
-def _ultralytics_fp32(model: Path, folder: Path, imgsz: int) -> Path:
-    """Ultralytics' OpenVINO export of `model` into `folder`; returns the written `<stem>_openvino_model/`."""
+
+def _ultralytics_fp32(model: Path, folder: Path, imgsz: int, head: dict[str, Any]) -> Path:
+    """Ultralytics' OpenVINO export of `model` into `folder` (`head`: `yolo_opt.deploy.onnx.head_args`); returns the
+    folder Ultralytics says it wrote."""
     from ultralytics import YOLO
 
-    yolo = YOLO(str(model), task="detect")
+    yolo = YOLO(str(model))  # its task from the checkpoint
     yolo.model.pt_path = str(folder / model.name)  # Ultralytics writes next to pt_path
     try:
         written = Path(yolo.export(format="openvino", imgsz=imgsz, batch=1, dynamic=False, half=False, int8=False,
-                                   device="cpu"))
+                                   device="cpu", **head))
     except Exception as e:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise DeployError(f"Ultralytics OpenVINO export of {model} failed: {first}") from e
@@ -126,7 +134,7 @@ def quantize_openvino(fp32_xml: Path, out_xml: Path, data: str | Path, imgsz: in
 def export_openvino(model: str | Path, out: str | Path | None = None, imgsz: int = 640, int8: bool = False,
                     data: str | Path | None = None, calib_images: int = 256, max_map_drop: float | None = None,
                     device: str | None = None, validate: bool = True, progress: bool = True,
-                    fp32: str | Path | None = None) -> OpenVINOResult:
+                    fp32: str | Path | None = None, end2end: bool | None = None) -> OpenVINOResult:
     """OpenVINO IR folder of an Ultralytics `.pt`: FP32 from Ultralytics' exporter, INT8 from NNCF.
 
     The folder (`<stem>_openvino_model/` or `<stem>_int8_openvino_model/` next to the model by default) has
@@ -145,6 +153,7 @@ def export_openvino(model: str | Path, out: str | Path | None = None, imgsz: int
         validate: Measure mAP50-95 (FP32 and INT8) with the Ultralytics validator when `data` is given.
         progress: Show progress bars.
         fp32: An FP32 folder this function wrote before for the same model, quantized instead of exporting again.
+        end2end: The NMS-free output of an end-to-end model (None: where the head has it; False: one-to-many).
     """
     from yolo_opt.data.calib import calibration_files
     from yolo_opt.io.checkpoint import load_model
@@ -167,9 +176,13 @@ def export_openvino(model: str | Path, out: str | Path | None = None, imgsz: int
     ov_device = f"intel:{dev.lower()}"
     work = temporary_dir(out.with_name(f"{out.name}-work"))
     try:
-        fp32 = Path(fp32) if fp32 else _ultralytics_fp32(model, work, imgsz)
+        from yolo_opt.arch import adapter
+        from yolo_opt.deploy.onnx import head_args
+
+        fp32 = Path(fp32) if fp32 else _ultralytics_fp32(model, work, imgsz, head_args(adapter(net), end2end))
         if validate and data:
-            result.fp32_map = val(fp32, data, imgsz, device=ov_device)["map"]
+            scores = val(fp32, data, imgsz, device=ov_device)
+            result.fp32_map, result.fp32_mask_map = scores["map"], scores.get("mask_map")
         with atomic_folder(out, "OpenVINO model folder") as tmp:
             xml = model_xml(fp32)
             if int8:
@@ -182,7 +195,8 @@ def export_openvino(model: str | Path, out: str | Path | None = None, imgsz: int
                 result.calib_images, result.float_ops = info["calib_images"], info["float_ops"]
                 shutil.copyfile(fp32 / "metadata.yaml", tmp / "metadata.yaml")
                 if validate and data:
-                    result.int8_map = val(tmp, data, imgsz, device=ov_device)["map"]
+                    scores = val(tmp, data, imgsz, device=ov_device)
+                    result.int8_map, result.int8_mask_map = scores["map"], scores.get("mask_map")
                     _check_drop(result)  # before the folder is renamed into place: a miss writes nothing
             else:
                 for f in fp32.iterdir():
@@ -197,7 +211,10 @@ def _check_drop(result: OpenVINOResult) -> None:
     not NNCF's own scoring) is an error, not a warning."""
     if result.max_map_drop is None or result.int8_map is None or result.fp32_map is None:
         return
-    drop = result.fp32_map - result.int8_map
+    drops = [result.fp32_map - result.int8_map]
+    if result.fp32_mask_map is not None and result.int8_mask_map is not None:
+        drops.append(result.fp32_mask_map - result.int8_mask_map)  # the masks' bound too
+    drop = max(drops)
     if drop > result.max_map_drop + 1e-9:
         raise DeployError(f"OpenVINO INT8 mAP50-95 {result.int8_map:.4f} is {drop:.4f} below FP32 {result.fp32_map:.4f} "
                           f"(max_map_drop={result.max_map_drop}; NNCF met it on its own scoring only); raise "

@@ -1,6 +1,6 @@
 """Distillation for recovery after pruning, from the model before pruning.
 
-    losses   output-level distillation: class scores (Bernoulli KL) and DFL box distributions (KL), normalised
+    losses   output-level distillation: class scores (Bernoulli KL), boxes (DFL bins KL, or L1 without DFL), masks
     model    RecoveryDistillationModel: Ultralytics' DistillationModel with that loss
     teacher  teacher checks, and the wrapper rebuilt around a pruned student
 """

@@ -2,8 +2,8 @@
 
 A subclass, so everything Ultralytics does for its own distillation wrapper still happens (the frozen teacher,
 the EMA and the final checkpoints without it, its rebuild on resume), while the loss is ours: the detection loss
-plus `weight` x the output distillation of `yolo_opt.distill.losses`, plus, if asked, Ultralytics' feature
-distillation (`feature_weight` x its projector loss) for comparison.
+plus `weight` x the output distillation of `yolo_opt.distill.losses` (on every branch of the head, masks included
+for a segment head), plus, if asked, Ultralytics' feature distillation (`feature_weight` x its projector loss).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from ultralytics.nn.distill_model import DistillationModel
 
+from yolo_opt.arch import adapter
 from yolo_opt.distill.losses import output_distillation
 
 
@@ -31,13 +32,15 @@ class RecoveryDistillationModel(DistillationModel):
         return type(self)(self.teacher_model, student, self.weight, self.feature_weight)
 
     def loss(self, batch, preds=None):
-        """Detection loss of the student, then the distillation terms as extra loss items."""
+        """Detection (or segmentation) loss of the student, then the distillation terms as extra loss items."""
+        arch = adapter(self.student_model)
+        keys = ["kd_cls", "kd_box"] + (["kd_mask"] if "mask_coefficient" in arch.task.distill_keys else [])
         if not self.training:  # validation during training: the student's loss, the same items at zero
             regular, items = self.student_model.loss(batch, preds)
-            zero = torch.zeros(3 if self.feature_weight else 2, device=regular.device)
-            items.update(kd_cls=zero[0], kd_box=zero[1])
+            zero = torch.zeros(len(keys) + bool(self.feature_weight), device=regular.device)
+            items.update(zip(keys, zero[: len(keys)], strict=True))
             if self.feature_weight:
-                items["dis_loss"] = zero[2]
+                items["dis_loss"] = zero[-1]
             return torch.cat([regular, zero]), items
         self._teacher_feats.clear()
         self._student_feats.clear()
@@ -45,16 +48,28 @@ class RecoveryDistillationModel(DistillationModel):
             teacher_out = self.teacher_model(batch["img"])  # eval mode: (decoded, raw head outputs)
         student_out = self.student_model(batch["img"])  # train mode: raw head outputs
         regular, items = self.student_model.loss(batch, student_out)
-        hyp = self.student_model.args
-        kd = output_distillation(student_out, teacher_out[1], self.student_model.model[-1].reg_max, hyp.cls, hyp.dfl)
-        kd = kd * self.weight
-        items.update(kd_cls=kd[0].detach(), kd_box=kd[1].detach())
+        kd = self.distillation(arch, student_out, teacher_out[1]) * self.weight
+        items.update(zip(keys, kd.detach(), strict=True))
         losses = [regular, kd * batch["img"].shape[0]]
         if self.feature_weight:
             features = self._feature_loss() * self.feature_weight
             items["dis_loss"] = features.detach()
             losses.append(features.view(1) * batch["img"].shape[0])
         return torch.cat(losses), items
+
+    def distillation(self, arch, student_out: dict, teacher_out: dict) -> torch.Tensor:
+        """The output distillation terms over the head's branches: the one-to-many branch (the dense signal) and
+        an end-to-end head's one-to-one branch, weighted as the label loss weighs them (YOLO26 shifts its weight
+        from one-to-many to one-to-one as training goes on)."""
+        hyp, criterion = self.student_model.args, self.student_model.criterion
+        gains = {"one2many": getattr(criterion, "o2m", 1.0), "one2one": getattr(criterion, "o2o", 1.0)}
+        teacher = dict(arch.distill_branches(teacher_out))
+        total = None
+        for name, student in arch.distill_branches(student_out):
+            terms = output_distillation(student, teacher[name], arch.reg_max, hyp, arch.head.stride)
+            value = torch.stack(list(terms.values())) * gains[name]
+            total = value if total is None else total + value
+        return total
 
     def _feature_loss(self) -> torch.Tensor:
         """Ultralytics' score-weighted L2 on neck features through the projector (what `dis=` weighs)."""

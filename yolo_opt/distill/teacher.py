@@ -30,7 +30,8 @@ def check_teacher(teacher: str | Path, names: dict[int, str] | None, student: nn
     Output-level distillation compares teacher and student anchor for anchor, so a head of another layout cannot
     teach, and a teacher scored at a size it was not trained for teaches its own errors.
     """
-    from yolo_opt.io.checkpoint import check_detection_model, load_model
+    from yolo_opt.arch import adapter
+    from yolo_opt.io.checkpoint import load_model
 
     if not Path(teacher).exists():
         raise ModelError(f"teacher model not found: {teacher}; pass teacher=path/to/unpruned.pt")
@@ -43,17 +44,21 @@ def check_teacher(teacher: str | Path, names: dict[int, str] | None, student: nn
             f"{ours[:5]}; distill from a model trained on the same classes"
         )
     if student is not None:
-        t_head, s_head = check_detection_model(net), check_detection_model(student)
-        t_layout = (t_head.stride.tolist(), t_head.reg_max)
-        s_layout = (s_head.stride.tolist(), s_head.reg_max)
+        t_layout, s_layout = _layout(adapter(net)), _layout(adapter(student))
         if t_layout != s_layout:
-            raise ModelError(f"teacher {teacher} predicts on other anchors (strides, DFL bins {t_layout} vs the "
-                             f"student's {s_layout}); distill from a model of the same head layout")
+            raise ModelError(f"teacher {teacher} predicts on other anchors or outputs (task, strides, DFL bins, "
+                             f"end-to-end {t_layout} vs the student's {s_layout}); distill from a model of the same "
+                             "head layout")
     trained = (getattr(net, "args", None) or {}).get("imgsz") if isinstance(getattr(net, "args", None), dict) else None
     if imgsz is not None and isinstance(trained, int) and trained != imgsz:
         raise ModelError(f"teacher {teacher} was trained at imgsz={trained} but this run trains at imgsz={imgsz}; "
                          f"pass imgsz={trained} or a teacher trained at {imgsz}")
     return str(teacher)
+
+
+def _layout(arch) -> tuple:
+    """What output distillation compares anchor for anchor: the task, strides, DFL bins and the one-to-one branch."""
+    return arch.task.name, arch.head.stride.tolist(), arch.reg_max, arch.end2end
 
 
 def rebuild_wrapper(wrapper: Any, student: nn.Module) -> nn.Module:

@@ -11,37 +11,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from yolo_opt.arch import adapter, twin_classes
 from yolo_opt.errors import ModelError, UntrustedCheckpoint, YoloOptError, first_line
 from yolo_opt.io.files import atomic_write_bytes
 from yolo_opt.options import TRUST_ENV
-
-# Detection heads other than plain boxes (Segment, Pose, OBB, ...) subclass Detect: only Detect itself is supported.
-
-
-def check_detection_model(model: nn.Module):
-    """Return the detection head, or raise ModelError if `model` is not an Ultralytics detection model."""
-    from ultralytics.nn.modules import Detect
-
-    layers = getattr(model, "model", None)
-    if not isinstance(layers, nn.Sequential) or not len(layers):
-        raise ModelError(f"{type(model).__name__} is not an Ultralytics YOLO model; pass a YOLO detection .pt")
-    head = layers[-1]
-    if type(head) is not Detect:
-        task = getattr(model, "task", type(head).__name__)
-        raise ModelError(f"only detection models are supported (this is a '{task}' model with a "
-                         f"{type(head).__name__} head)")
-    return head
-
 
 # Our per-model metadata, pickled with the module (survives EMA copies and Ultralytics checkpoints).
 META_ATTR = "yolo_opt"
 
 
-# yolo-opt's own classes that its checkpoints pickle (by name: io/ does not import prune/ or distill/): the split-free
-# twins of pruned models, and the distillation wrapper a distilled run's last.pt holds (resume). They and the
+# yolo-opt's own classes that its checkpoints pickle: the split-free twins of pruned models (`yolo_opt.arch`), and the
+# distillation wrapper a distilled run's last.pt holds (resume; by name: io/ does not import distill/). They and the
 # Ultralytics and torch model classes Ultralytics' `_SafeLoad` knows are all a safe load reconstructs.
-YOLO_OPT_CLASSES = ("yolo_opt.prune.blocks.C2fSplit", "yolo_opt.prune.blocks.C2PSASplit",
-                    "yolo_opt.distill.model.RecoveryDistillationModel")
+DISTILL_CLASSES = ("yolo_opt.distill.model.RecoveryDistillationModel",)
 
 
 def safe_loading() -> bool:
@@ -62,8 +44,10 @@ def safe_loading() -> bool:
     if not hasattr(torch.serialization, "get_unsafe_globals_in_checkpoint"):  # torch < 2.6: no restricted loader
         raise ModelError(f"safe checkpoint loading needs torch >= 2.6 (this is {torch.__version__}); upgrade torch, "
                          "or set YOLO_OPT_TRUST=1 to load checkpoints you trust with full pickle")
-    classes = []
-    for name in YOLO_OPT_CLASSES:
+    classes: list = []
+    for cls in twin_classes():
+        classes += [cls, *((cls, name) for name in cls.pickled_as)]  # older checkpoints name it elsewhere
+    for name in DISTILL_CLASSES:
         module, _, attr = name.rpartition(".")
         classes.append(getattr(importlib.import_module(module), attr))
     torch.serialization.add_safe_globals(classes)
@@ -163,10 +147,11 @@ def read_checkpoint(path: str | Path) -> dict:
 
 
 def load_model(path: str | Path) -> nn.Module:
-    """Load the detection model of an Ultralytics `.pt` checkpoint (FP32, CPU, eval mode), safely (`read_checkpoint`).
+    """Load the model of an Ultralytics `.pt` checkpoint (FP32, CPU, eval mode), safely (`read_checkpoint`).
 
     Raises:
-        ModelError: Missing file, not a `.pt`, unreadable/corrupt/untrusted checkpoint, or not a detection model.
+        ModelError: Missing file, not a `.pt`, unreadable/corrupt/untrusted checkpoint, or a model yolo-opt does not
+            support (`yolo_opt.arch.adapter` names what it supports).
     """
     from ultralytics.nn.tasks import load_checkpoint
 
@@ -179,7 +164,7 @@ def load_model(path: str | Path) -> nn.Module:
     except Exception as e:
         raise _corrupt(path, e) from e
     try:
-        check_detection_model(model)
+        adapter(model)
     except YoloOptError as e:
         raise ModelError(f"{path}: {e}") from e
     return model

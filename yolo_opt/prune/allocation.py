@@ -9,9 +9,9 @@ from typing import Any
 
 from torch import nn
 
+from yolo_opt.arch import adapter
 from yolo_opt.errors import ConfigError, PruneError
 from yolo_opt.options import PruneOptions, SensitivityOptions
-from yolo_opt.prune.blocks import make_prunable
 from yolo_opt.prune.depgraph import SEARCH_IMGSZ
 from yolo_opt.prune.sensitivity import SENS_METRICS
 from yolo_opt.prune.targets import MacsModel
@@ -68,7 +68,7 @@ def run_report(model: nn.Module, opts: PruneOptions, data: str | Path | None, im
 def macs_estimate(model: nn.Module, round_to: int | None, imgsz: int = SEARCH_IMGSZ) -> MacsModel:
     """The analytic GFLOPs estimate of a prunable copy of `model` (`model` is not changed)."""
     net = copy.deepcopy(model).float().eval()
-    make_prunable(net)
+    adapter(net).make_prunable()
     return MacsModel(net, round_to, imgsz)
 
 
@@ -84,9 +84,11 @@ def check_allocatable(estimate: MacsModel, target: float, r_max: float, tol: flo
 
 
 def choose_metric(report: dict[str, Any], metric: str = "auto") -> str:
-    """'auto': mAP50-95 when the report has a usable mAP (>= 0.05), else the head-output change `err`."""
+    """'auto': the task's mAP50-95 (masks' for segmentation) when the report has a usable one (>= 0.05), else the
+    head-output change `err`."""
     if metric == "auto":
-        return "map" if report["baseline"].get("map", 0.0) >= 0.05 else "err"
+        primary = report.get("primary", "map")
+        return primary if report["baseline"].get(primary, 0.0) >= 0.05 else "err"
     if metric not in SENS_METRICS:
         raise ConfigError(f"unknown sensitivity metric '{metric}'; choose one of: auto, {', '.join(SENS_METRICS)}")
     if metric not in report["baseline"]:

@@ -16,12 +16,16 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from yolo_opt.arch import adapter
 from yolo_opt.errors import PruneError
-from yolo_opt.io.checkpoint import check_detection_model
 from yolo_opt.prune.importance import importance
 
 SEARCH_IMGSZ = 128  # the image size of every trace, GFLOPs search and estimate (ratios do not depend on it)
 MAX_RATIO = 0.9  # torch-pruning's max_pruning_ratio: no group loses more than this
+# The most memory a pruning trace may add before it is stopped (GiB); default: 3/4 of what is free when it starts.
+# A layer DepGraph cannot follow can make it grow without bound (YOLO12's area attention reached 24 GB on a nano
+# model before it was left alone): the run then ends with one clear error instead of the kernel's OOM kill.
+MEMORY_ENV = "YOLO_OPT_PRUNE_MEMORY_GB"
 
 
 def round_kept(kept: float, channels: int, round_to: int | None) -> int:
@@ -41,20 +45,87 @@ def n_pruned(channels: int, ratio: float, round_to: int | None) -> int:
 
 
 def ignored_layers(model: nn.Module) -> list[nn.Module]:
-    """Layers whose output channels stay intact: head output convs, DFL, attention (qkv is head-shaped), and the
-    bypass half of a C2PSA whose halves must stay equal (`prune_native`)."""
-    from ultralytics.nn.modules import Attention
+    """Layers whose output channels stay intact (`yolo_opt.arch`: the head's outputs, attention, the other half of a
+    twin whose halves must stay equal)."""
+    return adapter(model).keep()
 
-    from yolo_opt.prune.blocks import C2PSASplit
 
-    head = check_detection_model(model)
-    ignored: list[nn.Module] = [head.dfl] if isinstance(head.dfl, nn.Module) else []
-    for branches in (head.cv2, head.cv3, getattr(head, "one2one_cv2", None), getattr(head, "one2one_cv3", None)):
-        if branches is not None:
-            ignored.extend(seq[-1] for seq in branches)
-    ignored.extend(m for m in model.modules() if isinstance(m, Attention))
-    ignored.extend(m.cva for m in model.modules() if isinstance(m, C2PSASplit) and m.equal_halves)
-    return ignored
+def memory_budget() -> float:
+    """Bytes a pruning trace may add: `YOLO_OPT_PRUNE_MEMORY_GB`, else 3/4 of the memory free now."""
+    import os
+
+    import psutil
+
+    from yolo_opt.errors import ConfigError
+
+    value = os.environ.get(MEMORY_ENV, "").strip()
+    if not value:
+        return 0.75 * psutil.virtual_memory().available
+    try:
+        gb = float(value)
+        if gb <= 0:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"{MEMORY_ENV}={value!r} must be a positive number of GiB, e.g. {MEMORY_ENV}=8") from None
+    return gb * 2**30
+
+
+@contextmanager
+def memory_guard(what: str) -> Iterator[None]:
+    """Stop `what` with a PruneError once this process has grown by more than `memory_budget()`.
+
+    A watcher thread samples the resident memory every 20 ms and interrupts the main thread (as Ctrl-C would) when
+    the budget is spent; the interrupt becomes the error here, and never escapes as a KeyboardInterrupt later.
+    """
+    import _thread
+    import threading
+
+    import psutil
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread can be interrupted
+        yield
+        return
+    process, budget = psutil.Process(), memory_budget()
+    base = process.memory_info().rss
+    lock, done, fired = threading.Lock(), threading.Event(), []
+
+    def watch() -> None:
+        while not done.wait(0.02):
+            grown = process.memory_info().rss - base
+            if grown > budget:
+                with lock:
+                    if not done.is_set():
+                        fired.append(grown)
+                        _thread.interrupt_main()
+                return
+
+    watcher = threading.Thread(target=watch, name="yolo-opt-memory-guard", daemon=True)
+    watcher.start()
+    try:
+        yield
+    except KeyboardInterrupt:
+        if not fired:
+            raise
+    finally:
+        with lock:
+            done.set()
+        watcher.join()
+        if fired:
+            _absorb_pending_interrupt()
+    if fired:
+        raise PruneError(f"{what} needed more than {budget / 2**30:.3g} GiB of memory and was stopped (a layer the "
+                         f"pruner cannot trace?); set {MEMORY_ENV} to allow more, or report the model")
+
+
+def _absorb_pending_interrupt() -> None:
+    """The watcher's interrupt may still be pending (delivered at the next bytecode): take it here."""
+    import time
+
+    try:
+        for _ in range(100):
+            time.sleep(0.001)
+    except KeyboardInterrupt:
+        pass
 
 
 @contextmanager
@@ -108,12 +179,6 @@ def example_input(model: nn.Module, imgsz: int = SEARCH_IMGSZ) -> torch.Tensor:
     return torch.rand(1, ch, imgsz, imgsz, device=p.device, dtype=p.dtype)
 
 
-def forward_outputs(model: nn.Module, x: torch.Tensor):
-    """The tensor output of a YOLO forward (what DepGraph traces)."""
-    out = model(x)
-    return out[0] if isinstance(out, (tuple, list)) else out
-
-
 def layer_name(names: dict[nn.Module, str], module: nn.Module) -> str:
     """A group's name: its root layer, without the `.conv` of Ultralytics' Conv wrapper."""
     name = names[module]
@@ -151,7 +216,9 @@ def build_pruner(
     layer_ratios: dict[str, float] | None = None,
     imgsz: int = SEARCH_IMGSZ,
 ) -> tp.pruner.MetaPruner:
-    """The torch-pruning pruner yolo-opt uses (nearest rounding, `ignored_layers` left alone), tracing at `imgsz`."""
+    """The torch-pruning pruner yolo-opt uses (nearest rounding, what the adapter keeps left alone), tracing every
+    output of the model (both heads of an end-to-end model, training-only branches) at `imgsz`."""
+    arch = adapter(model)
     ratio_dict = {group_root(model, name): float(r) for name, r in (layer_ratios or {}).items()}
     return NearestRoundPruner(
         model,
@@ -160,8 +227,9 @@ def build_pruner(
         pruning_ratio=ratio,
         global_pruning=prune_global,
         max_pruning_ratio=MAX_RATIO,
-        ignored_layers=ignored_layers(model),
+        ignored_layers=arch.keep(),
+        unwrapped_parameters=arch.unwrapped() or None,
         round_to=prune_round,
-        forward_fn=forward_outputs,
+        forward_fn=lambda m, x: arch.trace(x),
         pruning_ratio_dict=ratio_dict or None,
     )

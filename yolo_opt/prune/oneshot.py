@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from yolo_opt.arch import SplitTwin, adapter
 from yolo_opt.errors import ConfigError, PruneError
 from yolo_opt.options import PruneOptions
 
@@ -32,7 +33,7 @@ def prune_checkpoint(
         data: data.yaml, needed by `prune_method="taylor"` (training batches score the channels) and by per-layer
             ratios without `sensitivity=` (val images score the groups).
 
-    With `prune_native`, the checkpoint holds Ultralytics' own block classes (`yolo_opt.prune.blocks.to_native`).
+    With `prune_native`, the checkpoint holds Ultralytics' own block classes (`yolo_opt.arch.ModelAdapter.to_native`).
     """
     from yolo_opt.io.checkpoint import load_model, meta, save_model
     from yolo_opt.io.files import check_output
@@ -61,11 +62,9 @@ def prune_checkpoint(
         splits = ("train",) * (opts.prune_method in NEEDS_DATA) + ("val",) * (per_layer and not opts.sensitivity)
         check_dataset(data, getattr(net, "names", None), splits)
     if opts.prune_native:
-        from yolo_opt.prune.blocks import C2PSASplit, make_prunable
-
-        make_prunable(net)
+        adapter(net).make_prunable()
         for m in net.modules():
-            if isinstance(m, C2PSASplit):
+            if isinstance(m, SplitTwin):
                 m.equal_halves = True
     base_macs, base_params = count_macs(net, imgsz)
     layer_ratios = None
@@ -95,9 +94,7 @@ def prune_checkpoint(
         step["layer_ratios"] = layer_ratios
     info.setdefault("history", []).append(step)
     if opts.prune_native:
-        from yolo_opt.prune.blocks import to_native
-
-        _, kept = to_native(net)
+        _, kept = adapter(net).to_native()
         if kept:  # uniform ratios keep halves equal; this would be a change in the pruner
             raise PruneError(f"{kept} block(s) ended with unequal halves; prune without prune_native=True")
     save_model(net, out)

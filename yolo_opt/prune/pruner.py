@@ -6,10 +6,9 @@ from collections.abc import Callable, Iterable
 
 from torch import nn
 
+from yolo_opt.arch import adapter
 from yolo_opt.errors import ConfigError, PruneError, first_line
-from yolo_opt.io.checkpoint import check_detection_model
-from yolo_opt.prune.blocks import make_prunable
-from yolo_opt.prune.depgraph import SEARCH_IMGSZ, build_pruner, eval_mode, no_forward_hooks, traceable
+from yolo_opt.prune.depgraph import SEARCH_IMGSZ, build_pruner, eval_mode, memory_guard, no_forward_hooks, traceable
 from yolo_opt.prune.importance import NEEDS_DATA, importance
 
 
@@ -60,14 +59,13 @@ def prune_model(
     """
     _check_fraction(ratio, "prune")
     importance(prune_method)  # a clear error for an unknown criterion before any work
-    check_detection_model(model)
-    make_prunable(model)
+    adapter(model).make_prunable()
     for name, r in (layer_ratios or {}).items():
         _check_fraction(r, f"ratio of {name}")
     if ratio == 0 and not any((layer_ratios or {}).values()):
         return model
     try:
-        with eval_mode(model), no_forward_hooks(model), traceable(model):
+        with memory_guard("pruning"), eval_mode(model), no_forward_hooks(model), traceable(model):
             pruner = build_pruner(model, ratio, prune_method, prune_round, prune_global, layer_ratios, imgsz)
             if prune_method in NEEDS_DATA:
                 if batches is None or loss_fn is None:

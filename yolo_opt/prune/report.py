@@ -23,9 +23,11 @@ def sensitivity_table(report: dict[str, Any]) -> str:
     """The report as a Markdown table: one row per group, mAP50-95 (when scored) and output change per ratio."""
     ratios = report["ratios"]
     base = report["baseline"]
-    has_map = "map" in base
-    head = ["group", "channels"] + [f"mAP @{r:g}" for r in ratios if has_map] + [f"err @{r:g}" for r in ratios]
-    scored = f"mAP50-95 {base['map']:.4f}, mAP50 {base['map50']:.4f}" if has_map else "scored by output change only"
+    key, label = _metric(report)
+    has_map = key in base
+    head = ["group", "channels"] + [f"{label} @{r:g}" for r in ratios if has_map] + [f"err @{r:g}" for r in ratios]
+    scored = (f"{label}50-95 {base[key]:.4f}, {label}50 {base[key + '50']:.4f}" if has_map
+              else "scored by output change only")
     lines = [
         f"Baseline {scored} (imgsz={report['imgsz']}, method={report['method']}, round_to={report['round_to']}, "
         f"max_images={report['max_images']})",
@@ -34,16 +36,23 @@ def sensitivity_table(report: dict[str, Any]) -> str:
         "|" + "---|" * len(head),
     ]
     for name, row in _ranked(report):
-        cells = [name, str(row["channels"])] + [f"{v:.4f}" for v in row.get("map", [])] + [f"{v:.3f}" for v in row["err"]]
+        cells = [name, str(row["channels"])] + [f"{v:.4f}" for v in row.get(key, [])] + [f"{v:.3f}" for v in row["err"]]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _metric(report: dict[str, Any]) -> tuple[str, str]:
+    """The report's leading mAP (the task's: masks' for segmentation) and its label."""
+    key = report.get("primary", "map")
+    return key, "mask mAP" if key == "mask_map" else "mAP"
 
 
 def _ranked(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """Groups, most sensitive first: largest mAP drop (or output change, without mAP) at any measured ratio."""
     base = report["baseline"]
-    if "map" in base:
-        return sorted(report["groups"].items(), key=lambda kv: min(kv[1]["map"]) - base["map"])
+    key, _ = _metric(report)
+    if key in base:
+        return sorted(report["groups"].items(), key=lambda kv: min(kv[1][key]) - base[key])
     return sorted(report["groups"].items(), key=lambda kv: -max(kv[1]["err"]))
 
 
@@ -56,16 +65,17 @@ def plot_sensitivity(report: dict[str, Any], path: str | Path) -> Path:
 
     ratios = [0.0, *report["ratios"]]
     base = report["baseline"]
-    has_map = "map" in base
+    key, metric = _metric(report)
+    has_map = key in base
     fig, axes = plt.subplots(1, 2 if has_map else 1, figsize=(12 if has_map else 6.5, 5), squeeze=False)
     axes = axes[0]
     for i, (name, row) in enumerate(_ranked(report)):
         label = name if i < 8 else None
         if has_map:
-            axes[0].plot(ratios, [base["map"], *row["map"]], marker="o", ms=3, lw=1, label=label)
+            axes[0].plot(ratios, [base[key], *row[key]], marker="o", ms=3, lw=1, label=label)
         axes[-1].plot(ratios, [0.0, *row["err"]], marker="o", ms=3, lw=1, label=label)
     if has_map:
-        axes[0].set(xlabel="pruning ratio of the group alone", ylabel="mAP50-95 (no fine-tuning)", title="mAP")
+        axes[0].set(xlabel="pruning ratio of the group alone", ylabel=f"{metric}50-95 (no fine-tuning)", title=metric)
     axes[-1].set(xlabel="pruning ratio of the group alone", ylabel="relative change of head outputs",
                  title="output change")
     axes[0].legend(fontsize=7, title="most sensitive")

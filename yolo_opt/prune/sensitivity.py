@@ -18,12 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from yolo_opt.arch import adapter
 from yolo_opt.errors import ConfigError
 from yolo_opt.options import SensitivityOptions
 from yolo_opt.prune.depgraph import eval_mode, n_pruned, no_forward_hooks
 from yolo_opt.prune.groups import mask_group, plans
 
-SENS_METRICS = ("map", "map50", "err")
+SENS_METRICS = ("map", "map50", "mask_map", "mask_map50", "err")
 # Pruning a group harder should never score better than pruning it lighter, but the validator's mAP on a small
 # val split moves by up to ~0.005 for near-identical models (a borderline box or NMS tie; measured on yolov8n at
 # 160 px, 40 images: largest increase 0.0052 over 171 cases). Orderings are checked within these tolerances:
@@ -64,12 +65,13 @@ class _Evaluator:
         self.ref_out: list[torch.Tensor] | None = None
         self.err_images = err_images
         self.validator = None
+        self.arch = adapter(reference)
         if score == "map":
-            from ultralytics.models.yolo.detect import DetectionValidator
+            from yolo_opt.arch import load_class
 
             args = {"batch": 16, "plots": False, "verbose": False, "device": "cpu", "save_json": False, "workers": 0,
                     "half": False, **(val_args or {}), "data": data, "imgsz": imgsz, "split": "val"}
-            self.validator = DetectionValidator(args=args)
+            self.validator = load_class(self.arch.task.validator)(args=args)
         else:
             from yolo_opt.data.calib import load_batches
             from yolo_opt.data.checks import dataset_images
@@ -77,21 +79,16 @@ class _Evaluator:
             files = dataset_images(data, "val")[:err_images]
             self.images = torch.from_numpy(np.concatenate(load_batches(files, imgsz, progress=False)))
 
-    @staticmethod
-    def _outputs(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    def _outputs(self, model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+        """The head's raw outputs (boxes, scores; mask coefficients and prototypes of a segment head)."""
         with eval_mode(model), torch.no_grad():
-            out = model(x)
-        raw = out[1] if isinstance(out, (tuple, list)) and len(out) > 1 else out
-        if isinstance(raw, dict):
-            return [raw[k] for k in ("boxes", "scores") if k in raw] or [out[0]]
-        return [t for t in raw if isinstance(t, torch.Tensor)] if isinstance(raw, (list, tuple)) else [raw]
+            return self.arch.raw_outputs(model(x))
 
     def __call__(self, model: nn.Module) -> dict[str, float]:
         result = {}
         if self.validator is not None:
             stats = self.validator(model=copy.deepcopy(model).float().eval())
-            result = {"map": float(stats.get("metrics/mAP50-95(B)", 0.0)),
-                      "map50": float(stats.get("metrics/mAP50(B)", 0.0))}
+            result = {key: float(stats.get(name, 0.0)) for key, name in self.arch.task.metrics.items()}
             if self.images is None:
                 imgs = []
                 for b in self.validator.dataloader:
@@ -182,12 +179,10 @@ def layer_sensitivity(
     """
     from ultralytics.utils.tqdm import TQDM as tqdm  # noqa: N813 (Ultralytics ships its own tqdm)
 
-    from yolo_opt.prune.blocks import make_prunable
-
     ratio_list, max_images = opts.ratio_list(), opts.max_images
     with no_forward_hooks(model):  # a distillation wrapper's feature capture would keep traced outputs in the copy
         net = copy.deepcopy(model).float().eval()
-    make_prunable(net)
+    adapter(net).make_prunable()
     wanted = [g for g in (opts.groups or "").split(",") if g]
     t0 = time.time()
     subset = _subset_data(data, max_images, Path(folder)) if opts.score == "map" else str(data)
@@ -222,6 +217,7 @@ def layer_sensitivity(
     bar.close()
     return {
         "data": str(data), "imgsz": imgsz, "method": prune_method, "round_to": prune_round, "max_images": max_images,
-        "score": opts.score, "ratios": ratio_list, "baseline": baseline, "groups": table,
+        "score": opts.score, "task": evaluate.arch.task.name, "primary": evaluate.arch.task.primary,
+        "ratios": ratio_list, "baseline": baseline, "groups": table,
         "seconds": round(time.time() - t0, 1),
     }

@@ -25,18 +25,23 @@ def producers(graph) -> dict[str, Any]:
     return {t: n for n in graph.node for t in n.output}
 
 
+def is_dfl_conv(node, init: dict[str, Any]) -> bool:
+    """DFL's integral: a bias-free 1x1 conv to one channel whose weights are 0, 1, ..., reg_max-1 (fixed, not
+    learned). A class conv of a one-class model also has one output channel, but learned weights: it is a feature
+    conv and is quantized."""
+    from onnx import numpy_helper
+
+    w = init.get(node.input[1]) if len(node.input) > 1 else None
+    if w is None or len(node.input) > 2 or list(w.dims[:1]) != [1] or list(w.dims[2:]) != [1, 1]:
+        return False
+    values = numpy_helper.to_array(w).reshape(-1)
+    return values.size > 1 and bool(np.array_equal(values, np.arange(values.size, dtype=values.dtype)))
+
+
 def feature_convs(model) -> list[str]:
-    """Names of Conv nodes that compute features (all but DFL's fixed 1-output-channel conv)."""
+    """Names of Conv nodes that compute features (all but DFL's fixed integral conv)."""
     init = {i.name: i for i in model.graph.initializer}
-    names = []
-    for n in model.graph.node:
-        if n.op_type != "Conv":
-            continue
-        w = init.get(n.input[1]) if len(n.input) > 1 else None
-        if w is not None and len(w.dims) == 4 and w.dims[0] == 1:
-            continue  # DFL integral conv (arange weights): part of the decode tail
-        names.append(n.name)
-    return names
+    return [n.name for n in model.graph.node if n.op_type == "Conv" and not is_dfl_conv(n, init)]
 
 
 def float_tail(model) -> list[str]:

@@ -43,12 +43,33 @@ class QuantizeResult:
     int8_map: float | None = None
     fp32_map50: float | None = None
     int8_map50: float | None = None
+    fp32_mask_map: float | None = None  # segmentation models: the masks' mAP50-95
+    int8_mask_map: float | None = None
     sensitivity: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
         d["path"], d["fp32_path"] = str(self.path), str(self.fp32_path)
         return d
+
+    def maps(self) -> dict[str, float | None]:
+        """The mAP50-95 figures measured (boxes; masks of a segmentation model), FP32 and INT8."""
+        keys = ("fp32_map", "int8_map") + (("fp32_mask_map", "int8_mask_map") if self.fp32_mask_map is not None else ())
+        return {k: getattr(self, k) for k in keys}
+
+    def drop(self) -> float:
+        """The largest mAP50-95 loss of INT8 vs FP32 (boxes, and masks where measured): what max_map_drop bounds."""
+        drops = [self.fp32_map - self.int8_map]
+        if self.fp32_mask_map is not None and self.int8_mask_map is not None:
+            drops.append(self.fp32_mask_map - self.int8_mask_map)
+        return max(drops)
+
+    def record(self, fp32: dict[str, float] | None, int8: dict[str, float]) -> None:
+        """Keep the validator's figures (`yolo_opt.validation`) of the FP32 model (when given) and of INT8."""
+        for prefix, figures in (("fp32", fp32), ("int8", int8)):
+            for key, value in (figures or {}).items():
+                if hasattr(self, f"{prefix}_{key}"):
+                    setattr(self, f"{prefix}_{key}", value)
 
 
 def quantization_sensitivity(fp32_path: Path, int8_path: Path, groups: list[dict[str, Any]], batches: list[np.ndarray],
@@ -115,7 +136,7 @@ def quantize_onnx(
         out: INT8 output path (default: `<stem>_int8.onnx` next to `onnx_path`).
         opts: `calib` (minmax, entropy, percentile = 99.999th percentile of |x|), `calib_images` (a seeded sample of
             the train split), `per_channel` weight scales, `max_map_drop` (largest accepted absolute mAP50-95 drop vs
-            FP32: when exceeded, the layers `quantization_sensitivity` ranks first are kept in float, 1, 2, 4, ...
+            FP32, of the boxes and, for a segmentation model, of the masks: when exceeded, the layers `quantization_sensitivity` ranks first are kept in float, 1, 2, 4, ...
             of them, until the bound holds); or their keyword shortcuts (`calib="entropy"`).
         imgsz: Input size (default: the ONNX input shape).
         exclude: Extra node names to keep in float.
@@ -191,15 +212,20 @@ def quantize_onnx(
 
         result = QuantizeResult(out, onnx_path, calib, len(files), tail_nodes=len(tail), shared_concats=shared)
         cand = build([])
-        score = evaluate or (lambda p: validate_onnx(p, data, imgsz)["map"])
+
+        def score(path: Path) -> None:  # the INT8 candidate's figures
+            if evaluate is None:
+                result.record(None, validate_onnx(path, data, imgsz))
+            else:
+                result.int8_map = float(evaluate(path))
+
         if validate or evaluate is not None:
             if evaluate is None:
-                m32, m8 = validate_onnx(onnx_path, data, imgsz), validate_onnx(cand, data, imgsz)
-                result.fp32_map, result.fp32_map50 = m32["map"], m32["map50"]
-                result.int8_map, result.int8_map50 = m8["map"], m8["map50"]
+                result.record(validate_onnx(onnx_path, data, imgsz), {})
             else:
-                result.fp32_map, result.int8_map = float(evaluate(onnx_path)), float(evaluate(cand))
-        if max_map_drop is not None and result.fp32_map - result.int8_map > max_map_drop:
+                result.fp32_map = float(evaluate(onnx_path))
+            score(cand)
+        if max_map_drop is not None and result.drop() > max_map_drop:
             groups = layer_groups(pre_model, set(tail))
             by_name = {g["name"]: g for g in groups}
             ranking = quantization_sensitivity(pre, cand, groups, batches[: min(8, len(batches))], input_name)
@@ -209,10 +235,8 @@ def quantize_onnx(
                 k = min(k, len(ranking))
                 layers = [r["layer"] for r in ranking[:k]]
                 cand = build(layers, by_name)
-                result.int8_map = float(score(cand))
-                if evaluate is None:
-                    result.int8_map50 = None
-                if result.fp32_map - result.int8_map <= max_map_drop:
+                score(cand)
+                if result.drop() <= max_map_drop:
                     result.excluded_layers, met = layers, True
                     break
                 if k == len(ranking):
@@ -220,7 +244,8 @@ def quantize_onnx(
                 k *= 2
             if not met:
                 raise DeployError(
-                    f"INT8 mAP50-95 {result.int8_map:.4f} vs FP32 {result.fp32_map:.4f} misses max_map_drop="
+                    f"INT8 mAP50-95 {result.int8_map:.4f} vs FP32 {result.fp32_map:.4f} (largest drop, masks included: "
+                    f"{result.drop():.4f}) misses max_map_drop="
                     f"{max_map_drop} even with all {len(ranking)} conv layers in float; raise max_map_drop, use more "
                     f"calib_images or another calib (entropy/percentile)")
         with atomic_path(out) as tmp:

@@ -1,6 +1,8 @@
-"""Training with pruning: the `PruneTrainer` (a DetectionTrainer subclass), its schedule, and the `train()` phases."""
+"""Training with pruning: the pruning trainers (Ultralytics' detection and segmentation trainers), their schedule,
+and the `train()` phases."""
 
 from yolo_opt.train.phases import attach, qat_phase, train, train_in
-from yolo_opt.train.trainer import PruneSchedule, PruneTrainer, is_pruned
+from yolo_opt.train.trainer import PruneSchedule, PruneTrainer, SegmentPruneTrainer, is_pruned, trainer_for
 
-__all__ = ["PruneSchedule", "PruneTrainer", "attach", "is_pruned", "qat_phase", "train", "train_in"]
+__all__ = ["PruneSchedule", "PruneTrainer", "SegmentPruneTrainer", "attach", "is_pruned", "qat_phase", "train", "train_in",
+           "trainer_for"]

@@ -18,12 +18,12 @@ def _ultralytics_run(model: str | Path, opts: TrainOptions | None = None, after:
     """One Ultralytics training run with yolo-opt's trainer, given `opts` (and the QAT phase to follow)."""
     from ultralytics import YOLO
 
-    from yolo_opt.train.trainer import PruneSchedule, PruneTrainer
+    from yolo_opt.train.trainer import PruneSchedule, trainer_for
 
-    yolo = YOLO(str(model), task="detect")
+    yolo = YOLO(str(model))  # its task from the checkpoint or yaml: the pruning trainer of that task
     if opts is not None:  # the trainer takes its options from this callback (how they also reach DDP workers)
         yolo.add_callback("on_train_epoch_start", PruneSchedule(opts, after))
-    yolo.train(trainer=PruneTrainer, **args)
+    yolo.train(trainer=trainer_for(yolo.task), **args)
     return yolo.trainer
 
 
@@ -189,7 +189,7 @@ def attach(model, **opts: Any):
     """
     import functools
 
-    from yolo_opt.train.trainer import PruneTrainer
+    from yolo_opt.train.trainer import trainer_for
 
     options, rest = TrainOptions.resolve(None, opts)
     if rest:
@@ -198,5 +198,5 @@ def attach(model, **opts: Any):
         raise ConfigError("attach() handles pruning only; for qat/distill use yolo_opt.train(...), or pass "
                           "quantize=8 / distill_model=teacher.pt to model.train()")
     # the trainer takes the keys given here (Ultralytics passes them through as its overrides)
-    model.train = functools.partial(type(model).train, model, trainer=PruneTrainer, **opts)
+    model.train = functools.partial(type(model).train, model, trainer=trainer_for(model.task), **opts)
     return options

@@ -1,4 +1,5 @@
-"""`PruneTrainer`: Ultralytics' DetectionTrainer that prunes on a schedule while it trains.
+"""`PruneTrainer` / `SegmentPruneTrainer`: Ultralytics' detection and segmentation trainers that prune on a schedule
+while they train (one mixin, `Pruning`, over each of Ultralytics' trainers; `trainer_for(task)` picks one).
 
     from ultralytics import YOLO
     from yolo_opt.train import PruneTrainer
@@ -29,12 +30,13 @@ import torch
 from torch import distributed as dist
 from torch import nn
 from ultralytics.models.yolo.detect import DetectionTrainer
+from ultralytics.models.yolo.segment import SegmentationTrainer
 from ultralytics.utils import DEFAULT_CFG, LOGGER
 
+from yolo_opt.arch import SplitTwin
 from yolo_opt.errors import ConfigError
 from yolo_opt.io.checkpoint import META_ATTR, meta, safe_loading
 from yolo_opt.options import QATOptions, TrainOptions
-from yolo_opt.prune.blocks import C2fSplit, C2PSASplit
 
 RUN_KEY = "train_run"  # meta(model)[RUN_KEY]: options and progress of the current pruning run
 
@@ -43,7 +45,7 @@ def is_pruned(model: nn.Module) -> bool:
     """True for a model whose shapes came from yolo-opt (it cannot be rebuilt from its yaml): split twins, or
     Ultralytics' own blocks with a pruning history (`prune_native`)."""
     info = getattr(model, META_ATTR, None)
-    return any(isinstance(m, (C2fSplit, C2PSASplit)) for m in model.modules()) or (
+    return any(isinstance(m, SplitTwin) for m in model.modules()) or (
         isinstance(info, dict) and bool(info.get("history")))
 
 
@@ -73,12 +75,13 @@ class PruneSchedule:
 
     def __call__(self, trainer) -> None:
         """Prune if a step is due at this epoch."""
-        if isinstance(trainer, PruneTrainer):
+        if isinstance(trainer, Pruning):
             trainer.prune_due()
 
 
-class PruneTrainer(DetectionTrainer):
-    """DetectionTrainer with yolo-opt's pruning schedule, sparsity penalty and rebuilds (see the module doc)."""
+class Pruning:
+    """yolo-opt's pruning schedule, sparsity penalty and rebuilds (see the module doc), mixed into an Ultralytics
+    trainer through its public methods: the same code for every task's trainer."""
 
     def __init__(self, cfg=DEFAULT_CFG, overrides: dict[str, Any] | None = None, _callbacks: dict | None = None):
         """Take yolo-opt's keys out of `overrides` (the rest is Ultralytics'), or the options a DDP worker carries."""
@@ -295,3 +298,22 @@ class PruneTrainer(DetectionTrainer):
         self.best_fitness = None
         self.stopper.best_fitness = 0.0
         self.stopper.best_epoch = self.epoch
+
+
+class PruneTrainer(Pruning, DetectionTrainer):
+    """Ultralytics' DetectionTrainer with yolo-opt's pruning."""
+
+
+class SegmentPruneTrainer(Pruning, SegmentationTrainer):
+    """Ultralytics' SegmentationTrainer with yolo-opt's pruning."""
+
+
+TRAINERS = {"detect": PruneTrainer, "segment": SegmentPruneTrainer}
+
+
+def trainer_for(task: str) -> type:
+    """The pruning trainer of an Ultralytics task ("detect", "segment")."""
+    from yolo_opt.arch import task_named
+
+    task_named(task)  # one clear error naming what is supported
+    return TRAINERS[task]
