@@ -50,14 +50,24 @@ def ultralytics_onnx(pt: Path, out: Path, **export_args) -> Path:
     return out
 
 
+def _head(pt: Path) -> dict:
+    """The same head output as yolo-opt's exports: an end-to-end model's NMS-free one (Ultralytics: nms=False), so
+    the peers' graphs and ours compute the same thing (Ultralytics' default nms=None is the one-to-many output)."""
+    from yolo_opt.arch import adapter
+    from yolo_opt.io.checkpoint import load_model
+
+    return adapter(load_model(pt)).exporter_args()
+
+
 def ultralytics_int8_onnx(pt: Path, data: Path, imgsz: int, out: Path, fraction: float = 1.0) -> Path:
     """Ultralytics' own INT8 ONNX (ONNX Runtime quantize_static), calibrated on (a fraction of) the train split."""
-    return ultralytics_onnx(pt, out, quantize=8, data=str(data), imgsz=imgsz, split="train", fraction=fraction)
+    return ultralytics_onnx(pt, out, quantize=8, data=str(data), imgsz=imgsz, split="train", fraction=fraction,
+                            **_head(pt))
 
 
 def ultralytics_fp32_onnx(pt: Path, imgsz: int, out: Path) -> Path:
     """Ultralytics' plain FP32 ONNX export (what `yolo export format=onnx` writes: no DFL rewrite)."""
-    return ultralytics_onnx(pt, out, imgsz=imgsz, simplify=True)
+    return ultralytics_onnx(pt, out, imgsz=imgsz, simplify=True, **_head(pt))
 
 
 def nncf_int8_onnx(fp32: Path, data: Path, imgsz: int, n: int, out: Path) -> Path:
@@ -143,6 +153,7 @@ F32_ROWS = [(v, "OpenVINO f32", f"{label}, f32 math") for v, runtime, label in R
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/peers")
+    ap.add_argument("--arch", default="yolov8n", help="model yaml stem trained as the baseline (yolov8n, yolo26n, ...)")
     ap.add_argument("--base-epochs", type=int, default=20)
     ap.add_argument("--ft-epochs", type=int, default=10)
     ap.add_argument("--prune-target", type=float, default=0.5, help="pruned model: yolo-opt's default recipe, "
@@ -172,7 +183,7 @@ def main() -> None:
         data, pts = Path(args.data).resolve(), {"baseline": Path(args.base).resolve(),
                                                   "pruned": Path(args.pruned).resolve()}
     else:
-        data, pts = models(work, base_epochs=args.base_epochs, ft_epochs=args.ft_epochs,
+        data, pts = models(work, args.arch, base_epochs=args.base_epochs, ft_epochs=args.ft_epochs,
                            prune_target=args.prune_target, prune=args.prune, prune_round=args.prune_round,
                            imgsz=args.imgsz)
     acc = {m: artefacts(m, pt, data, args.imgsz, work, args.calib_images) for m, pt in pts.items()}
@@ -228,7 +239,7 @@ def main() -> None:
 
     g = gflops["pruned"] / gflops["baseline"]
     given = f"given models ({pts['baseline']}, {pts['pruned']})"
-    trained = (f"yolov8n on the generated dataset ({args.base_epochs} epochs at {args.imgsz} px); pruned = "
+    trained = (f"{args.arch} on the generated dataset ({args.base_epochs} epochs at {args.imgsz} px); pruned = "
                + (f"prune={args.prune}" if args.prune is not None else f"prune_target={args.prune_target}")
                + f" prune_round={args.prune_round} + {args.ft_epochs} fine-tune epochs")
     header = (f"{given if args.base else trained} ({g:.2f}x GFLOPs). mAP50-95 at {args.imgsz} px (Ultralytics validator, batch 1); latency at "

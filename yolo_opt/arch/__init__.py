@@ -172,6 +172,25 @@ class ModelAdapter:
                              "none: drop end2end=")
         return bool(end2end)
 
+    def exporter_args(self, end2end: bool | None = None, nms: bool | None = None) -> dict[str, Any]:
+        """Ultralytics exporter arguments that select the head output: its `nms=False` is the NMS-free head.
+
+        `nms` is Ultralytics' argument if the user gave it: `nms=False` asks for the NMS-free head too, and
+        `nms=True` (embed NMS) fits only a one-to-many output (a model without an NMS-free head, or
+        `end2end=False`).
+        """
+        from yolo_opt.errors import ConfigError
+
+        if nms is False:
+            if end2end is False:
+                raise ConfigError("nms=False selects the NMS-free head and end2end=False the one-to-many one: give one")
+            end2end = True
+        end2end = self.deploy_end2end(end2end)
+        if nms and end2end:
+            raise ConfigError(f"nms=True embeds NMS, but this {self.name} model exports its NMS-free head by default: "
+                              "add end2end=False to embed NMS after its one-to-many head, or drop nms=True")
+        return {"nms": False} if end2end else ({"nms": True} if nms else {})
+
     def output_format(self, end2end: bool | None = None) -> str:
         """What the deployed model outputs (bundle metadata and README)."""
         return self.task.output(self.head, self.deploy_end2end(end2end))
@@ -187,6 +206,8 @@ def adapter(model: nn.Module) -> ModelAdapter:
     if task is None:
         from ultralytics.nn.tasks import guess_model_task
 
-        kind = "an RT-DETR" if type(head).__name__ == "RTDETRDecoder" else f"a '{guess_model_task(model)}'"
+        # the task of the architecture (its yaml's head), not of the arguments a checkpoint was saved with
+        task = guess_model_task(model.yaml if isinstance(getattr(model, "yaml", None), dict) else model)
+        kind = "an RT-DETR" if type(head).__name__ == "RTDETRDecoder" else f"a '{task}'"
         raise ModelError(f"{kind} model ({type(head).__name__} head) is not supported; yolo-opt handles {supported()}")
     return ModelAdapter(model, task, [f for f in FAMILIES if f.recognise(model)])

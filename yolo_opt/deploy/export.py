@@ -37,7 +37,7 @@ def export(model: str | Path, opts: ExportOptions | None = None, data: str | Pat
     from yolo_opt.data.calib import calibration_files
     from yolo_opt.data.checks import check_dataset
     from yolo_opt.deploy.bundle import make_bundle
-    from yolo_opt.deploy.onnx import export_onnx, head_args
+    from yolo_opt.deploy.onnx import export_onnx
     from yolo_opt.deploy.tensorrt import build_engine
     from yolo_opt.io.checkpoint import load_model
     from yolo_opt.io.files import check_output
@@ -48,7 +48,7 @@ def export(model: str | Path, opts: ExportOptions | None = None, data: str | Pat
     if onnx_args and (int8 or fmt != "onnx"):
         raise ConfigError(f"{', '.join(onnx_args)}: Ultralytics ONNX arguments apply to an FP32 format=onnx export only")
     net = load_model(model)
-    head_args(adapter(net), opts.end2end, (onnx_args or {}).get("nms"))  # a head the model lacks: refused now
+    adapter(net).exporter_args(opts.end2end, (onnx_args or {}).get("nms"))  # a head the model lacks: refused now
     if out:  # an existing folder, the input itself or an unwritable place fails now, not after the calibration
         check_output(out, [model], folder=fmt in ("jetson", "openvino"),
                      example=("model_int8.onnx" if int8 else "model.onnx") if fmt == "onnx" else "model.engine")

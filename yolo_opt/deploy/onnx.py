@@ -2,7 +2,8 @@
 rewrite of its graph we add: the DFL softmax over the last axis (`last_axis_dfl`).
 
 An end-to-end model (YOLO26, YOLOv10) is exported with its NMS-free one-to-one head by default (`end2end=False`: the
-one-to-many output, which needs NMS); Ultralytics picks the head by its `nms` argument (`head_args`).
+one-to-many output, which needs NMS); Ultralytics picks the head by its `nms` argument
+(`yolo_opt.arch.ModelAdapter.exporter_args`).
 """
 
 from __future__ import annotations
@@ -14,27 +15,6 @@ from typing import Any
 
 from yolo_opt.errors import ConfigError, DeployError, first_line
 from yolo_opt.io.files import temporary_dir
-
-
-def head_args(arch, end2end: bool | None, nms: bool | None = None) -> dict[str, Any]:
-    """Ultralytics exporter arguments that select the head output: `nms=False` is its NMS-free head.
-
-    `nms=True` (Ultralytics: embed NMS) fits only the one-to-many output of a model without an NMS-free head, or
-    with `end2end=False`.
-    Args:
-        arch: The model's `yolo_opt.arch.ModelAdapter`.
-        end2end: The head output asked for (None: the model's default).
-        nms: Ultralytics' `nms` argument, if given.
-    """
-    if nms is False:  # Ultralytics' spelling of the NMS-free head
-        if end2end is False:
-            raise ConfigError("nms=False selects the NMS-free head and end2end=False the one-to-many one: give one")
-        end2end = True
-    end2end = arch.deploy_end2end(end2end)
-    if nms and end2end:
-        raise ConfigError(f"nms=True embeds NMS, but this {arch.name} model exports its NMS-free head by default: add "
-                          "end2end=False to embed NMS after its one-to-many head, or drop nms=True")
-    return {"nms": False} if end2end else ({"nms": True} if nms else {})
 
 
 def export_onnx(
@@ -75,7 +55,7 @@ def export_onnx(
     from yolo_opt.io.onnx import load_onnx
 
     model = Path(model)
-    head = head_args(adapter(load_model(model)), end2end, kwargs.pop("nms", None))  # a bad model is one clear error
+    head = adapter(load_model(model)).exporter_args(end2end, kwargs.pop("nms", None))  # a bad model: one clear error
     out = Path(out) if out else model.with_suffix(".onnx")
     if out.suffix != ".onnx":
         raise ConfigError(f"ONNX output must end in .onnx, got '{out}'")

@@ -46,7 +46,7 @@ class OpenVINOResult:
 
 
 def _ultralytics_fp32(model: Path, folder: Path, imgsz: int, head: dict[str, Any]) -> Path:
-    """Ultralytics' OpenVINO export of `model` into `folder` (`head`: `yolo_opt.deploy.onnx.head_args`); returns the
+    """Ultralytics' OpenVINO export of `model` into `folder` (`head`: `ModelAdapter.exporter_args`); returns the
     folder Ultralytics says it wrote."""
     from ultralytics import YOLO
 
@@ -177,9 +177,8 @@ def export_openvino(model: str | Path, out: str | Path | None = None, imgsz: int
     work = temporary_dir(out.with_name(f"{out.name}-work"))
     try:
         from yolo_opt.arch import adapter
-        from yolo_opt.deploy.onnx import head_args
 
-        fp32 = Path(fp32) if fp32 else _ultralytics_fp32(model, work, imgsz, head_args(adapter(net), end2end))
+        fp32 = Path(fp32) if fp32 else _ultralytics_fp32(model, work, imgsz, adapter(net).exporter_args(end2end))
         if validate and data:
             scores = val(fp32, data, imgsz, device=ov_device)
             result.fp32_map, result.fp32_mask_map = scores["map"], scores.get("mask_map")
