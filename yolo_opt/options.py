@@ -404,6 +404,8 @@ class DataOptions(Options):
     n_val: int = key(80, int, "number of validation images", ("data", "demo"), low=1, high=1000000)
     imgsz: int = key(160, int, "image side in pixels", ("data",), low=32, high=4096, ultralytics=True)
     max_objects: int = key(6, int, "most objects per image", ("data",), low=1, high=100)
+    task: str = key("detect", str, "labels: detect (boxes) or segment (instance polygons, the same images)", ("data",),
+                    choices=("detect", "segment"), ultralytics=True)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,19 @@ def validate(weights: str | Path, data: str | Path, imgsz: int, batch: int = 16,
     return figures(yolo.task, metrics)
 
 
+def describe(maps: dict[str, float | None]) -> str:
+    """One line of FP32 -> INT8 figures, e.g. "mAP50-95 FP32 0.7012 -> INT8 0.6987 (-0.0025); masks mAP50-95 ...",
+    from keys `fp32_map`, `int8_map` (and `fp32_mask_map`, `int8_mask_map`); a side not measured is left out."""
+    parts = []
+    for metric, label in (("map", "mAP50-95"), ("mask_map", "masks mAP50-95")):
+        fp32, int8 = maps.get(f"fp32_{metric}"), maps.get(f"int8_{metric}")
+        if fp32 is not None and int8 is not None:
+            parts.append(f"{label} FP32 {fp32:.4f} -> INT8 {int8:.4f} ({int8 - fp32:+.4f})")
+        elif fp32 is not None or int8 is not None:
+            parts.append(f"{label} {'FP32' if fp32 is not None else 'INT8'} {fp32 if fp32 is not None else int8:.4f}")
+    return "; ".join(parts)
+
+
 def figures(task: str, metrics) -> dict[str, float]:
     """The task's figures from an Ultralytics metrics object: {"map", "map50"[, "mask_map", "mask_map50"]}."""
     from yolo_opt.arch import task_named

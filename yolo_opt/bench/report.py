@@ -160,27 +160,32 @@ def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
 
     Rows marked `reference` (the input trained the same extra epochs, unpruned) add a "vs reference" column: each
     row's mAP50-95 over the reference's on the same runtime. "vs input" alone flatters a pruned model, which got
-    training its input did not.
+    training its input did not. Segmentation models add the masks' mAP50-95 (and its ratio to the reference).
     """
     names = list(rows)
     ref = rows[names[0]]
     first_of_runtime = _first_per_runtime(rows)
     reference_of_runtime = _first_per_runtime(rows, only_reference=True)
     vs_ref = bool(reference_of_runtime)
-    lines = [
-        "| stage | file | params (M) | GFLOPs | size (MB) | mAP50-95 (vs input) |" + (" vs reference |" if vs_ref else "")
-        + " mAP50 | latency (ms) | runtime |",
-        "|---|---|---|---|---|---|---|---|---|" + ("---|" if vs_ref else ""),
-    ]
+    masks = any(r.get("mask_map") is not None for r in rows.values())
+    head = ["stage", "file", "params (M)", "GFLOPs", "size (MB)", "mAP50-95 (vs input)"] + ["vs reference"] * vs_ref
+    if masks:
+        head += ["mask mAP50-95 (vs input)"] + ["mask vs reference"] * vs_ref
+    head += ["mAP50", "latency (ms)", "runtime"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def vs_reference(r: dict[str, Any], key: str) -> str:
+        reference = reference_of_runtime.get(r.get("runtime"))
+        return f"{r[key] / reference[key]:.3f}x" if reference and reference.get(key) and r.get(key) is not None else "-"
+
     for name in names:
         r = rows[name]
         params = r["params"] / 1e6 if r.get("params") else None
         ref_params = ref["params"] / 1e6 if ref.get("params") else None
         cells = [name, Path(r["file"]).name, _fmt(params, ref_params), _fmt(r.get("gflops"), ref.get("gflops")),
-                 _fmt(r["size_mb"], ref["size_mb"]), _fmt(r["map"], ref["map"])]
-        if vs_ref:
-            reference = reference_of_runtime.get(r.get("runtime"))
-            cells.append(f"{r['map'] / reference['map']:.3f}x" if reference and reference["map"] else "-")
+                 _fmt(r["size_mb"], ref["size_mb"]), _fmt(r["map"], ref["map"])] + [vs_reference(r, "map")] * vs_ref
+        if masks:
+            cells += [_fmt(r.get("mask_map"), ref.get("mask_map"))] + [vs_reference(r, "mask_map")] * vs_ref
         cells += [f"{r['map50']:.3f}", _fmt(r.get("latency_ms"), first_of_runtime[r.get("runtime")].get("latency_ms")),
                   r.get("runtime", "-")]
         lines.append("| " + " | ".join(cells) + " |")
@@ -189,15 +194,15 @@ def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
     lines.append("")
     lines.append(f"Latency: batch 1, median of timed runs after warm-up, {'/'.join(map(str, sorted(threads)))} "
                  f"threads, input {'/'.join(map(str, sorted(s for s in sizes if s)))} px; mAP from the Ultralytics "
-                 f"validator on the val split. Ratios are to the first row (latency: to the first row "
-                 f"on the same runtime)."
+                 f"validator on the val split (boxes{', and masks' if masks else ''}). Ratios are to the first row "
+                 f"(latency: to the first row on the same runtime)."
                  + (" 'vs reference': mAP50-95 over the reference's on the same runtime (the input trained the same "
                     "extra epochs without pruning)." if vs_ref else ""))
     return "\n".join(lines)
 
 
 def plot(rows: dict[str, dict[str, Any]], out: str | Path) -> Path:
-    """mAP50-95 vs latency, one point per stage, marker area proportional to file size."""
+    """mAP50-95 (the masks' for segmentation models) vs latency, one point per stage, marker area ~ file size."""
     import io
 
     import matplotlib
@@ -208,15 +213,16 @@ def plot(rows: dict[str, dict[str, Any]], out: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     sizes = [r["size_mb"] for r in rows.values()]
     scale = 900 / max(sizes) if sizes and max(sizes) else 1
+    key = "mask_map" if any(r.get("mask_map") is not None for r in rows.values()) else "map"
     for i, (name, r) in enumerate(rows.items()):
-        if r.get("latency_ms") is None:
+        if r.get("latency_ms") is None or r.get(key) is None:
             continue
-        ax.scatter(r["latency_ms"], r["map"], s=max(30, r["size_mb"] * scale), alpha=0.6, edgecolors="k")
-        ax.annotate(f"{name}\n{r['size_mb']:.1f} MB, {r.get('runtime', '')}", (r["latency_ms"], r["map"]),
+        ax.scatter(r["latency_ms"], r[key], s=max(30, r["size_mb"] * scale), alpha=0.6, edgecolors="k")
+        ax.annotate(f"{name}\n{r['size_mb']:.1f} MB, {r.get('runtime', '')}", (r["latency_ms"], r[key]),
                     textcoords="offset points",
                     xytext=(8, 6 if i % 2 == 0 else -22), fontsize=8)  # alternate sides: neighbours stay legible
     ax.set_xlabel("CPU latency, batch 1 (ms)")
-    ax.set_ylabel("mAP50-95")
+    ax.set_ylabel("mask mAP50-95" if key == "mask_map" else "mAP50-95")
     ax.set_title("yolo-opt: accuracy vs latency (marker area = file size)")
     ax.grid(alpha=0.3)
     ax.margins(0.25)

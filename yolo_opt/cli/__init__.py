@@ -28,7 +28,7 @@ MODES = {
               "infer.py): model= data= out=",
     "optimize": "the whole pipeline from a recipe: model=best.pt data=data.yaml recipe=jetson-int8 [name= key=...]",
     "benchmark": "measure models side by side: model=a.pt,b.onnx,... data=data.yaml [reference=ref.pt imgsz= lat_imgsz= name=]",
-    "data": "write the generated demo dataset: out=DIR [seed= n_train= n_val= imgsz=]",
+    "data": "write the generated demo dataset: out=DIR [seed= n_train= n_val= imgsz= task=detect|segment]",
     "demo": "generated data -> small CPU-trained baseline -> the default recipe (prune, INT8 ONNX), with a table",
     "sensitivity": "per-layer pruning sensitivity table + plot: model=best.pt data=data.yaml [ratios=0.25,0.5,0.75]",
     "tune": "Optuna search, mAP vs latency: model=best.pt data=data.yaml trials=20 [storage=... study=...]",
@@ -241,7 +241,7 @@ def run_data(kwargs: dict[str, Any]) -> None:
 
     opts = DataOptions.take(kwargs, "data")
     refuse_rest(kwargs, "data")
-    path = make_dataset(opts.out, opts.seed, opts.n_train, opts.n_val, opts.imgsz, opts.max_objects)
+    path = make_dataset(opts.out, opts.seed, opts.n_train, opts.n_val, opts.imgsz, opts.max_objects, opts.task)
     print(f"dataset written: {path}")
 
 

@@ -1,7 +1,9 @@
-"""Generate a small, cluttered, multi-class detection dataset: same seed, same bytes.
+"""Generate a small, cluttered, multi-class detection or instance-segmentation dataset: same seed, same bytes.
 
 Objects are filled shapes (circle, square, triangle, cross, ring) of varied size, colour and aspect on a
-textured background with distractor strokes, so a detector must learn shape, not colour or position.
+textured background with distractor strokes, so a detector must learn shape, not colour or position. With
+`task="segment"` the same images get each object's instance mask as a polygon label (the outline of what is visible
+of it: a later object drawn over it hides that part; a ring's mask is its outer outline).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from yolo_opt.errors import ConfigError
 from yolo_opt.io.files import atomic_folder
 
 CLASS_NAMES = ("circle", "square", "triangle", "cross", "ring")
+TASKS = ("detect", "segment")
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -83,10 +86,20 @@ def _overlaps(box: tuple, boxes: list[tuple], limit: float = 0.15) -> bool:
     return False
 
 
-def _sample(rng: np.random.Generator, size: int, max_objects: int) -> tuple[np.ndarray, list[str]]:
+def _polygon(mask: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """The outline of the largest visible part of an object's mask (its box when nothing usable is left), (N, 2)."""
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    contours = [c for c in contours if len(c) >= 3 and cv2.contourArea(c) >= 4]
+    if not contours:
+        x1, y1, x2, y2 = box
+        return np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], dtype=np.float64)
+    return max(contours, key=cv2.contourArea).reshape(-1, 2).astype(np.float64)
+
+
+def _sample(rng: np.random.Generator, size: int, max_objects: int, masks: bool = False) -> tuple[np.ndarray, list[str]]:
     img = _background(rng, size)
     _clutter(rng, img)
-    boxes, labels = [], []
+    boxes, labels, classes, drawn = [], [], [], []
     for _ in range(int(rng.integers(1, max_objects + 1))):
         for _attempt in range(10):
             side = int(size * rng.uniform(0.08, 0.45))
@@ -102,9 +115,19 @@ def _sample(rng: np.random.Generator, size: int, max_objects: int) -> tuple[np.n
         cls = int(rng.integers(0, len(CLASS_NAMES)))
         _draw(img, cls, box, _contrasting_color(rng, img, box))
         boxes.append(box)
+        classes.append(cls)
         cx, cy = (box[0] + box[2]) / 2 / size, (box[1] + box[3]) / 2 / size
         labels.append(f"{cls} {cx:.6f} {cy:.6f} {w / size:.6f} {h / size:.6f}")
+        if masks:  # the same shape alone, for its instance mask (no random draws: the image stays the same)
+            drawn.append(np.zeros((size, size), np.uint8))
+            _draw(drawn[-1], cls, box, (255,))
     img = cv2.GaussianBlur(img, (3, 3), 0.6)
+    if masks:
+        labels, hidden = [], np.zeros((size, size), np.uint8)
+        for mask, cls, box in reversed(list(zip(drawn, classes, boxes, strict=True))):  # later objects cover earlier
+            polygon = _polygon(cv2.bitwise_and(mask, cv2.bitwise_not(hidden)), box) / size
+            labels.insert(0, f"{cls} " + " ".join(f"{v:.6f}" for v in polygon.clip(0, 1).reshape(-1)))
+            hidden = cv2.bitwise_or(hidden, mask)
     return img, labels
 
 
@@ -115,6 +138,7 @@ def make_dataset(
     n_val: int = 80,
     imgsz: int = 160,
     max_objects: int = 6,
+    task: str = "detect",
 ) -> Path:
     """Write the generated dataset to `out` and return the path of its `data.yaml`.
 
@@ -128,6 +152,7 @@ def make_dataset(
         n_val: Number of validation images.
         imgsz: Square image side in pixels.
         max_objects: Most objects in one image.
+        task: "detect" (box labels) or "segment" (the same images, with instance polygons).
 
     Returns:
         Path to `out/data.yaml`.
@@ -138,8 +163,11 @@ def make_dataset(
         raise ConfigError(f"imgsz must be in [32, 4096] (got {imgsz})")
     if max_objects < 1:
         raise ConfigError(f"max_objects must be >= 1 (got {max_objects})")
+    if task not in TASKS:
+        raise ConfigError(f"task={task!r}: the generated dataset is for one of: {', '.join(TASKS)}")
     out = Path(out).resolve()
     signature = f"seed={seed} n_train={n_train} n_val={n_val} imgsz={imgsz} max_objects={max_objects}"
+    signature += f" task={task}" if task != "detect" else ""  # detection datasets keep their earlier signature
     yaml_path = out / "data.yaml"
     if yaml_path.exists():
         if (out / ".signature").exists() and (out / ".signature").read_text() == signature:
@@ -151,7 +179,7 @@ def make_dataset(
             (tmp / "images" / split).mkdir(parents=True)
             (tmp / "labels" / split).mkdir(parents=True)
             for i in range(count):
-                img, labels = _sample(rng, imgsz, max_objects)
+                img, labels = _sample(rng, imgsz, max_objects, masks=task == "segment")
                 cv2.imwrite(str(tmp / "images" / split / f"{i:05d}.png"), img)
                 (tmp / "labels" / split / f"{i:05d}.txt").write_text("\n".join(labels) + "\n")
         names = "\n".join(f"  {i}: {n}" for i, n in enumerate(CLASS_NAMES))

@@ -129,14 +129,10 @@ def _write_scripts(folder: Path, infer: str) -> None:
 
 def _accuracy(maps: dict[str, float | None], data: str | Path, runtime: str) -> tuple[dict[str, Any], str]:
     """metadata.json's accuracy record and the README line, from `fp32_map`/`int8_map` (and `*_mask_map`)."""
+    from yolo_opt.validation import describe
+
     record = {k: v for k, v in maps.items() if v is not None}
-    parts = []
-    for metric, label in (("map", "mAP50-95"), ("mask_map", "masks mAP50-95")):
-        values = [f"{p.upper()} {maps[f'{p}_{metric}']:.4f}" for p in ("fp32", "int8")
-                  if maps.get(f"{p}_{metric}") is not None]
-        if values:
-            parts.append(f"{label} {', '.join(values)}")
-    return {**record, "data": str(data)}, f"{'; '.join(parts)} ({runtime})"
+    return {**record, "data": str(data)}, f"{describe(maps)} ({runtime})"
 
 
 def make_bundle(

@@ -10,6 +10,7 @@ from ultralytics.utils import LOGGER
 
 from yolo_opt.errors import ConfigError
 from yolo_opt.options import ExportOptions
+from yolo_opt.validation import describe
 
 
 def export(model: str | Path, opts: ExportOptions | None = None, data: str | Path | None = None,
@@ -90,7 +91,7 @@ def export(model: str | Path, opts: ExportOptions | None = None, data: str | Pat
         if verbose:
             line = f"INT8 QDQ ONNX: {r.path} ({ptq.calib}, {r.calib_images} images)"
             if r.fp32_map is not None:
-                line += f"; mAP50-95 FP32 {r.fp32_map:.4f} -> INT8 {r.int8_map:.4f} ({r.int8_map - r.fp32_map:+.4f})"
+                line += f"; {describe(r.maps())}"
             LOGGER.info(line)
             if r.excluded_layers:
                 LOGGER.info(f"kept in float to meet max_map_drop={ptq.max_map_drop}: {', '.join(r.excluded_layers)}")
@@ -124,9 +125,7 @@ def _openvino(model: str | Path, opts: ExportOptions, data: str | Path | None, v
                         end2end=opts.end2end)
     if verbose:
         line = f"OpenVINO {r.precision.upper()} IR: {r.path} (device {r.device})"
-        if r.int8_map is not None and r.fp32_map is not None:
-            line += f"; mAP50-95 FP32 {r.fp32_map:.4f} -> INT8 {r.int8_map:.4f} ({r.int8_map - r.fp32_map:+.4f})"
-        elif r.fp32_map is not None:
-            line += f"; mAP50-95 {r.fp32_map:.4f}"
+        if r.fp32_map is not None:
+            line += f"; {describe(r.maps())}"
         LOGGER.info(line)
     return {"openvino": str(r.path), **r.as_dict()}

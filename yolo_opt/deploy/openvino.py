@@ -73,41 +73,46 @@ def head_scope(ov_model) -> list[str]:
             if op.get_type_name() == "Sigmoid" or op.get_friendly_name().startswith((f"{scope}/", f"{scope}.dfl"))]
 
 
-def map_validation(data: str | Path, imgsz: int, names: dict[int, str], end2end: bool = False):
+def map_validation(data: str | Path, imgsz: int, names: dict[int, str], end2end: bool = False, task: str = "detect"):
     """(val batches, fn(compiled_model, batches) -> (mAP50-95, None)): NNCF's validation, the Ultralytics way.
 
     The batches are the Ultralytics val loader at batch 1 (fixed-shape letterbox, as the validator feeds an
-    exported model); `fn` runs the compiled OpenVINO model and scores with DetectionValidator's NMS and metrics.
+    exported model); `fn` runs the compiled OpenVINO model and scores it with the task's validator (its NMS and
+    metrics). The score is the task's leading mAP50-95: the masks' for a segmentation model (the box mAP is checked
+    after NNCF, by the validator on the saved IR).
     """
     from types import SimpleNamespace
 
     import torch
     from ultralytics.data.utils import check_det_dataset
-    from ultralytics.models.yolo.detect import DetectionValidator
 
+    from yolo_opt.arch import load_class, task_named
+
+    spec = task_named(task)
     args = {"data": str(data), "imgsz": imgsz, "batch": 1, "rect": False, "plots": False, "verbose": False,
-            "device": "cpu", "workers": 0, "task": "detect", "mode": "val", "split": "val"}
-    v = DetectionValidator(args=args)
+            "device": "cpu", "workers": 0, "task": task, "mode": "val", "split": "val"}
+    v = load_class(spec.validator)(args=args)
     v.data = check_det_dataset(str(data))
     v.stride, v.names, v.device = 32, names, torch.device("cpu")
     v.dataloader = v.get_dataloader(v.data["val"], 1)
     stub = SimpleNamespace(names=names, end2end=end2end)
+    key = spec.metrics[spec.primary]
 
     def fn(compiled, batches) -> tuple[float, None]:
         v.init_metrics(stub)
-        out = compiled.output(0)
         for batch in batches:
             batch = v.preprocess(batch)
-            pred = torch.from_numpy(compiled(batch["img"].numpy())[out])
-            v.update_metrics(v.postprocess(pred), batch)
-        return float(v.get_stats()["metrics/mAP50-95(B)"]), None
+            result = compiled(batch["img"].numpy())
+            outputs = [torch.from_numpy(result[port]) for port in compiled.outputs]
+            v.update_metrics(v.postprocess(outputs if len(outputs) > 1 else outputs[0]), batch)
+        return float(v.get_stats()[key]), None
 
     return v.dataloader, fn
 
 
 def quantize_openvino(fp32_xml: Path, out_xml: Path, data: str | Path, imgsz: int, calib_images: int = 256,
                       max_map_drop: float | None = None, device: str = "CPU", names: dict[int, str] | None = None,
-                      end2end: bool = False, progress: bool = True) -> dict[str, Any]:
+                      end2end: bool = False, progress: bool = True, task: str = "detect") -> dict[str, Any]:
     """NNCF INT8 of an FP32 IR: plain `nncf.quantize`, or `quantize_with_accuracy_control` under `max_map_drop`."""
     ov, nncf = require("openvino"), require("nncf")
     from yolo_opt.data.calib import calibration_files, load_batches
@@ -124,7 +129,7 @@ def quantize_openvino(fp32_xml: Path, out_xml: Path, data: str | Path, imgsz: in
     else:
         if names is None:
             raise ConfigError("max_map_drop needs the model's class names")
-        loader, fn = map_validation(data, imgsz, names, end2end)
+        loader, fn = map_validation(data, imgsz, names, end2end, task)
         quantized = nncf.quantize_with_accuracy_control(
             model, calib, nncf.Dataset(loader), fn, max_drop=max_map_drop, drop_type=nncf.DropType.ABSOLUTE, **common)
     ov.save_model(quantized, str(out_xml), compress_to_fp16=False)
@@ -155,6 +160,7 @@ def export_openvino(model: str | Path, out: str | Path | None = None, imgsz: int
         fp32: An FP32 folder this function wrote before for the same model, quantized instead of exporting again.
         end2end: The NMS-free output of an end-to-end model (None: where the head has it; False: one-to-many).
     """
+    from yolo_opt.arch import adapter
     from yolo_opt.data.calib import calibration_files
     from yolo_opt.io.checkpoint import load_model
     from yolo_opt.io.files import atomic_folder, owned_folder, temporary_dir
@@ -166,6 +172,7 @@ def export_openvino(model: str | Path, out: str | Path | None = None, imgsz: int
     dev = openvino_device(device)
     model = Path(model)
     net = load_model(model)  # one clear error for missing/corrupt/untrusted checkpoints
+    arch = adapter(net)
     if int8:
         calibration_files(data, calib_images)  # fail before exporting anything
     elif max_map_drop is not None:
@@ -176,9 +183,7 @@ def export_openvino(model: str | Path, out: str | Path | None = None, imgsz: int
     ov_device = f"intel:{dev.lower()}"
     work = temporary_dir(out.with_name(f"{out.name}-work"))
     try:
-        from yolo_opt.arch import adapter
-
-        fp32 = Path(fp32) if fp32 else _ultralytics_fp32(model, work, imgsz, adapter(net).exporter_args(end2end))
+        fp32 = Path(fp32) if fp32 else _ultralytics_fp32(model, work, imgsz, arch.exporter_args(end2end))
         if validate and data:
             scores = val(fp32, data, imgsz, device=ov_device)
             result.fp32_map, result.fp32_mask_map = scores["map"], scores.get("mask_map")
@@ -190,7 +195,8 @@ def export_openvino(model: str | Path, out: str | Path | None = None, imgsz: int
                 meta = yaml.safe_load((fp32 / "metadata.yaml").read_text()) or {}
                 info = quantize_openvino(xml, tmp / xml.name, data, imgsz, calib_images, max_map_drop, dev,
                                          names={int(k): v for k, v in net.names.items()},
-                                         end2end=bool(meta.get("end2end", False)), progress=progress)
+                                         end2end=bool(meta.get("end2end", False)), progress=progress,
+                                         task=arch.task.name)
                 result.calib_images, result.float_ops = info["calib_images"], info["float_ops"]
                 shutil.copyfile(fp32 / "metadata.yaml", tmp / "metadata.yaml")
                 if validate and data:

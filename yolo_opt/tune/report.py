@@ -25,10 +25,12 @@ def report(st, run_dir: str | Path, objectives: str, top: int = 3) -> dict[str, 
     pareto = sorted(st.best_trials if complete else [], key=lambda t: -t.values[0])
     first, second = TuneOptions.OBJECTIVES[objectives]
     unit = "ms" if second == "latency_ms" else "GFLOPs"
+    # the first objective is the task's leading mAP50-95: the masks' for a segmentation model
+    metric = "mask mAP50-95" if any("mask_map" in t.user_attrs for t in complete) else "mAP50-95"
     lines = [
         f"Study '{st.study_name}': {len(trials)} trials ({', '.join(f'{k} {v}' for k, v in sorted(states.items()))})",
         "",
-        f"| trial | mAP50-95 | {second} | GFLOPs | params | keys |",
+        f"| trial | {metric} | {second} | GFLOPs | params | keys |",
         "|---|---|---|---|---|---|",
     ]
     front = []
@@ -57,14 +59,14 @@ def report(st, run_dir: str | Path, objectives: str, top: int = 3) -> dict[str, 
         ))
         recipes.append(str(path))
     if complete:
-        plot_pareto(complete, pareto, run_dir / "pareto.png", second)
+        plot_pareto(complete, pareto, run_dir / "pareto.png", second, metric)
     summary = {"study": st.study_name, "run_dir": str(run_dir), "states": states, "pareto": front,
                "recipes": recipes, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
     atomic_write_bytes(run_dir / "summary.json", json.dumps(summary, indent=1, default=str).encode())
     return summary
 
 
-def plot_pareto(complete: list, pareto: list, path: Path, second: str) -> Path:
+def plot_pareto(complete: list, pareto: list, path: Path, second: str, metric: str = "mAP50-95") -> Path:
     """PNG: every complete trial (mAP vs latency/GFLOPs), the Pareto front joined and labelled."""
     import matplotlib
 
@@ -77,7 +79,7 @@ def plot_pareto(complete: list, pareto: list, path: Path, second: str) -> Path:
     ax.plot([t.values[1] for t in front], [t.values[0] for t in front], "o-", c="tab:red", label="Pareto front")
     for t in front:
         ax.annotate(str(t.number), (t.values[1], t.values[0]), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set(xlabel="ONNX Runtime CPU latency (ms)" if second == "latency_ms" else "GFLOPs", ylabel="mAP50-95",
+    ax.set(xlabel="ONNX Runtime CPU latency (ms)" if second == "latency_ms" else "GFLOPs", ylabel=metric,
            title="yolo-opt tune: mAP vs cost")
     ax.grid(alpha=0.3)
     ax.legend()

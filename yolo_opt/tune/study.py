@@ -27,14 +27,20 @@ def _error(e: BaseException) -> str:
 
 def _measure(weights: Path, data: str, imgsz: int, latency: bool, metrics: dict | None) -> dict[str, float]:
     """mAP (the trainer's final validation), GFLOPs and params, and the ONNX Runtime latency of the ONNX that
-    `yolo-opt export` writes for this model (the graph a user deploys, DFL rewrite included), beside the weights."""
-    from yolo_opt.bench.measure import model_stats, onnx_latency, validate
+    `yolo-opt export` writes for this model (the graph a user deploys, DFL rewrite included), beside the weights.
 
-    key = "metrics/mAP50-95(B)"
-    if metrics and key in metrics:  # the trainer's final validation of best.pt: no second pass
-        scores = {"map": float(metrics[key]), "map50": float(metrics["metrics/mAP50(B)"])}
+    The `objective` figure is the task's leading mAP50-95: the boxes', or the masks' for a segmentation model.
+    """
+    from yolo_opt.arch import adapter
+    from yolo_opt.bench.measure import model_stats, onnx_latency, validate
+    from yolo_opt.io.checkpoint import load_model
+
+    task = adapter(load_model(weights)).task
+    if metrics and all(name in metrics for name in task.metrics.values()):  # the trainer's final validation
+        scores = {key: float(metrics[name]) for key, name in task.metrics.items()}
     else:
         scores = validate(weights, data, imgsz)
+    scores["objective"] = scores[task.primary]
     stats = model_stats(weights, imgsz)
     scores.update(gflops=stats["gflops"], params=float(stats["params"]))
     if latency:
@@ -76,7 +82,7 @@ def run_trial(trial, model: str, data: str, fixed: dict[str, Any], ultralytics_a
         trial.set_user_attr(key, value)
     trial.set_user_attr("weights", str(weights))
     first, second = TuneOptions.OBJECTIVES[objectives]
-    return scores[first], scores[second]
+    return scores["objective" if first == "map" else first], scores[second]
 
 
 def _split_keys(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

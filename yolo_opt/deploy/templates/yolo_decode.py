@@ -77,17 +77,18 @@ def detections(pred, meta, conf=0.25, iou=0.45, max_det=300):
 
 
 def masks(coef, proto, det, shape):
-    """(M, h, w) boolean masks in input pixels: sigmoid(coefficients @ prototypes), cropped to each box."""
+    """(M, h, w) boolean masks in input pixels: sigmoid(coefficients @ prototypes) cut to each box at the
+    prototypes' resolution, then upsampled (the order Ultralytics' process_mask uses)."""
     nm, mh, mw = proto.shape[-3:]
     if not len(det):
         return np.zeros((0, *shape), dtype=bool)
-    logits = (coef @ proto.reshape(nm, -1)).reshape(-1, mh, mw)
-    out = np.zeros((len(det), *shape), dtype=bool)
-    for i in range(len(det)):  # (no zip(strict=): the device may run Python 3.8)
-        full = cv2.resize(1 / (1 + np.exp(-logits[i])), (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
-        x1, y1, x2, y2 = (int(round(v)) for v in np.clip(det[i, :4], 0, [shape[1], shape[0], shape[1], shape[0]]))
-        out[i, y1:y2, x1:x2] = full[y1:y2, x1:x2] > 0.5
-    return out
+    probs = 1 / (1 + np.exp(-(coef @ proto.reshape(nm, -1)).reshape(-1, mh, mw)))
+    box = det[:, :4] * np.array([mw / shape[1], mh / shape[0], mw / shape[1], mh / shape[0]], dtype=np.float32)
+    cols, rows = np.arange(mw)[None, None, :], np.arange(mh)[None, :, None]
+    inside = ((cols >= box[:, 0, None, None]) & (cols < box[:, 2, None, None])
+              & (rows >= box[:, 1, None, None]) & (rows < box[:, 3, None, None]))
+    probs = probs * inside
+    return np.stack([cv2.resize(m, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR) > 0.5 for m in probs])
 
 
 def to_image(det, mask, gain, pad, image_shape):
@@ -106,7 +107,11 @@ def to_image(det, mask, gain, pad, image_shape):
 def postprocess(outputs, meta, gain, pad, image_shape, conf=0.25, iou=0.45):
     """The model's outputs -> (M, 6) xyxy, score, class in image pixels, and (M, H, W) masks (None: detection)."""
     det, coef = detections(outputs[0], meta, conf, iou)
-    mask = masks(coef, outputs[1][0], det, meta["imgsz"]) if meta.get("nm") and len(outputs) > 1 else None
+    mask = None
+    if meta.get("nm") and len(outputs) > 1:
+        mask = masks(coef, outputs[1][0], det, meta["imgsz"])
+        keep = mask.any((1, 2))  # a detection whose mask is empty is dropped (as Ultralytics' predictor does)
+        det, mask = det[keep], mask[keep]
     return to_image(det, mask, gain, pad, image_shape)
 
 
