@@ -489,8 +489,10 @@ class TuneOptions(Options):
         """The study name names a folder."""
         import re
 
-        if not re.fullmatch(r"[\w.-]+", self.study):
-            raise ConfigError(f"study={self.study!r}: use letters, digits, '.', '-' or '_' (it names the run folder)")
+        # one folder inside the project: no separator, and no leading dot ('..' would climb out of it)
+        if not re.fullmatch(r"\w[\w.-]*", self.study):
+            raise ConfigError(f"study={self.study!r}: start with a letter, digit or '_', then use those, '.' or '-' "
+                              "(it names the run folder)")
 
 
 # Every object whose keys the CLI knows, in the order `help` lists them.

@@ -83,7 +83,8 @@ def train(model: str | Path, opts: TrainOptions | None = None, **kwargs: Any) ->
         **kwargs: yolo-opt keyword shortcuts and Ultralytics train arguments (`data=`, `epochs=`, ...).
 
     Returns:
-        Dict with `save_dir` and `best` of the last phase, `metrics` (Ultralytics), and `qat_onnx` when qat=True.
+        Dict with `save_dir`, `best` and `last` of the last phase (the trainer's own paths), `metrics`
+        (Ultralytics), and `qat_onnx` when qat=True.
     """
     opts, rest = TrainOptions.resolve(opts, kwargs)  # what is left is Ultralytics' (which checks its own keys)
     if rest.get("resume"):  # Ultralytics restores its arguments, the trainer the pruning run, from last.pt
@@ -146,7 +147,8 @@ def qat_phase(weights: str | Path, qat: QATOptions, args: dict[str, Any]):
 
 
 def _result(trainer, opts: TrainOptions) -> dict[str, Any]:
-    result = {"save_dir": Path(trainer.save_dir), "best": Path(trainer.best), "metrics": trainer.metrics}
+    result = {"save_dir": Path(trainer.save_dir), "best": Path(trainer.best), "last": Path(trainer.last),
+              "metrics": trainer.metrics}
     if opts.qat.qat:
         from yolo_opt.quant.qat import export_qat_onnx
 
@@ -162,13 +164,18 @@ def train_in(project: str | Path, name: str, model: str | Path, opts: TrainOptio
     `project` is made absolute: Ultralytics places a relative one under its own runs folder (`runs/<task>/`), and
     where a run went is then asked of the trainer, not assumed.
     """
+    import json
     import shutil
 
     from yolo_opt.errors import YoloOptError
     from yolo_opt.io.checkpoint import read_checkpoint
+    from yolo_opt.train.trainer import RUN_RECORD
 
     folder = Path(project).resolve() / name
-    last, best = folder / "weights" / "last.pt", folder / "weights" / "best.pt"
+    record = folder / RUN_RECORD  # written by the trainer: where it keeps last.pt and best.pt
+    # a run of yolo-opt 0.2 has no record: its trainer (Ultralytics 8.4) kept them in weights/
+    saved = json.loads(record.read_text()) if record.exists() else {"last": "weights/last.pt", "best": "weights/best.pt"}
+    last, best = folder / saved["last"], folder / saved["best"]
     if last.exists() and read_checkpoint(last).get("epoch", -1) == -1:  # Ultralytics marks a finished run's -1
         return best if best.exists() else last
     if last.exists():
@@ -179,7 +186,7 @@ def train_in(project: str | Path, name: str, model: str | Path, opts: TrainOptio
     if Path(result["save_dir"]).resolve() != folder:
         raise YoloOptError(f"Ultralytics saved the run in {result['save_dir']}, not {folder}; this Ultralytics version "
                            "places runs differently: report it with 'yolo-opt version'")
-    return Path(result["best"]) if Path(result["best"]).exists() else last
+    return result["best"] if result["best"].exists() else result["last"]
 
 
 def attach(model, **opts: Any):

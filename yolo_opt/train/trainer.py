@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import math
 from itertools import islice
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -39,6 +40,7 @@ from yolo_opt.io.checkpoint import META_ATTR, meta, safe_loading
 from yolo_opt.options import QATOptions, TrainOptions
 
 RUN_KEY = "train_run"  # meta(model)[RUN_KEY]: options and progress of the current pruning run
+RUN_RECORD = "yolo-opt-run.json"  # in a run folder: where its trainer keeps last.pt and best.pt (relative paths)
 
 
 def is_pruned(model: nn.Module) -> bool:
@@ -108,6 +110,21 @@ class Pruning:
             from yolo_opt.distill import run_teacher
 
             self.args.distill_model = run_teacher(self.opts, self.args.model)
+        self._record_run()
+
+    def _record_run(self) -> None:
+        """Write where this trainer keeps its checkpoints into its run folder (`RUN_RECORD`), so whoever continues
+        the run (`yolo_opt.train.train_in`) asks the trainer instead of assuming Ultralytics' folder layout."""
+        import json
+
+        from ultralytics.utils import RANK
+
+        from yolo_opt.io.files import atomic_write_bytes
+
+        if RANK in {-1, 0} and getattr(self, "save_dir", None) is not None:
+            record = {k: str(Path(getattr(self, k)).resolve().relative_to(Path(self.save_dir).resolve()))
+                      for k in ("last", "best")}
+            atomic_write_bytes(Path(self.save_dir) / RUN_RECORD, json.dumps(record).encode())
 
     # ---- Ultralytics' public methods ------------------------------------------------------------------------------
     def get_model(self, cfg=None, weights=None, verbose: bool = True):
