@@ -82,11 +82,12 @@ def v8_checkpoint(tmp_path_factory) -> Path:
     return make_checkpoint("yolov8n.yaml", tmp_path_factory.mktemp("ckpt8") / "yolov8n.pt")
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: int = 900) -> subprocess.CompletedProcess:
-    """Run `yolo-opt ARGS` in a fresh process."""
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 900,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run `yolo-opt ARGS` in a fresh process (`env`: variables to add)."""
     return subprocess.run(
         [sys.executable, "-m", "yolo_opt.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout,
-        env={**os.environ, "YOLO_OFFLINE": "1", "YOLO_VERBOSE": "True"},
+        env={**os.environ, "YOLO_OFFLINE": "1", "YOLO_VERBOSE": "True", **(env or {})},
     )
 
 

@@ -275,12 +275,17 @@ def test_latency_runs_each_runtime_in_its_own_process(fp32):
 def test_intel_recipe_end_to_end(tmp_path, v8_checkpoint, tiny_data):
     from tests.test_pipeline import OPT
 
+    opt = [a for a in OPT if not a.startswith("runtimes=")] + ["runtimes=openvino"]
     r = run_cli("optimize", f"model={v8_checkpoint}", f"data={tiny_data}", "recipe=intel-openvino", "name=i",
-                f"project={tmp_path}", *OPT)
+                f"project={tmp_path}", *opt, env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     folder = tmp_path / "i"
     state = json.loads((folder / "state.json").read_text())
-    assert list(state["stages"]) == ["baseline", "reference", "prune", "openvino", "benchmark"]
+    assert list(state["stages"]) == ["baseline", "reference", "prune", "openvino", "select", "benchmark"]
+    measured = state["stages"]["prune"]["prune_round"]  # round_for=openvino: the rounding timed on OpenVINO here
+    assert measured["runtime"].startswith("OpenVINO") and set(measured["ms"]) == {"8", "16", "32"}
+    selection = json.loads((folder / "deploy" / "selection.json").read_text())
+    assert all(c["form"].startswith(("ov", "ul_ov")) for c in selection["candidates"])
     assert (folder / "openvino" / "infer.py").exists()
     rows = json.loads((folder / "results.json").read_text())
     assert {"baseline openvino", "reference openvino", "openvino fp32", "openvino int8"} <= set(rows)

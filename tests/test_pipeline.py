@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -87,8 +88,9 @@ def test_benchmark_missing_file(tmp_path, tiny_data):
     assert r.returncode == 2 and "not found" in r.stderr
 
 
+# runtimes=onnx: the select stage measures ONNX Runtime's forms only here (tests/test_select.py covers OpenVINO's)
 OPT = ("imgsz=64", "epochs=1", "batch=8", "calib_images=8", "lat_imgsz=64", "plots=False", "workers=0",
-       "warmup_epochs=0")
+       "warmup_epochs=0", "runtimes=onnx")
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +145,10 @@ def test_optimize_report(optimized):
     for row in rows.values():
         assert f"{row['map50']:.3f}" in report
     assert (folder / "report.png").read_bytes().startswith(b"\x89PNG")
+    # the select stage: the fastest form here within the bound, and the report says which and by how much
+    selection = json.loads((folder / "deploy" / "selection.json").read_text())
+    assert selection["selected"]["eligible"] and Path(selection["model"]).exists()
+    assert "## Deployed form (chosen by measurement here)" in report and "Selected: **" in report
 
 
 def test_resume_refuses_other_model(optimized, tmp_path, tiny_data):

@@ -347,11 +347,12 @@ class PTQOptions(Options):
 
     calib: str = key("minmax", str, "INT8 calibration (legacy: TensorRT's implicit calibrator, format=engine)",
                      ("export", "bundle", "optimize"), choices=(*CALIB_METHODS, "legacy"))
-    calib_images: int = key(256, int, "train images used for INT8 calibration", ("export", "bundle", "optimize"),
-                            low=1, high=100000)
+    calib_images: int = key(256, int, "train images used for INT8 calibration", ("export", "bundle", "optimize",
+                                                                                  "deploy"), low=1, high=100000)
     per_channel: bool = key(True, bool, "per-output-channel INT8 weight scales", ("export", "bundle", "optimize"))
-    max_map_drop: float | None = key(None, float, "largest accepted absolute mAP50-95 drop of INT8 vs FP32; "
-                                     "sensitive layers are kept in float to meet it", ("export", "bundle", "optimize"),
+    max_map_drop: float | None = key(None, float, "largest accepted absolute mAP50-95 drop of INT8 vs FP32 (boxes, and "
+                                     "masks); sensitive layers are kept in float to meet it; deploy: vs the reference, "
+                                     "0.01 by default", ("export", "bundle", "optimize", "deploy"),
                                      low=0, high=1, high_open=True)
 
 
@@ -367,8 +368,9 @@ class ExportOptions(Options):
     imgsz: int = key(640, int, "export image size", EXPORT_MODES, low=32, high=8192, ultralytics=True)
     workspace: float = key(TRT_WORKSPACE_GIB, float, "TensorRT builder workspace (GiB)", EXPORT_MODES, low=0,
                            high=1024, low_open=True, ultralytics=True)
-    out: str | None = key(None, str, "output path (.pt for prune, a folder for data, demo and bundle, the INT8 "
-                          ".onnx/.engine or the OpenVINO folder for export)", ("prune", "data", "demo", "export", "bundle"))
+    out: str | None = key(None, str, "output path (.pt for prune, a folder for data, demo, bundle and deploy, the INT8 "
+                          ".onnx/.engine or the OpenVINO folder for export)",
+                          ("prune", "data", "demo", "export", "bundle", "deploy"))
     device: str | None = key(None, str, "OpenVINO device of format=openvino: CPU, GPU, NPU or AUTO (intel:gpu also "
                              "accepted)", EXPORT_MODES, ultralytics=True)
     end2end: bool | None = key(None, bool, "the NMS-free one-to-one output of an end-to-end model (YOLO26, YOLOv10: "
@@ -413,13 +415,48 @@ class BenchOptions(Options):
     """How models are measured in reports."""
 
     lat_imgsz: int | None = key(None, int, "image size of .pt latency (default: imgsz; an ONNX is timed at its own "
-                                "input size)", ("demo", "optimize", "benchmark"), low=32, high=4096)
+                                "input size; deploy: the size its candidates are timed at)",
+                                ("demo", "optimize", "benchmark", "deploy"), low=32, high=4096)
     reference: str | None = key(None, str, "the reference model (the input trained as many extra epochs as the "
                                 "compressed ones, unpruned): adds mAP 'vs reference' (optimize trains its own: stage "
-                                "'reference')", ("benchmark",))
+                                "'reference'); deploy holds accuracy to it", ("benchmark", "deploy"))
     ov_precision: str | None = key(None, str, "OpenVINO CPU inference precision of latency: f32, bf16 or f16 "
                                    "(default: OpenVINO's own: bf16 on CPUs with AVX512-BF16 or AMX; the runtime column "
                                    "names it)", ("demo", "optimize", "benchmark"), choices=OV_PRECISIONS)
+
+
+RUNTIMES = ("onnx", "openvino")  # the CPU runtimes `deploy` measures
+
+
+@dataclass(frozen=True)
+class DeployOptions(Options):
+    """`yolo-opt deploy` and the `select` stage: where the model will run, and which runtimes may serve it there."""
+
+    target: str = key("cpu", str, "where the model runs: cpu (every form measured here, the fastest within "
+                      "max_map_drop delivered) or jetson/gpu (TensorRT: not measurable here; the bundle is written)",
+                      ("deploy", "optimize"), choices=("cpu", "jetson", "gpu"))
+    runtimes: str = key("auto", str, "CPU runtimes deploy may choose from: onnx (ONNX Runtime), openvino, "
+                        "comma-separated; auto: both where OpenVINO is installed (the extra yolo-opt[openvino])",
+                        ("deploy", "optimize"))
+    round_for: str | None = key(None, str, "choose prune_round by timing pruned copies on this runtime here (8, 16 or "
+                                "32: the fastest at the prune_target; cached per machine)", ("train", "optimize"),
+                                choices=RUNTIMES)
+
+    def check(self) -> None:
+        """Known runtimes only."""
+        self.runtime_list()
+
+    def runtime_list(self) -> tuple[str, ...]:
+        """The runtimes asked for (`auto`: ONNX Runtime, and OpenVINO when it and NNCF are installed)."""
+        if self.runtimes == "auto":
+            import importlib.util
+
+            return ("onnx",) + (("openvino",) if all(importlib.util.find_spec(m) for m in ("openvino", "nncf")) else ())
+        names = tuple(dict.fromkeys(r for r in self.runtimes.replace(" ", "").split(",") if r))
+        bad = [r for r in names if r not in RUNTIMES]
+        if bad or not names:
+            raise ConfigError(f"runtimes={self.runtimes!r}: choose from {', '.join(RUNTIMES)}, comma-separated")
+        return names
 
 
 @dataclass(frozen=True)
@@ -498,7 +535,7 @@ class TuneOptions(Options):
 # Every object whose keys the CLI knows, in the order `help` lists them.
 ALL_OPTIONS: tuple[type[Options], ...] = (
     PruneOptions, DistillOptions, QATOptions, PTQOptions, ExportOptions, DataOptions, DemoOptions, BenchOptions,
-    SensitivityOptions, TuneOptions,
+    DeployOptions, SensitivityOptions, TuneOptions,
 )
 
 

@@ -13,10 +13,13 @@ from pathlib import Path
 from typing import Any
 
 
-def validate(weights: str | Path, data: str | Path, imgsz: int, batch: int = 16, device: str = "cpu") -> dict:
+def validate(weights: str | Path, data: str | Path, imgsz: int, batch: int = 16, device: str = "cpu",
+             end2end: bool | None = None) -> dict:
     """mAP50-95 and mAP50 from the Ultralytics validator (any format it loads: .pt, .onnx, .engine, OpenVINO).
 
-    An OpenVINO model is given as its folder (any name) or its `.xml` (device: `intel:cpu`, `intel:gpu`).
+    An OpenVINO model is given as its folder (any name) or its `.xml` (device: `intel:cpu`, `intel:gpu`). A `.pt`
+    end-to-end model (YOLO26) is scored on the head it deploys with: its NMS-free one-to-one head unless
+    `end2end=False` (an exported model on the head it was exported with).
     """
     from ultralytics import YOLO
 
@@ -24,14 +27,19 @@ def validate(weights: str | Path, data: str | Path, imgsz: int, batch: int = 16,
     from yolo_opt.io.openvino import openvino_folder
 
     path = Path(weights)
+    head = {}
     if path.suffix == ".pt":
-        read_checkpoint(path)  # refused unless safe, before Ultralytics opens it
+        from yolo_opt.arch import adapter
+
+        ckpt = read_checkpoint(path)  # refused unless safe, before Ultralytics opens it
+        if adapter(ckpt.get("ema") or ckpt["model"]).deploy_end2end(end2end):
+            head = {"nms": False}  # Ultralytics' switch to the NMS-free head
     with contextlib.ExitStack() as stack:
         if path.suffix == ".xml" or path.is_dir():
             path = stack.enter_context(openvino_folder(path))  # Ultralytics tells OpenVINO by the folder's name
         yolo = YOLO(str(path))
         metrics = yolo.val(data=str(data), imgsz=imgsz, batch=batch if path.suffix == ".pt" else 1, plots=False,
-                           verbose=False, device=device)
+                           verbose=False, device=device, **head)
     return figures(yolo.task, metrics)
 
 

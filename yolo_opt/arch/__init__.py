@@ -148,12 +148,12 @@ class ModelAdapter:
         return out + extra
 
     def raw_outputs(self, out: Any) -> list[torch.Tensor]:
-        """The head's raw output tensors (per anchor) from an eval-mode output: what sensitivity scores compare."""
+        """The head's raw output tensors (per anchor) from an eval-mode output: what sensitivity scores compare. An
+        end-to-end head gives both branches': the one-to-one branch is the output it deploys with."""
         raw = out[1] if isinstance(out, (tuple, list)) and len(out) > 1 else out
-        if isinstance(raw, dict) and "one2many" in raw:
-            raw = raw["one2many"]
         if isinstance(raw, dict):
-            return [raw[k] for k in self.task.distill_keys if isinstance(raw.get(k), torch.Tensor)]
+            branches = [raw[k] for k in ("one2many", "one2one") if isinstance(raw.get(k), dict)] or [raw]
+            return [b[k] for b in branches for k in self.task.distill_keys if isinstance(b.get(k), torch.Tensor)]
         return flatten_tensors(raw)
 
     def distill_branches(self, preds: dict) -> list[tuple[str, dict[str, Any]]]:

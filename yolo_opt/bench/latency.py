@@ -39,14 +39,34 @@ def kind_of(path: str | Path) -> str:
     return path.suffix.lstrip(".")
 
 
+def _decode_meta(path: Path, kind: str, shape: list[int], outputs: list[list[int]]) -> dict[str, Any]:
+    """What `yolo_decode` needs of an exported model: classes, input size, output format, mask coefficients."""
+    if kind == "onnx":
+        from yolo_opt.io.onnx import load_onnx, onnx_metadata
+
+        meta = onnx_metadata(load_onnx(path, check=False))
+    else:
+        import yaml
+
+        from yolo_opt.io.openvino import model_xml
+
+        file = model_xml(path).parent / "metadata.yaml"
+        meta = (yaml.safe_load(file.read_text()) or {}) if file.exists() else {}
+    nm = outputs[1][1] if len(outputs) > 1 else 0  # a segmentation model's prototypes: (1, nm, h/4, w/4)
+    return {"names": meta.get("names", {}), "end2end": bool(meta.get("end2end", False)), "nm": nm,
+            "imgsz": list(shape[-2:])}
+
+
 def runner(path: str | Path, imgsz: int | None = None, threads: int | None = None, device: str = "CPU",
-           precision: str | None = None) -> tuple[Callable[[], Any], dict[str, Any]]:
-    """(one batch-1 inference, {imgsz, threads, runtime}) for a .pt, .onnx or OpenVINO model.
+           precision: str | None = None) -> tuple[Callable[[np.ndarray], Any], np.ndarray, dict[str, Any]]:
+    """(infer(batch) -> outputs, a random batch-1 input, {imgsz, threads, runtime, decode}) for a .pt, .onnx or
+    OpenVINO model; `decode` is what `yolo_decode` needs to post-process an exported model's outputs.
 
     `precision` sets OpenVINO's CPU inference precision (f32, bf16, f16; None: OpenVINO's default); the runtime
     label names the precision the compiled model runs at when it is not f32."""
     threads = threads or os.cpu_count() or 1
     kind = kind_of(path)
+    rng = np.random.default_rng(0)
     if kind == "pt":
         import torch
 
@@ -54,14 +74,14 @@ def runner(path: str | Path, imgsz: int | None = None, threads: int | None = Non
 
         size = imgsz or 640
         model = load_model(path).fuse(verbose=False).eval()
-        x = torch.rand(1, 3, size, size)
         torch.set_num_threads(threads)
 
-        def run() -> Any:
+        def infer(x: np.ndarray) -> Any:
             with torch.inference_mode():
-                return model(x)
+                return model(torch.from_numpy(x))
 
-        return run, {"imgsz": size, "threads": threads, "runtime": runtime_label(kind)}
+        x = rng.random((1, 3, size, size), dtype=np.float32)
+        return infer, x, {"imgsz": size, "threads": threads, "runtime": runtime_label(kind), "decode": None}
     if kind == "onnx":
         import onnxruntime as ort
 
@@ -72,9 +92,10 @@ def runner(path: str | Path, imgsz: int | None = None, threads: int | None = Non
         inp = session.get_inputs()[0]
         shape = [d if isinstance(d, int) else (imgsz or 640) for d in inp.shape]
         shape[0] = 1
-        x = np.random.default_rng(0).random(shape, dtype=np.float32)
-        return (lambda: session.run(None, {inp.name: x})), {"imgsz": shape[-1], "threads": threads,
-                                                            "runtime": runtime_label(kind)}
+        outputs = [list(o.shape) for o in session.get_outputs()]
+        return (lambda x: session.run(None, {inp.name: x})), rng.random(shape, dtype=np.float32), {
+            "imgsz": shape[-1], "threads": threads, "runtime": runtime_label(kind),
+            "decode": _decode_meta(Path(path), kind, shape, outputs)}
     if kind == "openvino":
         from yolo_opt.io.openvino import model_xml, openvino_device, require
 
@@ -91,33 +112,66 @@ def runner(path: str | Path, imgsz: int | None = None, threads: int | None = Non
         compiled = core.compile_model(model, name, config if name == "CPU" else {"PERFORMANCE_HINT": "LATENCY"})
         ran = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name() if name == "CPU" else None
         request = compiled.create_infer_request()
-        x = np.random.default_rng(0).random(shape, dtype=np.float32)
-        return (lambda: request.infer({0: x})), {"imgsz": shape[-1], "threads": threads,
-                                                  "runtime": runtime_label(kind, ran)}
+        ports = list(compiled.outputs)
+
+        def infer(x: np.ndarray) -> list[np.ndarray]:
+            result = request.infer({0: x})
+            return [result[p] for p in ports]
+
+        outputs = [list(p.get_shape()) for p in ports]
+        return infer, rng.random(shape, dtype=np.float32), {
+            "imgsz": shape[-1], "threads": threads, "runtime": runtime_label(kind, ran),
+            "decode": _decode_meta(Path(path), kind, shape, outputs)}
     raise ValueError(f"no CPU latency for '{path}'")
 
 
+def pipeline(infer: Callable[[np.ndarray], Any], meta: dict[str, Any], image: str | Path) -> Callable[[], Any]:
+    """What a user's loop does per frame: letterbox a real image, run the model, decode (and NMS where the model has
+    none), with the bundles' own post-processing (`yolo_decode`)."""
+    import cv2
+
+    from yolo_opt.deploy.templates import yolo_decode
+
+    frame = cv2.imread(str(image))
+
+    def run() -> Any:
+        x, gain, pad = yolo_decode.preprocess(frame, meta["imgsz"])
+        return yolo_decode.postprocess(infer(x), meta, gain, pad, frame.shape[:2])
+
+    return run
+
+
 def interleaved(paths: list[str | Path], imgsz: int | None = None, runs: int = 30, rounds: int = 3,
-                warmup: int = 5, threads: int | None = None, precision: str | None = None) -> list[dict[str, Any]]:
-    """Median ms of each model over `rounds` interleaved rounds of `runs` timed calls (in this process)."""
-    runners = [runner(p, imgsz, threads, precision=precision) for p in paths]
-    for run, _ in runners:
-        for _ in range(warmup):
-            run()
-    times: list[list[float]] = [[] for _ in paths]
+                warmup: int = 5, threads: int | None = None, precision: str | None = None,
+                image: str | Path | None = None) -> list[dict[str, Any]]:
+    """Median ms of each model over `rounds` interleaved rounds of `runs` timed calls (in this process); with an
+    `image`, also `pipeline_ms`: the same for letterbox + model + decode of that image (exported models)."""
+    calls = []
+    for p in paths:
+        infer, x, info = runner(p, imgsz, threads, precision=precision)
+        fns = {"ms": lambda infer=infer, x=x: infer(x)}
+        if image is not None and info["decode"] is not None:
+            fns["pipeline_ms"] = pipeline(infer, info["decode"], image)
+        calls.append((fns, info))
+    for fns, _ in calls:
+        for fn in fns.values():
+            for _ in range(warmup):
+                fn()
+    times: list[dict[str, list[float]]] = [{k: [] for k in fns} for fns, _ in calls]
     for _ in range(rounds):
-        for i, (run, _) in enumerate(runners):
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                run()
-                times[i].append((time.perf_counter() - t0) * 1000)
-    return [{"ms": statistics.median(t), **info, "rounds": rounds, "runs": runs}
-            for t, (_, info) in zip(times, runners, strict=True)]
+        for i, (fns, _) in enumerate(calls):
+            for key, fn in fns.items():
+                for _ in range(runs):
+                    t0 = time.perf_counter()
+                    fn()
+                    times[i][key].append((time.perf_counter() - t0) * 1000)
+    return [{**{k: statistics.median(v) for k, v in t.items()}, **{k: v for k, v in info.items() if k != "decode"},
+             "rounds": rounds, "runs": runs} for t, (_, info) in zip(times, calls, strict=True)]
 
 
 def latency_in_process(paths: list[str | Path], imgsz: int | None = None, runs: int = 30, rounds: int = 3,
                        warmup: int = 5, threads: int | None = None, timeout: float = 3600,
-                       precision: str | None = None) -> list[dict[str, Any]]:
+                       precision: str | None = None, pipeline: str | None = None) -> list[dict[str, Any]]:
     """`interleaved` for models of one runtime, in a fresh Python process (nothing else loaded there)."""
     from yolo_opt.errors import DeployError
 
@@ -125,7 +179,7 @@ def latency_in_process(paths: list[str | Path], imgsz: int | None = None, runs: 
     if len(kinds) != 1:
         raise ValueError(f"one runtime per process, got {sorted(kinds)}")
     request = {"paths": [str(p) for p in paths], "imgsz": imgsz, "runs": runs, "rounds": rounds, "warmup": warmup,
-               "threads": threads, "precision": precision}
+               "threads": threads, "precision": precision, "image": pipeline}
     r = subprocess.run([sys.executable, "-m", "yolo_opt.bench.latency"], input=json.dumps(request),
                        capture_output=True, text=True, timeout=timeout, env={**os.environ, "YOLO_OFFLINE": "1"})
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
@@ -136,7 +190,8 @@ def latency_in_process(paths: list[str | Path], imgsz: int | None = None, runs: 
 
 
 def by_runtime(paths: list[str | Path], **kwargs: Any) -> list[dict[str, Any] | None]:
-    """Latency of each model, the models of each runtime interleaved in one process of their own (None: untimed)."""
+    """Latency of each model, the models of each runtime interleaved in one process of their own (None: untimed);
+    `kwargs` as `latency_in_process` (`pipeline=image` adds the letterbox + model + decode time)."""
     out: list[dict[str, Any] | None] = [None] * len(paths)
     groups: dict[str, list[int]] = {}
     for i, p in enumerate(paths):
@@ -151,7 +206,7 @@ def by_runtime(paths: list[str | Path], **kwargs: Any) -> list[dict[str, Any] | 
 def _main() -> None:
     request = json.loads(sys.stdin.read())
     results = interleaved(request["paths"], request["imgsz"], request["runs"], request["rounds"], request["warmup"],
-                          request["threads"], request.get("precision"))
+                          request["threads"], request.get("precision"), request.get("image"))
     print(json.dumps({"results": results}))
 
 

@@ -171,7 +171,7 @@ def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
     head = ["stage", "file", "params (M)", "GFLOPs", "size (MB)", "mAP50-95 (vs input)"] + ["vs reference"] * vs_ref
     if masks:
         head += ["mask mAP50-95 (vs input)"] + ["mask vs reference"] * vs_ref
-    head += ["mAP50", "latency (ms)", "runtime"]
+    head += ["mAP50", "latency (ms)", "pipeline (ms)", "runtime"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def vs_reference(r: dict[str, Any], key: str) -> str:
@@ -186,16 +186,19 @@ def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
                  _fmt(r["size_mb"], ref["size_mb"]), _fmt(r["map"], ref["map"])] + [vs_reference(r, "map")] * vs_ref
         if masks:
             cells += [_fmt(r.get("mask_map"), ref.get("mask_map"))] + [vs_reference(r, "mask_map")] * vs_ref
-        cells += [f"{r['map50']:.3f}", _fmt(r.get("latency_ms"), first_of_runtime[r.get("runtime")].get("latency_ms")),
-                  r.get("runtime", "-")]
+        first = first_of_runtime[r.get("runtime")]
+        cells += [f"{r['map50']:.3f}", _fmt(r.get("latency_ms"), first.get("latency_ms")),
+                  _fmt(r.get("pipeline_ms"), first.get("pipeline_ms")), r.get("runtime", "-")]
         lines.append("| " + " | ".join(cells) + " |")
     threads = {r.get("threads") for r in rows.values() if r.get("threads")}
     sizes = {r.get("lat_imgsz") for r in rows.values()}
     lines.append("")
     lines.append(f"Latency: batch 1, median of timed runs after warm-up, {'/'.join(map(str, sorted(threads)))} "
                  f"threads, input {'/'.join(map(str, sorted(s for s in sizes if s)))} px; mAP from the Ultralytics "
-                 f"validator on the val split (boxes{', and masks' if masks else ''}). Ratios are to the first row "
-                 f"(latency: to the first row on the same runtime)."
+                 f"validator on the val split (boxes{', and masks' if masks else ''}). 'pipeline' is what a user's "
+                 f"loop spends per frame: letterbox of a real image + the model + decode (and NMS where the model has "
+                 f"none; exported models). Ratios are to the first row (latency: to the first row on the same "
+                 f"runtime)."
                  + (" 'vs reference': mAP50-95 over the reference's on the same runtime (the input trained the same "
                     "extra epochs without pruning)." if vs_ref else ""))
     return "\n".join(lines)
@@ -305,11 +308,11 @@ def benchmark(models: Iterable[str | Path], data: str | Path, imgsz: int = 640, 
         if label in references:
             rows[label]["reference"] = True
     lats = by_runtime(models, imgsz=lat_imgsz or imgsz, runs=max(1, runs // rounds), rounds=rounds,
-                      precision=ov_precision)
+                      precision=ov_precision, pipeline=str(dataset_images(data, "val")[0]))
     for label, lat in zip(labels, lats, strict=True):
         if lat is not None:
-            rows[label].update(latency_ms=lat["ms"], threads=lat["threads"], lat_imgsz=lat["imgsz"],
-                               runtime=lat["runtime"])
+            rows[label].update(latency_ms=lat["ms"], pipeline_ms=lat.get("pipeline_ms"), threads=lat["threads"],
+                               lat_imgsz=lat["imgsz"], runtime=lat["runtime"])
     if out:
         write_report(rows, out)
     return rows

@@ -28,6 +28,8 @@ MODES = {
               "infer.py): model= data= out=",
     "optimize": "the whole pipeline from a recipe: model=best.pt data=data.yaml recipe=jetson-int8 [name= key=...]",
     "benchmark": "measure models side by side: model=a.pt,b.onnx,... data=data.yaml [reference=ref.pt imgsz= lat_imgsz= name=]",
+    "deploy": "the fastest deployable form on this machine, chosen by measurement: model=pruned.pt,best.pt "
+              "data=data.yaml out=DIR [target=cpu|jetson|gpu max_map_drop=0.01 reference=ref.pt runtimes=onnx,openvino]",
     "data": "write the generated demo dataset: out=DIR [seed= n_train= n_val= imgsz= task=detect|segment]",
     "demo": "generated data -> small CPU-trained baseline -> the default recipe (prune, INT8 ONNX), with a table",
     "sensitivity": "per-layer pruning sensitivity table + plot: model=best.pt data=data.yaml [ratios=0.25,0.5,0.75]",
@@ -112,12 +114,20 @@ def need(kwargs: dict[str, Any], key: str, example: str) -> Any:
 
 
 def run_train(kwargs: dict[str, Any]) -> None:
-    from yolo_opt.options import TrainOptions
+    from yolo_opt.options import DeployOptions, TrainOptions
     from yolo_opt.train import train
 
     check_known(kwargs, "train")
     opts = TrainOptions.take(kwargs, "train")
+    round_for = DeployOptions.take(kwargs, "train").round_for
     model = need(kwargs, "model", "best.pt")
+    if round_for:
+        from yolo_opt.bench.rounding import measured_round
+
+        if opts.prune.prune_target is None:
+            raise ConfigError("round_for= measures roundings at a GFLOPs target: add prune_target=")
+        chosen, _ = measured_round(model, opts.prune.prune_target, round_for, int(kwargs.get("imgsz", 640)))
+        opts = opts.replace(prune=opts.prune.replace(prune_round=chosen))
     resume = kwargs.get("resume")
     if isinstance(resume, str):  # yolo grammar: resume=path/to/last.pt
         model, kwargs["resume"] = resume, True
@@ -190,6 +200,30 @@ def run_benchmark(kwargs: dict[str, Any]) -> None:
                      ov_precision=bench.ov_precision)
     print(markdown_table(rows))
     print(f"report: {out / 'report.md'}, plot: {out / 'report.png'}, figures: {out / 'results.json'}")
+
+
+def run_select(kwargs: dict[str, Any]) -> None:
+    from yolo_opt.bench.select import select_deployment
+    from yolo_opt.data.checks import check_data_arg
+    from yolo_opt.options import BenchOptions, DeployOptions, PTQOptions, check_imgsz
+
+    opts = DeployOptions.take(kwargs, "deploy")
+    bench = BenchOptions.take(kwargs, "deploy")
+    ptq = PTQOptions.take(kwargs, "deploy")
+    models = str(need(kwargs, "model", "pruned.pt,best.pt")).split(",")
+    data = check_data_arg(need(kwargs, "data", "data.yaml"))
+    out = need(kwargs, "out", "deploy")
+    imgsz = check_imgsz(kwargs.pop("imgsz", 640))
+    refuse_rest(kwargs, "deploy")
+    labels = [Path(m).stem for m in models]
+    if len(set(labels)) != len(labels):
+        labels = [f"{i}-{label}" for i, label in enumerate(labels)]
+    result = select_deployment(dict(zip(labels, models, strict=True)), data, out, imgsz, opts.target,
+                               0.01 if ptq.max_map_drop is None else ptq.max_map_drop, bench.reference,
+                               opts.runtime_list(), ptq.calib_images, bench.lat_imgsz)
+    if result["measured"]:
+        print((Path(result["out"]) / "selection.md").read_text())
+    print(f"deployed: {result.get('model') or result['bundle']} ({result.get('selected_label') or result['note']})")
 
 
 def wants_deploy(mode: str, kwargs: dict[str, Any]) -> bool:
@@ -302,7 +336,7 @@ def run_version(kwargs: dict[str, Any]) -> None:
 HANDLERS: dict[str, Callable[[dict[str, Any]], None]] = {
     "help": run_help, "version": run_version, "train": run_train, "prune": run_prune, "data": run_data,
     "optimize": run_optimize, "benchmark": run_benchmark, "sensitivity": run_sensitivity, "tune": run_tune,
-    "demo": run_demo,
+    "demo": run_demo, "deploy": run_select,
 }
 
 

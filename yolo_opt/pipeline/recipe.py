@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from yolo_opt.options import BenchOptions, PTQOptions, TrainOptions
+from yolo_opt.options import BenchOptions, DeployOptions, PTQOptions, TrainOptions
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,7 @@ class Recipe:
     train: TrainOptions
     ptq: PTQOptions
     bench: BenchOptions
+    deploy: DeployOptions = field(default_factory=DeployOptions)
     ultralytics: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)  # the merged keys as given (recorded in the run's state)
 

@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 
 from yolo_opt.errors import ConfigError, first_line
-from yolo_opt.options import DEFAULT_RECIPE, BenchOptions, PTQOptions, TrainOptions
+from yolo_opt.options import DEFAULT_RECIPE, BenchOptions, DeployOptions, PTQOptions, TrainOptions
 from yolo_opt.pipeline.recipe import Recipe
 from yolo_opt.pipeline.stages import STAGES, check_order
 
@@ -67,6 +67,7 @@ def load_recipe(recipe: str | Path, overrides: dict[str, Any] | None = None) -> 
         train = TrainOptions.take(rest)
         ptq = PTQOptions.take(rest)
         bench = BenchOptions.take(rest, "optimize")
+        deploy = DeployOptions.take(rest, "optimize")
     except ConfigError as e:
         raise ConfigError(f"recipe {path.name}: {e}") from None
     bad = [k for k in rest if k not in DEFAULT_CFG_DICT]
@@ -78,6 +79,6 @@ def load_recipe(recipe: str | Path, overrides: dict[str, Any] | None = None) -> 
     if "imgsz" in rest and rest["imgsz"] % 32:
         raise ConfigError(f"recipe {path.name}: imgsz={rest['imgsz']} must be a multiple of the model stride 32, "
                           f"e.g. imgsz={(rest['imgsz'] + 31) // 32 * 32}")
-    out = Recipe(path.stem, tuple(stages), train, ptq, bench, rest, cfg)
+    out = Recipe(path.stem, tuple(stages), train, ptq, bench, deploy, rest, cfg)
     check_order(out, path.name)
     return out

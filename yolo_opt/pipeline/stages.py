@@ -99,8 +99,15 @@ def _prune(run: Run, recipe: Recipe) -> None:
     if opts.distilling and distill.teacher is None:
         distill = distill.replace(teacher=str(run.path("baseline_pt") or run.path("pt")))
     first = opts.replace(distill=distill, qat=opts.qat.replace(qat=False))
+    info = {}
+    if recipe.deploy.round_for and opts.prune.prune_target is not None:  # measured on the runtime it will run on
+        from yolo_opt.bench.rounding import measured_round
+
+        lat_imgsz = recipe.bench.lat_imgsz or recipe.imgsz
+        chosen, info = measured_round(run.path("pt"), opts.prune.prune_target, recipe.deploy.round_for, lat_imgsz)
+        first = first.replace(prune=first.prune.replace(prune_round=chosen))
     out = _train_stage(run, recipe, "prune", run.path("pt"), first)
-    run.record("prune", {"pt": out, "pruned_pt": out})
+    run.record("prune", {"pt": out, "pruned_pt": out}, **({"prune_round": info} if info else {}))
 
 
 @stage("qat", ("pt",), ("pt", "onnx"), "quantization-aware fine-tuning; QDQ ONNX with the QAT scales")
@@ -189,6 +196,23 @@ def _engine(run: Run, recipe: Recipe) -> None:
     run.record("engine", {"engine": engine})
 
 
+@stage("select", ("pt",), (), "the fastest deployable form on this machine within max_map_drop of the reference, "
+       "chosen by measurement (ONNX Runtime FP32/INT8, OpenVINO default/f32/INT8; pruned and unpruned): deploy/")
+def _select(run: Run, recipe: Recipe) -> None:
+    from yolo_opt.bench.select import select_deployment
+
+    models = {"pruned": run.path("pruned_pt") or run.path("pt")}
+    unpruned = run.path("baseline_pt") or run.path("pt")
+    if unpruned != models["pruned"]:
+        models["unpruned"] = unpruned
+    ptq = recipe.ptq
+    result = select_deployment(models, run.data, run.folder / "deploy", recipe.imgsz, recipe.deploy.target,
+                               0.01 if ptq.max_map_drop is None else ptq.max_map_drop, run.path("reference_pt"),
+                               recipe.deploy.runtime_list(), ptq.calib_images, recipe.bench.lat_imgsz)
+    run.record("select", {"deploy": run.folder / "deploy"}, selected=result.get("selected_label"),
+               speedup_vs_plain=result.get("speedup_vs_plain"))
+
+
 @stage("benchmark", (), (), "measure every artefact: report.md, report.png, results.json")
 def _benchmark(run: Run, recipe: Recipe) -> dict[str, Any]:
     from yolo_opt.bench.report import benchmark
@@ -204,6 +228,12 @@ def _benchmark(run: Run, recipe: Recipe) -> dict[str, Any]:
     rows = benchmark(chosen.values(), run.data, recipe.imgsz, out=run.folder, lat_imgsz=recipe.bench.lat_imgsz,
                      names=chosen.keys(), references=("reference", "reference onnx", "reference openvino"),
                      ov_precision=recipe.bench.ov_precision)
+    selection = run.path("deploy")
+    if selection is not None and (selection / "selection.md").exists():  # which form won here, and by how much
+        report = run.folder / "report.md"
+        text = (selection / "selection.md").read_text()
+        atomic_write_bytes(report, (report.read_text() + "\n## Deployed form (chosen by measurement here)\n\n"
+                                    + text).encode())
     run.record("benchmark", {"report": run.folder / "report.md", "plot": run.folder / "report.png",
                              "results": run.folder / "results.json"})
     return rows

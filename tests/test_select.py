@@ -1,0 +1,116 @@
+"""Choosing the deployed form by measurement on this machine (`yolo-opt deploy`, the `select` stage), the rounding
+measured on the target runtime (`round_for=`), and the latency a user feels (pipeline column)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import IMGSZ, make_checkpoint, run_cli
+
+
+def test_choice_is_the_fastest_within_the_bound_never_a_plain_export():
+    from yolo_opt.bench.select import Candidate, choose
+    from yolo_opt.errors import DeployError
+
+    def c(model, form, m, ms, mask=None):
+        return Candidate(model, form, f"{model}/{form}", map=m, mask_map=mask, latency_ms=ms, pipeline_ms=ms + 1)
+
+    ref = {"map": 0.70, "mask_map": None}
+    cands = [c("unpruned", "ul_ov", 0.70, 5.0), c("unpruned", "onnx_fp32", 0.70, 9.0), c("pruned", "onnx_int8", 0.68, 3.0),
+             c("pruned", "ov_int8", 0.695, 4.0), c("pruned", "ov", 0.70, 4.5)]
+    best, plain = choose(cands, ref, 0.01)
+    assert (best.form, plain.form) == ("ov_int8", "ul_ov")  # INT8 ONNX is faster but 0.02 below the reference
+    assert [x.eligible for x in cands] == [False, True, False, True, True]
+    best, _ = choose(cands, ref, 0.05)
+    assert best.form == "onnx_int8"
+    # segmentation: the masks' mAP is bounded too
+    seg = [c("pruned", "onnx_int8", 0.70, 3.0, mask=0.60), c("pruned", "ov", 0.70, 4.0, mask=0.645)]
+    assert choose(seg, {"map": 0.70, "mask_map": 0.65}, 0.01)[0].form == "ov"
+    with pytest.raises(DeployError, match="no deployable form is within max_map_drop=0.001"):
+        choose([c("pruned", "onnx_int8", 0.5, 1.0)], ref, 0.001)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("select")
+    base = make_checkpoint("yolo26n.yaml", folder / "yolo26n.pt")
+    r = run_cli("prune", f"model={base}", "prune=0.5", f"out={folder / 'pruned.pt'}", f"imgsz={IMGSZ}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    return {"pruned": folder / "pruned.pt", "unpruned": base}
+
+
+def test_deploy_measures_every_form_and_delivers_the_fastest(models, tiny_data, tmp_path):
+    """Through the CLI, both CPU runtimes: every form of both models validated and timed here, the plain Ultralytics
+    exports as the baseline, the fastest eligible form copied into out= with the table, the figures and the plot."""
+    out = tmp_path / "deploy"
+    r = run_cli("deploy", f"model={models['pruned']},{models['unpruned']}", f"data={tiny_data}", f"imgsz={IMGSZ}",
+                "calib_images=4", "max_map_drop=0.5", f"out={out}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads((out / "selection.json").read_text())
+    forms = {(c["model"], c["form"]) for c in result["candidates"]}
+    assert forms == {(m, f) for m in ("pruned", "yolo26n") for f in ("onnx_fp32", "onnx_int8", "ov", "ov_f32",
+                                                                        "ov_int8")} | {("yolo26n", "ul_onnx"),
+                                                                                       ("yolo26n", "ul_ov")}
+    eligible = [c for c in result["candidates"] if c["eligible"]]
+    assert len(eligible) == 10 and result["selected"]["latency_ms"] == min(c["latency_ms"] for c in eligible)
+    assert all(c["pipeline_ms"] > 0 and c["runtime"] for c in result["candidates"])
+    assert "OpenVINO CPU" in {c["runtime"].split(" (")[0] for c in result["candidates"]}
+    assert result["speedup_vs_plain"] == pytest.approx(result["fastest_plain_export"]["latency_ms"]
+                                                       / result["selected"]["latency_ms"])
+    chosen = out / ("model_openvino_model" if result["selected"]["form"].startswith("ov") else "model.onnx")
+    assert chosen.exists() and result["model"] == str(chosen)
+    assert (out / "selection.png").stat().st_size > 5000
+    assert "Selected: **" in (out / "selection.md").read_text() and "Selected: **" in r.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deploy"]  # nothing outside out=
+
+
+def test_deploy_for_a_jetson_writes_the_bundle(models, tiny_data, tmp_path):
+    """TensorRT cannot run here: the target's bundle is written, and said to be unmeasured."""
+    out = tmp_path / "jetson"
+    r = run_cli("deploy", f"model={models['pruned']}", f"data={tiny_data}", f"imgsz={IMGSZ}", "calib_images=4",
+                "target=jetson", f"out={out}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (out / "model_int8.onnx").exists() and (out / "build_engine.py").exists() and "builds the engine" in r.stdout
+
+
+@pytest.mark.parametrize("args, needle", [(("target=tpu",), "unknown target 'tpu'"),
+                                          (("runtimes=tensorrt",), "runtimes='tensorrt'"),
+                                          (("int8=True",), "int8")])
+def test_deploy_bad_input_is_one_line(models, tiny_data, tmp_path, args, needle):
+    r = run_cli("deploy", f"model={models['pruned']}", f"data={tiny_data}", f"out={tmp_path / 'o'}", *args)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr, r.stderr[-2000:]
+    assert not list(tmp_path.iterdir())
+
+
+def test_rounding_measured_on_the_runtime_and_cached(models, tmp_path, monkeypatch):
+    """`round_for=`: pruned copies at each rounding timed here; latency per GFLOPs decides; the second ask is the
+    cache's (same model, target, runtime, CPU)."""
+    from yolo_opt.bench import rounding
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    chosen, record = rounding.measured_round(models["unpruned"], 0.5, "onnx", IMGSZ, runs=5, rounds=1)
+    assert chosen in rounding.CANDIDATES and set(record["ms"]) == {"8", "16", "32"}
+    assert all(0.3 < g <= 0.53 for g in record["gflops"].values()) and record["runtime"] == "ONNX Runtime CPU"
+    per = record["ms_per_gflops_ratio"]
+    assert per[str(chosen)] <= min(per.values()) / (1 - rounding.MARGIN) + 1e-9
+    assert rounding.cache_file().exists()
+    def no_pruning(*args, **kwargs):
+        raise AssertionError("a cache hit prunes nothing")
+
+    monkeypatch.setattr("yolo_opt.prune.prune_checkpoint", no_pruning)
+    assert rounding.measured_round(models["unpruned"], 0.5, "onnx", IMGSZ)[0] == chosen
+
+
+def test_benchmark_adds_the_pipeline_latency(models, tiny_data, tmp_path):
+    """Beside the model's time, what a user's loop spends per frame: letterbox, the model, decode (+ NMS)."""
+    from yolo_opt.deploy.onnx import export_onnx
+
+    onnx = export_onnx(models["pruned"], tmp_path / "pruned.onnx", imgsz=IMGSZ)
+    r = run_cli("benchmark", f"model={models['pruned']},{onnx}", f"data={tiny_data}", f"imgsz={IMGSZ}",
+                f"project={tmp_path}", "name=b")
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert rows["pruned.onnx"]["pipeline_ms"] > rows["pruned.onnx"]["latency_ms"] * 0.5
+    assert "pipeline (ms)" in (tmp_path / "b" / "report.md").read_text()

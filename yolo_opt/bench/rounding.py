@@ -1,0 +1,106 @@
+"""Channel rounding chosen by measuring the runtime that will run the model (`round_for=onnx|openvino`).
+
+Kernels are fast at some channel counts and not others: OpenVINO and ONNX Runtime's FP32 convolutions block
+channels by 16 on AVX-512 (8 on AVX2), AMX tiles take 32 bf16 / 64 int8 channels, TensorRT 8/32. Which multiple
+turns half the GFLOPs into the most time saved depends on the CPU and the runtime, so it is measured: the model is
+pruned (uniformly, no fine-tuning: latency does not depend on the weights' values) to the run's GFLOPs target with
+each candidate rounding, exported for the runtime, and timed here, batch 1, interleaved in one process of that
+runtime. Rounding moves where the target lands (a coarser multiple can overshoot it), so roundings are compared by
+latency per GFLOPs kept: the lowest wins; a coarser rounding must beat a finer one by 3% (finer lands closer to the
+target and keeps more accuracy). Results are cached per model, target, runtime and CPU (`$XDG_CACHE_HOME/yolo-opt/`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from yolo_opt.errors import ConfigError
+
+CANDIDATES = (8, 16, 32)
+MARGIN = 0.03  # a coarser rounding must be this much faster to be chosen
+
+
+def cache_file() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "yolo-opt" / "rounding.json"
+
+
+def machine() -> str:
+    """The CPU, as far as timings depend on it: its model name and the vector extensions it has."""
+    name, flags = platform.processor() or platform.machine(), ""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), name)
+        flags = next((ln.split(":", 1)[1] for ln in info.splitlines() if ln.startswith("flags")), "")
+    except OSError:
+        pass
+    wanted = sorted(f for f in flags.split() if f.startswith(("avx", "amx")) or f in ("fma", "f16c"))
+    return f"{name} [{' '.join(wanted)}] x{os.cpu_count()}"
+
+
+def _key(model: Path, target: float, runtime: str, imgsz: int) -> str:
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()[:16]
+    return json.dumps([digest, round(target, 4), runtime, imgsz, machine()])
+
+
+def measured_round(model: str | Path, target: float, runtime: str, imgsz: int = 640,
+                   candidates: tuple[int, ...] = CANDIDATES, runs: int = 20, rounds: int = 3,
+                   threads: int | None = None, use_cache: bool = True) -> tuple[int, dict[str, Any]]:
+    """The `prune_round` whose pruned model runs fastest per GFLOPs kept on `runtime` here, at the ratio `target`.
+
+    Returns:
+        (the rounding, {"ms": {rounding: median ms}, "gflops": {rounding: ratio}, "ms_per_gflops_ratio", "machine",
+        "runtime", ...}).
+    """
+    from ultralytics.utils import LOGGER
+
+    from yolo_opt.bench.latency import latency_in_process
+    from yolo_opt.deploy.onnx import export_onnx
+    from yolo_opt.io.files import atomic_write_bytes
+    from yolo_opt.prune import prune_checkpoint
+
+    if runtime not in ("onnx", "openvino"):
+        raise ConfigError(f"round_for={runtime!r}: choose onnx or openvino")
+    if not 0 < target < 1:
+        raise ConfigError(f"choosing a rounding needs a GFLOPs target below 1 (got {target}); give prune_target=")
+    model = Path(model)
+    key = _key(model, target, runtime, imgsz)
+    cache = cache_file()
+    table = json.loads(cache.read_text()) if cache.exists() else {}
+    if use_cache and key in table:
+        return int(table[key]["round"]), table[key]
+    with tempfile.TemporaryDirectory(prefix="yolo-opt-round.") as tmp:
+        files, gflops = [], {}
+        for r in candidates:
+            pt = Path(tmp) / f"round{r}.pt"
+            summary = prune_checkpoint(model, pt, prune_target=target, prune_round=r, prune_ratios="uniform",
+                                       imgsz=imgsz)
+            gflops[r] = summary["gflops_ratio"]
+            if runtime == "onnx":
+                files.append(export_onnx(pt, pt.with_suffix(".onnx"), imgsz=imgsz))
+            else:
+                from yolo_opt.deploy.openvino import export_openvino
+
+                files.append(export_openvino(pt, Path(tmp) / f"round{r}_openvino_model", imgsz, validate=False,
+                                             progress=False).path)
+        timed = latency_in_process(files, imgsz, runs=runs, rounds=rounds, threads=threads)
+    ms = {r: t["ms"] for r, t in zip(candidates, timed, strict=True)}
+    per_gflops = {r: ms[r] / gflops[r] for r in candidates}  # what each rounding buys, at the GFLOPs it landed on
+    best = candidates[0]
+    for r in candidates[1:]:
+        if per_gflops[r] < per_gflops[best] * (1 - MARGIN):
+            best = r
+    record = {"round": best, "ms": {str(r): v for r, v in ms.items()}, "gflops": {str(r): v for r, v in gflops.items()},
+              "ms_per_gflops_ratio": {str(r): v for r, v in per_gflops.items()},
+              "runtime": timed[0]["runtime"], "machine": machine(), "imgsz": imgsz, "target": target}
+    LOGGER.info(f"yolo-opt: prune_round={best} measured on {record['runtime']} ({machine()}): "
+                + ", ".join(f"round {r}: {ms[r]:.1f} ms at {gflops[r]:.3f}x GFLOPs" for r in candidates))
+    table[key] = record
+    atomic_write_bytes(cache, json.dumps(table, indent=1).encode())
+    return best, record
