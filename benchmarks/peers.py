@@ -150,6 +150,19 @@ ROWS = [  # (variant, runtime, label)
 F32_ROWS = [(v, "OpenVINO f32", f"{label}, f32 math") for v, runtime, label in ROWS if runtime == "OpenVINO"]
 
 
+def selection(pts: dict[str, Path], data: Path, out: Path, args: argparse.Namespace) -> list[str]:
+    """What `yolo-opt deploy` delivers for the pruned and the unpruned model here, and its table."""
+    from yolo_opt.bench.select import select_deployment
+
+    if out.exists():
+        shutil.rmtree(out)  # deploy measures anew and refuses a non-empty folder
+    result = select_deployment({"pruned": pts["pruned"], "unpruned": pts["baseline"]}, data, out, args.imgsz,
+                               reference=args.reference or pts["baseline"], calib_images=args.calib_images,
+                               lat_imgsz=args.lat_imgsz, rounds=args.rounds, runs=args.runs, threads=args.threads)
+    return [f"Selection (`yolo-opt deploy`, accuracy held to {args.reference or 'the baseline'}): "
+            f"**{result.get('selected_label')}**", "", (out / "selection.md").read_text()]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="runs/peers")
@@ -171,6 +184,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=20, help="timed calls per model per round")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--select", action="store_true", help="also run `yolo-opt deploy` on the two models and add what "
+                    "it delivers (held to --reference, or to the baseline)")
+    ap.add_argument("--reference", help="the reference .pt the selection's accuracy is held to")
     args = ap.parse_args()
 
     from yolo_opt.bench.latency import by_runtime
@@ -242,7 +258,9 @@ def main() -> None:
     trained = (f"{args.arch} on the generated dataset ({args.base_epochs} epochs at {args.imgsz} px); pruned = "
                + (f"prune={args.prune}" if args.prune is not None else f"prune_target={args.prune_target}")
                + f" prune_round={args.prune_round} + {args.ft_epochs} fine-tune epochs")
-    header = (f"{given if args.base else trained} ({g:.2f}x GFLOPs). mAP50-95 at {args.imgsz} px (Ultralytics validator, batch 1); latency at "
+    from yolo_opt.bench.rounding import machine
+
+    header = (f"CPU: {machine()}\n\n{given if args.base else trained} ({g:.2f}x GFLOPs). mAP50-95 at {args.imgsz} px (Ultralytics validator, batch 1); latency at "
               f"{args.lat_imgsz} px, batch 1, {args.threads} threads, median of {args.rounds} interleaved rounds x "
               f"{args.runs} calls, each runtime in its own process (ONNX Runtime {onnxruntime.__version__}, OpenVINO "
               f"{openvino.__version__.split('-')[0]}, PyTorch). Calibration: {args.calib_images} train images "
@@ -257,6 +275,8 @@ def main() -> None:
     ov_fp32, ov_f32 = (ms[(how, str(lat["baseline"]["ov_fp32"]))] for how in ("default", "f32"))
     lines += ["", f"OpenVINO FP32 IR / ONNX Runtime FP32 (baseline): {ov_fp32 / ort_fp32:.2f}x at OpenVINO's default "
               f"({ov_runtime}), {ov_f32 / ort_fp32:.2f}x at f32 math"]
+    if args.select:
+        lines += ["", *selection(pts, data, work / "selection", args)]
     table = "\n".join(lines)
     print(table)
     (work / "peers.md").write_text(table + "\n")

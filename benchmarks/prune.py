@@ -89,7 +89,8 @@ def convergence(run: Path) -> dict:
     import csv
 
     rows = list(csv.DictReader((run / "results.csv").open()))
-    maps = [float(r["metrics/mAP50-95(B)"]) for r in rows]
+    key = "metrics/mAP50-95(M)" if "metrics/mAP50-95(M)" in rows[0] else "metrics/mAP50-95(B)"  # masks where segmenting
+    maps = [float(r[key]) for r in rows]
     best = max(range(len(maps)), key=maps.__getitem__)
     return {"epochs": len(maps), "best_epoch": best + 1, "best_map": maps[best],
             "gain_last30": maps[-1] - maps[max(0, len(maps) - 31)]}
@@ -115,7 +116,7 @@ def sensitivity_report(weights: Path, data: Path, folder: Path) -> Path:
 
 def slim_yaml(arch: str, gflops: float, out: Path) -> tuple[Path, float]:
     """The arch's yaml at the width multiple whose GFLOPs (640 px) are the nearest at or below `gflops`."""
-    from ultralytics.nn.tasks import DetectionModel, yaml_model_load
+    from ultralytics.nn.tasks import DetectionModel, SegmentationModel, yaml_model_load
     from ultralytics.utils import YAML
 
     from yolo_opt.prune import count_macs
@@ -125,7 +126,8 @@ def slim_yaml(arch: str, gflops: float, out: Path) -> tuple[Path, float]:
     best = None
     for w in [x / 1000 for x in range(50, 260, 5)]:
         trial = {**cfg, "scales": {cfg["scale"]: [depth, w, max_ch]}, "nc": 5}
-        g = 2 * count_macs(DetectionModel(trial, verbose=False), 640)[0] / 1e9
+        net = (SegmentationModel if arch.endswith("-seg") else DetectionModel)(trial, verbose=False)
+        g = 2 * count_macs(net, 640)[0] / 1e9
         if g <= gflops and (best is None or g > best[1]):
             best = (w, g)
     w, g = best
@@ -138,7 +140,9 @@ def slim_yaml(arch: str, gflops: float, out: Path) -> tuple[Path, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/bench/prune")
-    parser.add_argument("--archs", default="yolov8n,yolo11n")
+    parser.add_argument("--archs", default="yolov8n,yolo11n", help="yaml names (segment: yolo11n-seg,yolo26n-seg)")
+    parser.add_argument("--task", default="detect", choices=("detect", "segment"),
+                        help="segment: the same generated images with instance polygons (use its own --out)")
     parser.add_argument("--targets", default="0.7,0.5", help="GFLOPs ratios to prune to")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--base-epochs", type=int, default=200, help="cap of the baseline (stops earlier on plateau)")
@@ -160,7 +164,8 @@ def main() -> None:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     with locked(out):  # processes sharing --out: the first makes the dataset, the others reuse it
-        data = make_dataset(out / "data", seed=0, n_train=args.n_train, n_val=args.n_val, imgsz=TRAIN["imgsz"])
+        data = make_dataset(out / "data", seed=0, n_train=args.n_train, n_val=args.n_val, imgsz=TRAIN["imgsz"],
+                            task=args.task)
     path = out / "results.json"
     results = json.loads(path.read_text()) if path.exists() else {}
 
@@ -240,7 +245,8 @@ def time_rows(results: dict, out: Path, rounds: int) -> None:
 
 
 def markdown(results: dict) -> str:
-    """One table per architecture: GFLOPs, params, mAP50-95 vs reference and vs the input, ORT latency.
+    """One table per architecture: GFLOPs, params, mAP50-95 vs reference and vs the input (and the masks' for a
+    segmentation model), ORT latency.
 
     "vs reference" divides by the reference trained with the row's own schedule (rows before schedules had one:
     the default reference)."""
@@ -249,6 +255,7 @@ def markdown(results: dict) -> str:
         base, ref = results.get(f"{arch}/base"), results.get(f"{arch}/reference")
         if not base or not ref:
             continue
+        masks = "mask_map" in base
         c = base["convergence"]
         # "converged" only with the evidence: the best epoch is not the last and the last 30 epochs gained < 0.01
         converged = c["best_epoch"] < c["epochs"] and c["gain_last30"] < 0.01
@@ -256,18 +263,18 @@ def markdown(results: dict) -> str:
                   f"Baseline: {c['epochs']} epochs (best at {c['best_epoch']}, mAP50-95 gain over the last 30 epochs "
                   f"{c['gain_last30']:+.4f}): {'converged' if converged else '**not converged**, still improving'}; "
                   "reference = baseline + the fine-tune epochs.", "",
-                  "| model | GFLOPs (640) | params | mAP50-95 | vs reference | vs input | ORT ms (640) |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| model | GFLOPs (640) | params | mAP50-95 | vs reference | vs input |"
+                  + (" masks mAP50-95 | vs reference | vs input |" if masks else "") + " ORT ms (640) |",
+                  "|---|---|---|---|---|---|" + ("---|---|---|" if masks else "") + "---|"]
         for key, r in results.items():
             if not key.startswith(f"{arch}/"):
                 continue
             ms = f"{r['ort_ms']:.1f} ({r['ort_ms'] / base['ort_ms']:.2f}x)" if "ort_ms" in r and "ort_ms" in base else "-"
-            lines.append(
-                f"| {key.split('/', 1)[1]} | {r['gflops']:.2f} ({r['gflops'] / base['gflops']:.2f}x) "
-                f"| {r['params'] / 1e6:.2f}M | {r['map']:.4f} "
-                f"| {r['map'] / results.get(f'{arch}/' + r.get('reference', ''), ref)['map']:.3f} | {r['map'] / base['map']:.3f} "
-                f"| {ms} |"
-            )
+            own_ref = results.get(f"{arch}/" + r.get("reference", ""), ref)
+            figures = "".join(f"| {r[m]:.4f} | {r[m] / own_ref[m]:.3f} | {r[m] / base[m]:.3f} "
+                              for m in (("map", "mask_map") if masks else ("map",)))
+            lines.append(f"| {key.split('/', 1)[1]} | {r['gflops']:.2f} ({r['gflops'] / base['gflops']:.2f}x) "
+                         f"| {r['params'] / 1e6:.2f}M {figures}| {ms} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -115,6 +115,9 @@ def test_distilled_pruned_run_killed_resumes_and_finishes(tmp_path, v8_checkpoin
         return meta(student(ckpt.get("ema") or ckpt["model"]))[RUN_KEY]
 
     allocated = run_record(last)["layer_ratios"]
+    from yolo_opt.validation import validate
+
+    assert 0 <= validate(last, tiny_data, IMGSZ)["map"] <= 1  # the mid-run checkpoint validates (the student)
     assert (tmp_path / "kd" / "sensitivity" / "sensitivity.json").exists() and len(set(allocated.values())) > 1
     resumed = run_cli("train", f"model={last}", "resume=True")
     log = resumed.stdout + resumed.stderr

@@ -101,7 +101,7 @@ def test_seg_prune_is_exact_and_runs(cfg, name, end2end):
     x = torch.rand(1, 3, 128, 128)
     with torch.no_grad():
         a, b = adapter(masked).raw_outputs(masked(x)), adapter(pruned).raw_outputs(pruned.eval()(x))
-    assert len(a) == 4  # boxes, scores, mask coefficients, prototypes
+    assert len(a) == (7 if end2end else 4)  # boxes, scores, mask coefficients (of each head), prototypes (shared)
     for t, u in zip(a, b, strict=True):
         torch.testing.assert_close(t, u, rtol=1e-3, atol=1e-3 * float(t.abs().max()))
     assert count_macs(pruned, 128)[0] / base < 0.4

@@ -259,3 +259,31 @@ def test_target_beyond_the_measured_ratios_is_refused(full_report, fixed_checkpo
         assert r.returncode == 2 and "needs more than ratio 0.25" in r.stderr and "Traceback" not in r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "t").exists() and not (tmp_path / "p.pt").exists()
+
+
+@pytest.mark.parametrize("cfg", ["yolov8n.yaml", "yolo26n.yaml"])
+def test_per_layer_steps_land_on_the_one_shot_allocation(cfg):
+    """Three pruning steps with per-layer ratios and channel rounding end at the widths one step would give: a
+    narrow group that rounding spared early is pruned later (fractions compounding on the current width left
+    16-channel groups whole and YOLO26n at 0.61x GFLOPs instead of 0.5x)."""
+    import copy
+
+    from ultralytics.nn.tasks import DetectionModel
+
+    from yolo_opt.arch import adapter
+    from yolo_opt.prune import count_macs, prune_model
+    from yolo_opt.prune.groups import plans
+    from yolo_opt.train.schedule import group_width, layer_step, start_allocation
+
+    torch.manual_seed(0)
+    model = DetectionModel(cfg, nc=5, verbose=False).eval()
+    adapter(model).make_prunable()
+    final = {name: 0.5 for name, _, _ in plans(model, 0.5, "l2", 8)[0]}
+    assert any(group_width(model, n) == 16 for n in final)  # the groups that rounding spares at small steps
+    one_shot = prune_model(copy.deepcopy(model), 0, "l2", 8, layer_ratios=final)
+    run: dict = {}
+    start_allocation(run, model, final, None)
+    for step in (1, 2, 3):
+        prune_model(model, 0, "l2", 8, layer_ratios=layer_step(model, run, step, 3))
+    assert {n: group_width(model, n) for n in final} == {n: group_width(one_shot, n) for n in final}
+    assert count_macs(model, 128)[0] == count_macs(one_shot, 128)[0]

@@ -40,6 +40,9 @@ def _wait_running(storage: str, name: str, n: int = 1, timeout: float = 180) -> 
         try:
             trials = _study(storage, name).get_trials(deepcopy=False)
             if sum(t.state == optuna.trial.TrialState.RUNNING for t in trials) >= n:
+                # Optuna records a trial's first heartbeat from a thread started just after the trial turns
+                # RUNNING, and never fails a trial that has none: give that thread time before any kill
+                time.sleep(1.5)
                 return
         except KeyError:  # the study is not created yet
             pass

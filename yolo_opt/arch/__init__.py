@@ -153,7 +153,9 @@ class ModelAdapter:
         raw = out[1] if isinstance(out, (tuple, list)) and len(out) > 1 else out
         if isinstance(raw, dict):
             branches = [raw[k] for k in ("one2many", "one2one") if isinstance(raw.get(k), dict)] or [raw]
-            return [b[k] for b in branches for k in self.task.distill_keys if isinstance(b.get(k), torch.Tensor)]
+            found = [b[k] for b in branches for k in self.task.distill_keys if isinstance(b.get(k), torch.Tensor)]
+            seen = [(t.data_ptr(), t.shape) for t in found]  # the branches share one prototype tensor: once
+            return [t for i, t in enumerate(found) if seen[i] not in seen[:i]]
         return flatten_tensors(raw)
 
     def distill_branches(self, preds: dict) -> list[tuple[str, dict[str, Any]]]:
@@ -198,6 +200,7 @@ class ModelAdapter:
 
 def adapter(model: nn.Module) -> ModelAdapter:
     """The adapter of an Ultralytics YOLO model, or one ModelError naming what is supported."""
+    model = getattr(model, "student_model", model)  # a distillation wrapper (a distilled run's last.pt): its student
     layers = getattr(model, "model", None)
     if not isinstance(layers, nn.Sequential) or not len(layers):
         raise ModelError(f"{type(model).__name__} is not an Ultralytics YOLO model; yolo-opt handles {supported()}")

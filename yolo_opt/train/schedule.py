@@ -7,6 +7,7 @@ from typing import Any
 
 from torch import nn
 
+from yolo_opt.arch import adapter
 from yolo_opt.options import PruneOptions
 
 
@@ -45,11 +46,41 @@ def step_layer_ratios(model: nn.Module, opts: PruneOptions, run: dict[str, Any],
                       imgsz: int, data: str | None, folder: Path) -> dict[str, float]:
     """Per-group ratios of one step. The final allocation is computed once, at the first step, from the
     sensitivity report (`sensitivity=`, or an analysis of the model before pruning saved in `folder`), and kept in
-    `run`, so a resumed run prunes the same way."""
+    `run` with each group's width then, so a resumed run prunes the same way.
+
+    Each step aims at a share of the group's *starting* width, not of the current one: channel rounding
+    (prune_round) can leave a narrow group unpruned at an early step (16 channels at 1/6 rounds back to 16), and
+    the next steps then take what it still owes, so the last step lands on the one-shot allocation (compounding
+    fractions of the current width left YOLO26n at 0.61x GFLOPs after 3 steps to prune_target=0.5)."""
     from yolo_opt.prune.allocation import run_report, sensitivity_ratios
 
     if "layer_ratios" not in run:
         report = run_report(model, opts, data, imgsz, folder)
-        final, target = sensitivity_ratios(model, report, opts.prune or None, opts.prune_target, opts.prune_round)
-        run["layer_ratios"], run["layer_ratios_target"] = final, target
-    return {name: step_fraction(r, step, steps) for name, r in run["layer_ratios"].items()}
+        start_allocation(run, model, *sensitivity_ratios(model, report, opts.prune or None, opts.prune_target,
+                                                         opts.prune_round))
+    return layer_step(model, run, step, steps)
+
+
+def start_allocation(run: dict[str, Any], model: nn.Module, final: dict[str, float], target: float | None) -> None:
+    """Record the run's final per-group ratios and each group's width before the first step."""
+    adapter(model).make_prunable()  # groups are named in the split-free form pruning works on (it would do this)
+    run["layer_ratios"], run["layer_ratios_target"] = final, target
+    run["layer_widths"] = {name: group_width(model, name) for name in final}
+
+
+def layer_step(model: nn.Module, run: dict[str, Any], step: int, steps: int) -> dict[str, float]:
+    """The fraction of each group's current channels that step `step` of `steps` removes."""
+    widths = run.get("layer_widths")  # absent in runs started by earlier versions: their compounding schedule
+    adapter(model).make_prunable()
+    if not widths:
+        return {name: step_fraction(r, step, steps) for name, r in run["layer_ratios"].items()}
+    return {name: max(0.0, 1 - widths[name] * (1 - r * step / steps) / group_width(model, name))
+            for name, r in run["layer_ratios"].items()}
+
+
+def group_width(model: nn.Module, name: str) -> int:
+    """Output channels of the group whose root layer is `name` now (in a prunable model)."""
+    from yolo_opt.prune.depgraph import group_root
+
+    root = group_root(model, name)
+    return int(getattr(root, "out_channels", None) or root.weight.shape[0])
