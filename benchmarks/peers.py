@@ -153,12 +153,16 @@ F32_ROWS = [(v, "OpenVINO f32", f"{label}, f32 math") for v, runtime, label in R
 def selection(pts: dict[str, Path], data: Path, out: Path, args: argparse.Namespace) -> list[str]:
     """What `yolo-opt deploy` delivers for the pruned and the unpruned model here, and its table."""
     from yolo_opt.bench.select import select_deployment
+    from yolo_opt.errors import DeployError
 
     if out.exists():
         shutil.rmtree(out)  # deploy measures anew and refuses a non-empty folder
-    result = select_deployment({"pruned": pts["pruned"], "unpruned": pts["baseline"]}, data, out, args.imgsz,
-                               reference=args.reference or pts["baseline"], calib_images=args.calib_images,
-                               lat_imgsz=args.lat_imgsz, rounds=args.rounds, runs=args.runs, threads=args.threads)
+    try:
+        result = select_deployment({"pruned": pts["pruned"], "unpruned": pts["baseline"]}, data, out, args.imgsz,
+                                   reference=args.reference or pts["baseline"], calib_images=args.calib_images,
+                                   lat_imgsz=args.lat_imgsz, rounds=args.rounds, runs=args.runs, threads=args.threads)
+    except DeployError as e:  # no form within max_map_drop: a finding of the run, not a reason to lose the table
+        return [f"Selection (`yolo-opt deploy`): refused: {e}"]
     return [f"Selection (`yolo-opt deploy`, accuracy held to {args.reference or 'the baseline'}): "
             f"**{result.get('selected_label')}**", "", (out / "selection.md").read_text()]
 
