@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 
+import onnx
 import pytest
+from onnx import numpy_helper
 
 from tests.conftest import IMGSZ, make_checkpoint, run_cli
 
@@ -32,6 +34,14 @@ def test_choice_is_the_fastest_within_the_bound_never_a_plain_export():
         choose([c("pruned", "onnx_int8", 0.5, 1.0)], ref, 0.001)
 
 
+def test_models_are_labelled_by_their_run_when_their_files_share_a_name():
+    from yolo_opt.bench.select import model_labels
+
+    assert list(model_labels(["runs/a/pruned.pt", "runs/b/best.pt"])) == ["pruned", "best"]
+    assert list(model_labels(["runs/prune/weights/best.pt", "runs/base/weights/best.pt"])) == ["prune-best", "base-best"]
+    assert list(model_labels(["x/best.pt", "x/best.pt"])) == ["0-best", "1-best"]
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     folder = tmp_path_factory.mktemp("select")
@@ -56,6 +66,18 @@ def test_deploy_measures_every_form_and_delivers_the_fastest(models, tiny_data, 
     eligible = [c for c in result["candidates"] if c["eligible"]]
     assert len(eligible) == 10 and result["selected"]["latency_ms"] == min(c["latency_ms"] for c in eligible)
     assert all(c["pipeline_ms"] > 0 and c["runtime"] for c in result["candidates"])
+    # the throughput column: every form timed at batch 8; ONNX forms from their own batch-8 export, whose INT8 is
+    # calibrated on the same images as the batch-1 one (the same scales: the same model, another batch)
+    assert all(c["throughput"] > 0 and c["batch_size"] == 8 for c in result["candidates"])
+    assert "batch-8 img/s" in (out / "selection.md").read_text()
+    scales = {}
+    for name in ("model_int8.onnx", "model_int8_b8.onnx"):
+        model = onnx.load(str(out / "candidates" / "pruned" / name))
+        scales[name] = sorted(float(numpy_helper.to_array(t).ravel()[0]) for t in model.graph.initializer
+                              if t.name.endswith("_scale") and t.dims in ([], [1]))
+        assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_value == (8 if "b8" in name else 1)
+    assert len(scales["model_int8.onnx"]) > 20
+    assert scales["model_int8.onnx"] == pytest.approx(scales["model_int8_b8.onnx"], rel=1e-6)
     assert "OpenVINO CPU" in {c["runtime"].split(" (")[0] for c in result["candidates"]}
     assert result["speedup_vs_plain"] == pytest.approx(result["fastest_plain_export"]["latency_ms"]
                                                        / result["selected"]["latency_ms"])
@@ -84,9 +106,11 @@ def test_deploy_bad_input_is_one_line(models, tiny_data, tmp_path, args, needle)
     assert not list(tmp_path.iterdir())
 
 
-def test_rounding_measured_on_the_runtime_and_cached(models, tmp_path, monkeypatch):
+def test_rounding_measured_on_the_runtime_and_cached(models, tiny_data, tmp_path, monkeypatch):
     """`round_for=`: pruned copies at each rounding timed here; latency per GFLOPs decides; the second ask is the
-    cache's (same model, target, runtime, CPU)."""
+    cache's (same model, target, runtime, CPU). Given the run's data, the copies get the per-layer ratios the run
+    will get and land on the GFLOPs target at every rounding (uniform copies overshoot where a coarse rounding jumps
+    past it), cached apart from the uniform ones."""
     from yolo_opt.bench import rounding
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
@@ -95,7 +119,11 @@ def test_rounding_measured_on_the_runtime_and_cached(models, tmp_path, monkeypat
     assert all(0.3 < g <= 0.53 for g in record["gflops"].values()) and record["runtime"] == "ONNX Runtime CPU"
     per = record["ms_per_gflops_ratio"]
     assert per[str(chosen)] <= min(per.values()) / (1 - rounding.MARGIN) + 1e-9
-    assert rounding.cache_file().exists()
+    assert rounding.cache_file().exists() and record["ratios"] == "uniform"
+    _, per_layer = rounding.measured_round(models["unpruned"], 0.5, "onnx", IMGSZ, runs=3, rounds=1, data=tiny_data)
+    assert per_layer["ratios"] == "per-layer" and all(abs(g - 0.5) <= 0.03 for g in per_layer["gflops"].values())
+    assert len(json.loads(rounding.cache_file().read_text())) == 2
+
     def no_pruning(*args, **kwargs):
         raise AssertionError("a cache hit prunes nothing")
 

@@ -438,6 +438,8 @@ class DeployOptions(Options):
     runtimes: str = key("auto", str, "CPU runtimes deploy may choose from: onnx (ONNX Runtime), openvino, "
                         "comma-separated; auto: both where OpenVINO is installed (the extra yolo-opt[openvino])",
                         ("deploy", "optimize"))
+    throughput_batch: int = key(8, int, "batch of deploy's throughput column (images/s); ONNX forms are exported "
+                                "again at it; 0 skips the column", ("deploy", "optimize"), low=0, high=256)
     round_for: str | None = key(None, str, "choose prune_round by timing pruned copies on this runtime here (8, 16 or "
                                 "32: the fastest at the prune_target; cached per machine)", ("train", "optimize"),
                                 choices=RUNTIMES)

@@ -1,4 +1,5 @@
-"""Batch-1 CPU latency per runtime (PyTorch, ONNX Runtime, OpenVINO), interleaved, each runtime in its own process.
+"""Batch-1 CPU latency per runtime (PyTorch, ONNX Runtime, OpenVINO), interleaved, each runtime in its own process,
+and throughput at a larger batch (images/s) where asked.
 
 Interleaved rounds (every model once per round, the median over rounds) let load elsewhere on the machine hit
 every model alike. Each runtime is timed in a fresh process of its own: OpenVINO's CPU thread pool keeps spinning
@@ -58,12 +59,13 @@ def _decode_meta(path: Path, kind: str, shape: list[int], outputs: list[list[int
 
 
 def runner(path: str | Path, imgsz: int | None = None, threads: int | None = None, device: str = "CPU",
-           precision: str | None = None) -> tuple[Callable[[np.ndarray], Any], np.ndarray, dict[str, Any]]:
-    """(infer(batch) -> outputs, a random batch-1 input, {imgsz, threads, runtime, decode}) for a .pt, .onnx or
-    OpenVINO model; `decode` is what `yolo_decode` needs to post-process an exported model's outputs.
+           precision: str | None = None, batch: int = 1) -> tuple[Callable[[np.ndarray], Any], np.ndarray, dict[str, Any]]:
+    """(infer(batch) -> outputs, a random input of `batch` images, {imgsz, threads, runtime, decode}) for a .pt,
+    .onnx or OpenVINO model; `decode` is what `yolo_decode` needs to post-process an exported model's outputs.
 
     `precision` sets OpenVINO's CPU inference precision (f32, bf16, f16; None: OpenVINO's default); the runtime
-    label names the precision the compiled model runs at when it is not f32."""
+    label names the precision the compiled model runs at when it is not f32. An OpenVINO IR is reshaped to `batch`;
+    an ONNX model must have that batch (or a dynamic one): a static-shape export bakes its batch into reshapes."""
     threads = threads or os.cpu_count() or 1
     kind = kind_of(path)
     rng = np.random.default_rng(0)
@@ -80,7 +82,7 @@ def runner(path: str | Path, imgsz: int | None = None, threads: int | None = Non
             with torch.inference_mode():
                 return model(torch.from_numpy(x))
 
-        x = rng.random((1, 3, size, size), dtype=np.float32)
+        x = rng.random((batch, 3, size, size), dtype=np.float32)
         return infer, x, {"imgsz": size, "threads": threads, "runtime": runtime_label(kind), "decode": None}
     if kind == "onnx":
         import onnxruntime as ort
@@ -91,7 +93,9 @@ def runner(path: str | Path, imgsz: int | None = None, threads: int | None = Non
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         inp = session.get_inputs()[0]
         shape = [d if isinstance(d, int) else (imgsz or 640) for d in inp.shape]
-        shape[0] = 1
+        if isinstance(inp.shape[0], int) and inp.shape[0] != batch:
+            raise ValueError(f"{path} has a static batch of {inp.shape[0]}; export it at batch={batch}")
+        shape[0] = batch
         outputs = [list(o.shape) for o in session.get_outputs()]
         return (lambda x: session.run(None, {inp.name: x})), rng.random(shape, dtype=np.float32), {
             "imgsz": shape[-1], "threads": threads, "runtime": runtime_label(kind),
@@ -102,8 +106,11 @@ def runner(path: str | Path, imgsz: int | None = None, threads: int | None = Non
         ov = require("openvino")
         core = ov.Core()
         model = core.read_model(str(model_xml(path)))
-        if model.input(0).get_partial_shape().is_dynamic:
-            model.reshape([1, 3, imgsz or 640, imgsz or 640])
+        partial = model.input(0).get_partial_shape()
+        if partial.is_dynamic:
+            model.reshape([batch, 3, imgsz or 640, imgsz or 640])
+        elif partial[0].get_length() != batch:
+            model.reshape([batch, *list(model.input(0).get_shape())[1:]])
         shape = list(model.input(0).get_shape())
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads}
         if precision:
@@ -143,15 +150,24 @@ def pipeline(infer: Callable[[np.ndarray], Any], meta: dict[str, Any], image: st
 
 def interleaved(paths: list[str | Path], imgsz: int | None = None, runs: int = 30, rounds: int = 3,
                 warmup: int = 5, threads: int | None = None, precision: str | None = None,
-                image: str | Path | None = None) -> list[dict[str, Any]]:
+                image: str | Path | None = None, batch: int = 0,
+                batch_paths: list[str | Path | None] | None = None) -> list[dict[str, Any]]:
     """Median ms of each model over `rounds` interleaved rounds of `runs` timed calls (in this process); with an
-    `image`, also `pipeline_ms`: the same for letterbox + model + decode of that image (exported models)."""
+    `image`, also `pipeline_ms`: the same for letterbox + model + decode of that image (exported models).
+
+    With `batch` > 1, also `throughput`: images/s of one call on `batch` images, timed in the same rounds, of
+    `batch_paths[i]` (the model exported at that batch; default: the model itself, which OpenVINO and PyTorch
+    reshape), `max(3, runs // 4)` calls a round (each does `batch` images' work)."""
     calls = []
-    for p in paths:
+    for i, p in enumerate(paths):
         infer, x, info = runner(p, imgsz, threads, precision=precision)
         fns = {"ms": lambda infer=infer, x=x: infer(x)}
         if image is not None and info["decode"] is not None:
             fns["pipeline_ms"] = pipeline(infer, info["decode"], image)
+        if batch > 1:
+            twin = (batch_paths or [None] * len(paths))[i] or p
+            infer_b, x_b, _ = runner(twin, imgsz, threads, precision=precision, batch=batch)
+            fns["batch_ms"] = lambda infer=infer_b, x=x_b: infer(x)
         calls.append((fns, info))
     for fns, _ in calls:
         for fn in fns.values():
@@ -161,17 +177,24 @@ def interleaved(paths: list[str | Path], imgsz: int | None = None, runs: int = 3
     for _ in range(rounds):
         for i, (fns, _) in enumerate(calls):
             for key, fn in fns.items():
-                for _ in range(runs):
+                for _ in range(max(3, runs // 4) if key == "batch_ms" else runs):
                     t0 = time.perf_counter()
                     fn()
                     times[i][key].append((time.perf_counter() - t0) * 1000)
-    return [{**{k: statistics.median(v) for k, v in t.items()}, **{k: v for k, v in info.items() if k != "decode"},
-             "rounds": rounds, "runs": runs} for t, (_, info) in zip(times, calls, strict=True)]
+    results = []
+    for t, (_, info) in zip(times, calls, strict=True):
+        r = {**{k: statistics.median(v) for k, v in t.items()}, **{k: v for k, v in info.items() if k != "decode"},
+             "rounds": rounds, "runs": runs}
+        if "batch_ms" in r:
+            r.update(batch=batch, throughput=batch * 1000 / r["batch_ms"])
+        results.append(r)
+    return results
 
 
 def latency_in_process(paths: list[str | Path], imgsz: int | None = None, runs: int = 30, rounds: int = 3,
                        warmup: int = 5, threads: int | None = None, timeout: float = 3600,
-                       precision: str | None = None, pipeline: str | None = None) -> list[dict[str, Any]]:
+                       precision: str | None = None, pipeline: str | None = None, batch: int = 0,
+                       batch_paths: list[str | Path | None] | None = None) -> list[dict[str, Any]]:
     """`interleaved` for models of one runtime, in a fresh Python process (nothing else loaded there)."""
     from yolo_opt.errors import DeployError
 
@@ -179,7 +202,8 @@ def latency_in_process(paths: list[str | Path], imgsz: int | None = None, runs: 
     if len(kinds) != 1:
         raise ValueError(f"one runtime per process, got {sorted(kinds)}")
     request = {"paths": [str(p) for p in paths], "imgsz": imgsz, "runs": runs, "rounds": rounds, "warmup": warmup,
-               "threads": threads, "precision": precision, "image": pipeline}
+               "threads": threads, "precision": precision, "image": pipeline, "batch": batch,
+               "batch_paths": [str(p) if p else None for p in batch_paths] if batch_paths else None}
     r = subprocess.run([sys.executable, "-m", "yolo_opt.bench.latency"], input=json.dumps(request),
                        capture_output=True, text=True, timeout=timeout, env={**os.environ, "YOLO_OFFLINE": "1"})
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
@@ -206,7 +230,8 @@ def by_runtime(paths: list[str | Path], **kwargs: Any) -> list[dict[str, Any] | 
 def _main() -> None:
     request = json.loads(sys.stdin.read())
     results = interleaved(request["paths"], request["imgsz"], request["runs"], request["rounds"], request["warmup"],
-                          request["threads"], request.get("precision"), request.get("image"))
+                          request["threads"], request.get("precision"), request.get("image"),
+                          request.get("batch", 0), request.get("batch_paths"))
     print(json.dumps({"results": results}))
 
 

@@ -5,9 +5,12 @@ channels by 16 on AVX-512 (8 on AVX2), AMX tiles take 32 bf16 / 64 int8 channels
 turns half the GFLOPs into the most time saved depends on the CPU and the runtime, so it is measured: the model is
 pruned (uniformly, no fine-tuning: latency does not depend on the weights' values) to the run's GFLOPs target with
 each candidate rounding, exported for the runtime, and timed here, batch 1, interleaved in one process of that
-runtime. Rounding moves where the target lands (a coarser multiple can overshoot it), so roundings are compared by
-latency per GFLOPs kept: the lowest wins; a coarser rounding must beat a finer one by 3% (finer lands closer to the
-target and keeps more accuracy). Results are cached per model, target, runtime and CPU (`$XDG_CACHE_HOME/yolo-opt/`).
+runtime. Given the run's data, the copies get the per-layer ratios the run will get (a sensitivity analysis, then the
+allocation to the GFLOPs target at that rounding): they land on the target at every rounding (YOLO26n at 0.5: 0.507,
+0.506, 0.496), so the roundings are compared at the GFLOPs the run will have. Uniform copies (no data) can overshoot
+(0.43x at rounding 16 on YOLO26n), so roundings are compared by latency per GFLOPs kept: the lowest wins; a coarser
+rounding must beat a finer one by 3% (finer lands closer to the target and keeps more accuracy). Results are cached
+per model, target, runtime, allocation and CPU (`$XDG_CACHE_HOME/yolo-opt/`).
 """
 
 from __future__ import annotations
@@ -44,15 +47,17 @@ def machine() -> str:
     return f"{name} [{' '.join(wanted)}] x{os.cpu_count()}"
 
 
-def _key(model: Path, target: float, runtime: str, imgsz: int) -> str:
+def _key(model: Path, target: float, runtime: str, imgsz: int, per_layer: bool) -> str:
     digest = hashlib.sha256(model.read_bytes()).hexdigest()[:16]
-    return json.dumps([digest, round(target, 4), runtime, imgsz, machine()])
+    return json.dumps([digest, round(target, 4), runtime, imgsz, machine()] + (["per-layer"] if per_layer else []))
 
 
 def measured_round(model: str | Path, target: float, runtime: str, imgsz: int = 640,
                    candidates: tuple[int, ...] = CANDIDATES, runs: int = 20, rounds: int = 3,
-                   threads: int | None = None, use_cache: bool = True) -> tuple[int, dict[str, Any]]:
-    """The `prune_round` whose pruned model runs fastest per GFLOPs kept on `runtime` here, at the ratio `target`.
+                   threads: int | None = None, use_cache: bool = True,
+                   data: str | Path | None = None) -> tuple[int, dict[str, Any]]:
+    """The `prune_round` whose pruned model runs fastest per GFLOPs kept on `runtime` here, at the ratio `target`;
+    with `data`, the copies are pruned with per-layer ratios from its val images, as the run prunes.
 
     Returns:
         (the rounding, {"ms": {rounding: median ms}, "gflops": {rounding: ratio}, "ms_per_gflops_ratio", "machine",
@@ -70,7 +75,7 @@ def measured_round(model: str | Path, target: float, runtime: str, imgsz: int = 
     if not 0 < target < 1:
         raise ConfigError(f"choosing a rounding needs a GFLOPs target below 1 (got {target}); give prune_target=")
     model = Path(model)
-    key = _key(model, target, runtime, imgsz)
+    key = _key(model, target, runtime, imgsz, data is not None)
     cache = cache_file()
     table = json.loads(cache.read_text()) if cache.exists() else {}
     if use_cache and key in table:
@@ -79,8 +84,8 @@ def measured_round(model: str | Path, target: float, runtime: str, imgsz: int = 
         files, gflops = [], {}
         for r in candidates:
             pt = Path(tmp) / f"round{r}.pt"
-            summary = prune_checkpoint(model, pt, prune_target=target, prune_round=r, prune_ratios="uniform",
-                                       imgsz=imgsz)
+            summary = prune_checkpoint(model, pt, prune_target=target, prune_round=r, imgsz=imgsz, data=data,
+                                       prune_ratios="auto" if data is not None else "uniform")
             gflops[r] = summary["gflops_ratio"]
             if runtime == "onnx":
                 files.append(export_onnx(pt, pt.with_suffix(".onnx"), imgsz=imgsz))
@@ -98,7 +103,8 @@ def measured_round(model: str | Path, target: float, runtime: str, imgsz: int = 
             best = r
     record = {"round": best, "ms": {str(r): v for r, v in ms.items()}, "gflops": {str(r): v for r, v in gflops.items()},
               "ms_per_gflops_ratio": {str(r): v for r, v in per_gflops.items()},
-              "runtime": timed[0]["runtime"], "machine": machine(), "imgsz": imgsz, "target": target}
+              "runtime": timed[0]["runtime"], "machine": machine(), "imgsz": imgsz, "target": target,
+              "ratios": "per-layer" if data is not None else "uniform"}
     LOGGER.info(f"yolo-opt: prune_round={best} measured on {record['runtime']} ({machine()}): "
                 + ", ".join(f"round {r}: {ms[r]:.1f} ms at {gflops[r]:.3f}x GFLOPs" for r in candidates))
     table[key] = record

@@ -14,7 +14,8 @@ the reference is delivered, with the table and the plot that justify the choice:
 for each model given (the pruned one and the unpruned input, say). Timing: batch 1, each runtime in a process of
 its own (OpenVINO's spinning thread pool slows others), the runtimes taking turns round after round so that load on
 the machine hits all of them alike; the median of the rounds. Beside the model's time, each row has the time a user
-feels: letterbox of a real image + the model + decode (and NMS where the model has none). The plain Ultralytics
+feels: letterbox of a real image + the model + decode (and NMS where the model has none), and the throughput at batch
+8 (images/s; ONNX forms are exported again at that batch, OpenVINO reshapes its IR). The plain Ultralytics
 exports of the unpruned model (`yolo export format=onnx` / `format=openvino`) are timed too: the selection's speed-up
 is stated against the fastest of them. A Jetson or GPU target cannot be measured here: it gets the TensorRT bundle.
 """
@@ -54,6 +55,9 @@ class Candidate:
     mask_map: float | None = None
     latency_ms: float | None = None  # the model alone, batch 1
     pipeline_ms: float | None = None  # letterbox + model + decode (+ NMS), batch 1
+    throughput: float | None = None  # images/s at `batch_size` (None: not timed)
+    batch_size: int = 0
+    batch_path: str | None = None  # the file timed at `batch_size` (ONNX: its own export; None: `path`)
     runtime: str = ""
     eligible: bool = False  # within max_map_drop of the reference
 
@@ -62,7 +66,20 @@ class Candidate:
         return f"{self.model}: {FORMS[self.form][2]}"
 
 
-def _plain_exports(pt: Path, folder: Path, imgsz: int) -> dict[str, Path]:
+def model_labels(paths: list[str | Path]) -> dict[str, str | Path]:
+    """{label: path}: each model named by its file's stem; files of the same name (two runs' best.pt) by their run
+    folder (runs/prune/weights/best.pt -> prune-best), else by their position."""
+    labels = [Path(p).stem for p in paths]
+    if len(set(labels)) != len(labels):
+        runs = [Path(p).parent.parent if Path(p).parent.name == "weights" else Path(p).parent for p in paths]
+        labels = [f"{r.resolve().name}-{label}" for r, label in zip(runs, labels, strict=True)]
+    if len(set(labels)) != len(labels):
+        labels = [f"{i}-{Path(p).stem}" for i, p in enumerate(paths)]
+    return dict(zip(labels, paths, strict=True))
+
+
+def _plain_exports(pt: Path, folder: Path, imgsz: int, batch: int = 1,
+                   formats: tuple[str, ...] = ("ul_onnx", "ul_ov")) -> dict[str, Path]:
     """Ultralytics' own FP32 exports with its defaults (what `yolo export` gives), from a copy in `folder`."""
     from ultralytics import YOLO
 
@@ -70,12 +87,14 @@ def _plain_exports(pt: Path, folder: Path, imgsz: int) -> dict[str, Path]:
 
     out = {}
     for form, fmt in (("ul_onnx", "onnx"), ("ul_ov", "openvino")):
-        dest = folder / form
+        if form not in formats:
+            continue
+        dest = folder / (form if batch == 1 else f"{form}_b{batch}")
         if not dest.exists():
             with atomic_folder(dest, "plain export") as tmp:
                 local = tmp / pt.name
                 shutil.copyfile(pt, local)
-                written = Path(YOLO(str(local)).export(format=fmt, imgsz=imgsz, batch=1, verbose=False))
+                written = Path(YOLO(str(local)).export(format=fmt, imgsz=imgsz, batch=batch, verbose=False))
                 local.unlink()
                 if written.is_dir():
                     written.rename(tmp / f"model_{form}_openvino_model")
@@ -87,8 +106,10 @@ def _plain_exports(pt: Path, folder: Path, imgsz: int) -> dict[str, Path]:
 
 
 def build_candidates(label: str, pt: Path, data: str | Path, folder: Path, imgsz: int, runtimes: tuple[str, ...],
-                     calib_images: int, max_map_drop: float, plain: bool) -> list[Candidate]:
-    """Every form of `pt` the runtimes can run, written under `folder/<label>/` (kept: a rerun reuses them)."""
+                     calib_images: int, max_map_drop: float, plain: bool, batch: int = 0) -> list[Candidate]:
+    """Every form of `pt` the runtimes can run, written under `folder/<label>/` (kept: a rerun reuses them); with
+    `batch` > 1, each ONNX form also exported at that batch for the throughput column (the same weights, the INT8
+    one calibrated on the same images: the same ranges)."""
     from yolo_opt.deploy.onnx import export_onnx
     from yolo_opt.quant.ptq import quantize_onnx
 
@@ -103,6 +124,13 @@ def build_candidates(label: str, pt: Path, data: str | Path, folder: Path, imgsz
         if not int8.exists():
             quantize_onnx(fp32, data, int8, calib_images=calib_images, validate=False, progress=False)
         out += [Candidate(label, "onnx_fp32", str(fp32)), Candidate(label, "onnx_int8", str(int8))]
+        if batch > 1:
+            fp32_b, int8_b = d / f"model_fp32_b{batch}.onnx", d / f"model_int8_b{batch}.onnx"
+            if not fp32_b.exists():
+                export_onnx(pt, fp32_b, imgsz=imgsz, batch=batch)
+            if not int8_b.exists():
+                quantize_onnx(fp32_b, data, int8_b, calib_images=calib_images, validate=False, progress=False)
+            out[-2].batch_path, out[-1].batch_path = str(fp32_b), str(int8_b)
     if "openvino" in runtimes:
         from yolo_opt.deploy.openvino import export_openvino
 
@@ -115,8 +143,12 @@ def build_candidates(label: str, pt: Path, data: str | Path, folder: Path, imgsz
                             max_map_drop=max_map_drop, validate=False, progress=False, fp32=ov)
         out += [Candidate(label, "ov", str(ov)), Candidate(label, "ov_f32", str(ov)), Candidate(label, "ov_int8", str(ov8))]
     if plain:
-        out += [Candidate(label, form, str(path)) for form, path in _plain_exports(pt, d, imgsz).items()
-                if FORMS[form][0] in runtimes]
+        forms = tuple(f for f in PLAIN if FORMS[f][0] in runtimes)
+        twins = _plain_exports(pt, d, imgsz, batch, ("ul_onnx",)) if batch > 1 and "ul_onnx" in forms else {}
+        out += [Candidate(label, form, str(path), batch_path=str(twins[form]) if form in twins else None)
+                for form, path in _plain_exports(pt, d, imgsz, formats=forms).items()]
+    for c in out:
+        c.batch_size = batch if batch > 1 else 0
     return out
 
 
@@ -141,7 +173,8 @@ def _validate(candidates: list[Candidate], data: str | Path, imgsz: int) -> None
 
 
 def _time(candidates: list[Candidate], imgsz: int, rounds: int, runs: int, threads: int | None, image: Path) -> None:
-    """Latency of each candidate alone and in the full pipeline, the runtimes taking turns round after round."""
+    """Latency of each candidate alone and in the full pipeline (and its throughput at its `batch_size`), the
+    runtimes taking turns round after round."""
     from yolo_opt.bench.latency import latency_in_process
 
     groups: dict[tuple[str, str | None], list[Candidate]] = {}
@@ -150,24 +183,30 @@ def _time(candidates: list[Candidate], imgsz: int, rounds: int, runs: int, threa
         groups.setdefault((kind, precision), []).append(c)
     model_ms: dict[int, list[float]] = {id(c): [] for c in candidates}
     pipe_ms: dict[int, list[float]] = {id(c): [] for c in candidates}
+    per_s: dict[int, list[float]] = {id(c): [] for c in candidates}
+    batch = max((c.batch_size for c in candidates), default=0)
     for _ in range(rounds):  # every round: each runtime in a fresh process of its own, one after the other
         for (_, precision), members in groups.items():
             results = latency_in_process([c.path for c in members], imgsz, runs=runs, rounds=1, warmup=3,
-                                         threads=threads, precision=precision, pipeline=str(image))
+                                         threads=threads, precision=precision, pipeline=str(image), batch=batch,
+                                         batch_paths=[c.batch_path for c in members])
             for c, r in zip(members, results, strict=True):
                 model_ms[id(c)].append(r["ms"])
                 pipe_ms[id(c)].append(r["pipeline_ms"])
+                if "throughput" in r:
+                    per_s[id(c)].append(r["throughput"])
                 c.runtime = r["runtime"]
     for c in candidates:
         c.latency_ms = statistics.median(model_ms[id(c)])
         c.pipeline_ms = statistics.median(pipe_ms[id(c)])
+        c.throughput = statistics.median(per_s[id(c)]) if per_s[id(c)] else None
 
 
 def select_deployment(models: dict[str, str | Path], data: str | Path, out: str | Path, imgsz: int = 640,
                       target: str = "cpu", max_map_drop: float = 0.01, reference: str | Path | None = None,
                       runtimes: tuple[str, ...] = ("onnx", "openvino"), calib_images: int = 256,
                       lat_imgsz: int | None = None, rounds: int = 3, runs: int = 20,
-                      threads: int | None = None) -> dict[str, Any]:
+                      threads: int | None = None, throughput_batch: int = 8) -> dict[str, Any]:
     """Build every deployable form of `models`, measure them here and deliver the fastest within the bound.
 
     Args:
@@ -184,6 +223,7 @@ def select_deployment(models: dict[str, str | Path], data: str | Path, out: str 
         calib_images: INT8 calibration images (train split).
         lat_imgsz: Latency input size (default: `imgsz`); a separate export of each form is timed at it.
         rounds, runs, threads: Timing: rounds of turns across the runtimes, calls per model per round, threads.
+        throughput_batch: Batch of the throughput column (images/s); 0 or 1 skips it.
 
     Returns:
         The selection: the chosen candidate, every candidate's figures, the speed-up over the fastest plain export.
@@ -219,19 +259,22 @@ def select_deployment(models: dict[str, str | Path], data: str | Path, out: str 
     with atomic_folder(out, "deployment") as tmp:  # candidates included: a kill leaves nothing half-written
         work = tmp / "candidates"
         candidates: list[Candidate] = []
+        separate = bool(lat_imgsz and lat_imgsz != imgsz)
         for label, pt in pts.items():
             candidates += build_candidates(label, pt, data, work, imgsz, runtimes, calib_images, max_map_drop,
-                                           plain=label == labels[-1])
+                                           plain=label == labels[-1], batch=0 if separate else throughput_batch)
         _validate(candidates, data, imgsz)
         timed = candidates
-        if lat_imgsz and lat_imgsz != imgsz:  # the same forms at the latency size (accuracy does not come from them)
+        if separate:  # the same forms at the latency size (accuracy does not come from them)
             timed = []
             for label, pt in pts.items():
                 timed += build_candidates(label, pt, data, work / f"lat{lat_imgsz}", lat_imgsz, runtimes,
-                                          min(calib_images, 32), max_map_drop, plain=label == labels[-1])
+                                          min(calib_images, 32), max_map_drop, plain=label == labels[-1],
+                                          batch=throughput_batch)
         _time(timed, lat_imgsz or imgsz, rounds, runs, threads, image)
         for c, t in zip(candidates, timed, strict=True):
             c.latency_ms, c.pipeline_ms, c.runtime = t.latency_ms, t.pipeline_ms, t.runtime
+            c.throughput, c.batch_size = t.throughput, t.batch_size
 
         ref = _reference_map(candidates, reference, pts, data, imgsz, work, labels[-1])
         best, plain = choose(candidates, ref, max_map_drop)
@@ -305,8 +348,10 @@ def markdown(result: dict[str, Any]) -> str:
     plain = result["fastest_plain_export"]
     rows = sorted(result["candidates"], key=lambda c: c["latency_ms"])
     masks = any(c.get("mask_map") is not None for c in rows)
+    batch = max((c.get("batch_size") or 0 for c in rows), default=0)
     head = ["form", "runtime", "mAP50-95"] + ["mask mAP50-95"] * masks + ["within bound", "model ms", "vs plain",
                                                                          "pipeline ms", "vs plain"]
+    head += [f"batch-{batch} img/s", "vs plain"] * bool(batch)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def fmt(v, d=4):
@@ -318,6 +363,9 @@ def markdown(result: dict[str, Any]) -> str:
         cells += ["yes" if c["eligible"] else ("(plain export)" if c["form"] in PLAIN else "no"),
                   f"{c['latency_ms']:.1f}", f"{c['latency_ms'] / plain['latency_ms']:.2f}x" if plain else "—",
                   f"{c['pipeline_ms']:.1f}", f"{c['pipeline_ms'] / plain['pipeline_ms']:.2f}x" if plain else "—"]
+        if batch:
+            per_s, base = c.get("throughput"), (plain or {}).get("throughput")
+            cells += [fmt(per_s, 1), f"{per_s / base:.2f}x" if per_s and base else "—"]
         lines.append("| " + " | ".join(cells) + " |")
     ref = result["reference"]
     lines += ["", f"Selected: **{result['selected_label']}**, {result['selected']['latency_ms']:.1f} ms"
@@ -327,7 +375,9 @@ def markdown(result: dict[str, Any]) -> str:
               + (f" (masks {ref['mask_map']:.4f})" if ref.get("mask_map") is not None else "") + ".",
               f"Latency: batch 1 at {result['lat_imgsz']} px, median of rounds in which the runtimes took turns, each "
               "in a process of its own; 'pipeline' adds letterbox of a real image, decode and NMS (none for an "
-              "NMS-free output)."]
+              "NMS-free output)."
+              + (f" Throughput: images/s of one call on {batch} images, timed in the same rounds (higher is better; "
+                 "'vs plain' is the ratio to the fastest plain export's)." if batch else "")]
     return "\n".join(lines)
 
 

@@ -126,7 +126,8 @@ def run_train(kwargs: dict[str, Any]) -> None:
 
         if opts.prune.prune_target is None:
             raise ConfigError("round_for= measures roundings at a GFLOPs target: add prune_target=")
-        chosen, _ = measured_round(model, opts.prune.prune_target, round_for, int(kwargs.get("imgsz", 640)))
+        chosen, _ = measured_round(model, opts.prune.prune_target, round_for, int(kwargs.get("imgsz", 640)),
+                                   data=kwargs.get("data") if opts.prune.per_layer else None)
         opts = opts.replace(prune=opts.prune.replace(prune_round=chosen))
     resume = kwargs.get("resume")
     if isinstance(resume, str):  # yolo grammar: resume=path/to/last.pt
@@ -203,7 +204,7 @@ def run_benchmark(kwargs: dict[str, Any]) -> None:
 
 
 def run_select(kwargs: dict[str, Any]) -> None:
-    from yolo_opt.bench.select import select_deployment
+    from yolo_opt.bench.select import model_labels, select_deployment
     from yolo_opt.data.checks import check_data_arg
     from yolo_opt.options import BenchOptions, DeployOptions, PTQOptions, check_imgsz
 
@@ -215,12 +216,10 @@ def run_select(kwargs: dict[str, Any]) -> None:
     out = need(kwargs, "out", "deploy")
     imgsz = check_imgsz(kwargs.pop("imgsz", 640))
     refuse_rest(kwargs, "deploy")
-    labels = [Path(m).stem for m in models]
-    if len(set(labels)) != len(labels):
-        labels = [f"{i}-{label}" for i, label in enumerate(labels)]
-    result = select_deployment(dict(zip(labels, models, strict=True)), data, out, imgsz, opts.target,
+    result = select_deployment(model_labels(models), data, out, imgsz, opts.target,
                                0.01 if ptq.max_map_drop is None else ptq.max_map_drop, bench.reference,
-                               opts.runtime_list(), ptq.calib_images, bench.lat_imgsz)
+                               opts.runtime_list(), ptq.calib_images, bench.lat_imgsz,
+                               throughput_batch=opts.throughput_batch)
     if result["measured"]:
         print((Path(result["out"]) / "selection.md").read_text())
     print(f"deployed: {result.get('model') or result['bundle']} ({result.get('selected_label') or result['note']})")

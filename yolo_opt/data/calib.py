@@ -60,6 +60,19 @@ def load_batches(files: list[Path], imgsz: int | tuple[int, int], progress: bool
     return out
 
 
+def stack_batches(batches: list[np.ndarray], n: int) -> list[np.ndarray]:
+    """Images in batches of `n` for a model with a static batch of `n`; the last batch is filled with the first
+    images again (ranges and histograms then see every image, a few twice)."""
+    if n <= 1:
+        return batches
+    out = []
+    for start in range(0, len(batches), n):
+        group = batches[start:start + n]
+        group += [batches[j % len(batches)] for j in range(n - len(group))]
+        out.append(np.concatenate(group))
+    return out
+
+
 class CalibrationReader:
     """ONNX Runtime `CalibrationDataReader` over preprocessed batches (re-iterable, with a progress bar)."""
 

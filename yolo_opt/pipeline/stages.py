@@ -104,7 +104,8 @@ def _prune(run: Run, recipe: Recipe) -> None:
         from yolo_opt.bench.rounding import measured_round
 
         lat_imgsz = recipe.bench.lat_imgsz or recipe.imgsz
-        chosen, info = measured_round(run.path("pt"), opts.prune.prune_target, recipe.deploy.round_for, lat_imgsz)
+        chosen, info = measured_round(run.path("pt"), opts.prune.prune_target, recipe.deploy.round_for, lat_imgsz,
+                                      data=run.data if opts.prune.per_layer else None)
         first = first.replace(prune=first.prune.replace(prune_round=chosen))
     out = _train_stage(run, recipe, "prune", run.path("pt"), first)
     run.record("prune", {"pt": out, "pruned_pt": out}, **({"prune_round": info} if info else {}))
@@ -208,7 +209,8 @@ def _select(run: Run, recipe: Recipe) -> None:
     ptq = recipe.ptq
     result = select_deployment(models, run.data, run.folder / "deploy", recipe.imgsz, recipe.deploy.target,
                                0.01 if ptq.max_map_drop is None else ptq.max_map_drop, run.path("reference_pt"),
-                               recipe.deploy.runtime_list(), ptq.calib_images, recipe.bench.lat_imgsz)
+                               recipe.deploy.runtime_list(), ptq.calib_images, recipe.bench.lat_imgsz,
+                               throughput_batch=recipe.deploy.throughput_batch)
     run.record("select", {"deploy": run.folder / "deploy"}, selected=result.get("selected_label"),
                speedup_vs_plain=result.get("speedup_vs_plain"))
 

@@ -131,7 +131,7 @@ def quantize_onnx(
     """Quantize an FP32 YOLO ONNX model to a full-graph INT8 QDQ model, calibrated on the train split.
 
     Args:
-        onnx_path: FP32 ONNX model (from `export_onnx`; static batch 1).
+        onnx_path: FP32 ONNX model (from `export_onnx`; a static batch, 1 unless exported for throughput).
         data: Ultralytics `data.yaml`; `calib_images` train images calibrate, the val split validates.
         out: INT8 output path (default: `<stem>_int8.onnx` next to `onnx_path`).
         opts: `calib` (minmax, entropy, percentile = 99.999th percentile of |x|), `calib_images` (a seeded sample of
@@ -157,7 +157,7 @@ def quantize_onnx(
     from onnxruntime.quantization.calibrate import save_tensors_data
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from yolo_opt.data.calib import CalibrationReader, calibration_files, load_batches
+    from yolo_opt.data.calib import CalibrationReader, calibration_files, load_batches, stack_batches
     from yolo_opt.data.checks import check_classes
     from yolo_opt.io.files import atomic_path, check_output, temporary_dir
     from yolo_opt.io.onnx import load_onnx, onnx_io, onnx_metadata
@@ -193,6 +193,7 @@ def quantize_onnx(
         pre_model = onnx.load(str(pre))
         tail = float_tail(pre_model)
         batches = load_batches(files, imgsz, progress)
+        batches = stack_batches(batches, shape[0] if isinstance(shape[0], int) else 1)  # a model exported at batch=8
         reader = CalibrationReader(batches, input_name, progress, desc=f"calibrating ({calib})")
         ranges = calibrate(pre, reader, calib, work)
         shared = share_concat_ranges(pre_model, ranges, set(tail))
