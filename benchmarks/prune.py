@@ -11,6 +11,12 @@ size); GFLOPs and params at 640 px; ONNX Runtime latency at 640 px (batch 1, all
     python benchmarks/prune.py --out runs/bench/prune                           # everything (hours on 2 CPU cores)
     python benchmarks/prune.py --archs yolov8n --targets 0.5 --variants no-kd,kd  # a subset (rows are cached)
     python benchmarks/prune.py --latency                                        # then time every cached row
+
+`--set hard` runs the same table on the hard generated set (36 classes told apart by small markings, crowded, small
+objects: `yolo-opt data kind=hard`), with `--capacity` checking that the set is capacity-limited (yolov8s >= 1.15x
+yolov8n's mAP50-95, the slim yolov8n at 0.5x GFLOPs <= 0.92x). `--set transfer` is the setting users are in: each
+model pre-trained on the hard set (`{arch}-pretrain`, the stand-in for COCO weights), its baseline fine-tuned to
+convergence on a small set of 12 other classes, pruned from there; the slim models get the same pre-training.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ VARIANTS = {
     "taylor-nbs64": {"prune_method": "taylor", "nbs": 64},  # Taylor scores need data: uniform ratios
     "kd-lr3x": {"optimizer": "AdamW", "lr0": 0.0033},  # 3x the AdamW rate Ultralytics' optimizer=auto picks for nc=5
 }
+SETS = {"shapes": (300, 200, 160), "hard": (2000, 300, 320), "transfer": (300, 200, 320)}  # n_train, n_val, imgsz
 TRAIN = {"imgsz": 160, "batch": 16, "workers": 0, "plots": False, "seed": 0, "deterministic": False}
 
 
@@ -60,6 +67,25 @@ def train(project: Path, name: str, model: str | Path, data: Path, **kwargs) -> 
     from yolo_opt.train import train_in
 
     return train_in(project, name, model, **{**TRAIN, "data": str(data), **kwargs})
+
+
+def new_classes(project: Path, name: str, model: Path, data: Path, **kwargs) -> Path:
+    """Fine-tune `model` on a dataset of other classes with Ultralytics' own trainer (it rebuilds the head for the
+    new classes); a finished run (its `.done` marker) is reused, an unfinished one restarts."""
+    import shutil
+
+    from ultralytics import YOLO
+
+    folder = project / name
+    done = folder / ".done"
+    if done.exists():
+        return Path(done.read_text())
+    shutil.rmtree(folder, ignore_errors=True)
+    yolo = YOLO(str(model))
+    yolo.train(**{**TRAIN, "data": str(data), "project": str(project), "name": name, "exist_ok": True, **kwargs})
+    best = Path(yolo.trainer.best)  # where the trainer kept it
+    done.write_text(str(best))
+    return best
 
 
 @contextlib.contextmanager
@@ -114,7 +140,7 @@ def sensitivity_report(weights: Path, data: Path, folder: Path) -> Path:
     return report
 
 
-def slim_yaml(arch: str, gflops: float, out: Path) -> tuple[Path, float]:
+def slim_yaml(arch: str, gflops: float, out: Path, nc: int = 5) -> tuple[Path, float]:
     """The arch's yaml at the width multiple whose GFLOPs (640 px) are the nearest at or below `gflops`."""
     from ultralytics.nn.tasks import DetectionModel, SegmentationModel, yaml_model_load
     from ultralytics.utils import YAML
@@ -125,7 +151,7 @@ def slim_yaml(arch: str, gflops: float, out: Path) -> tuple[Path, float]:
     depth, _, max_ch = cfg["scales"][cfg["scale"]]
     best = None
     for w in [x / 1000 for x in range(50, 260, 5)]:
-        trial = {**cfg, "scales": {cfg["scale"]: [depth, w, max_ch]}, "nc": 5}
+        trial = {**cfg, "scales": {cfg["scale"]: [depth, w, max_ch]}, "nc": nc}
         net = (SegmentationModel if arch.endswith("-seg") else DetectionModel)(trial, verbose=False)
         g = 2 * count_macs(net, 640)[0] / 1e9
         if g <= gflops and (best is None or g > best[1]):
@@ -150,22 +176,35 @@ def main() -> None:
     parser.add_argument("--ft-epochs", type=int, default=30)
     parser.add_argument("--no-slim", action="store_true", help="skip the from-scratch slim models")
     parser.add_argument("--slim-targets", help="targets that get slim models (default: all of --targets)")
-    parser.add_argument("--n-train", type=int, default=300)
-    parser.add_argument("--n-val", type=int, default=200)
-    parser.add_argument("--imgsz", type=int, default=160, help="training and validation size")
+    parser.add_argument("--set", default="shapes", choices=SETS, dest="dataset",
+                        help="shapes (easy), hard (capacity-limited) or transfer (pre-trained on hard, 12 new classes)")
+    parser.add_argument("--n-train", type=int, help="training images (shapes 300, hard 2000, transfer 300)")
+    parser.add_argument("--n-val", type=int, help="validation images (shapes 200, hard 300, transfer 200)")
+    parser.add_argument("--n-pretrain", type=int, default=2000, help="transfer: hard-set images of the pre-training")
+    parser.add_argument("--imgsz", type=int, help="training and validation size (shapes 160, hard/transfer 320)")
+    parser.add_argument("--capacity", action="store_true",
+                        help="also train yolov8s as a baseline: is the set capacity-limited for yolov8n?")
     parser.add_argument("--latency", action="store_true", help="time every cached row (ONNX Runtime, 640 px)")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    TRAIN["imgsz"] = args.imgsz
+    defaults = SETS[args.dataset]
+    args.n_train, args.n_val = args.n_train or defaults[0], args.n_val or defaults[1]
+    TRAIN["imgsz"] = args.imgsz = args.imgsz or defaults[2]
 
-    from yolo_opt.data import make_dataset
+    from yolo_opt.data import make_dataset, read_dataset
     from yolo_opt.io.files import atomic_write_bytes
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     with locked(out):  # processes sharing --out: the first makes the dataset, the others reuse it
+        kind = {"shapes": "shapes", "hard": "hard", "transfer": "transfer"}[args.dataset]
         data = make_dataset(out / "data", seed=0, n_train=args.n_train, n_val=args.n_val, imgsz=TRAIN["imgsz"],
-                            task=args.task)
+                            task=args.task, kind=kind)
+        pretrain_data = None
+        if args.dataset == "transfer":  # another seed: none of its images are the transfer set's
+            pretrain_data = make_dataset(out / "data-pretrain", seed=1, n_train=args.n_pretrain, n_val=200,
+                                         imgsz=TRAIN["imgsz"], task=args.task, kind="hard")
+    nc = len(read_dataset(data)["names"])
     path = out / "results.json"
     results = json.loads(path.read_text()) if path.exists() else {}
 
@@ -190,9 +229,22 @@ def main() -> None:
         return results[key]
 
     slim_targets = {float(t) for t in (args.slim_targets or args.targets).split(",")}
-    for arch in args.archs.split(","):
-        base_pt = train(out, f"{arch}-base", f"{arch}.yaml", data, epochs=args.base_epochs, patience=args.patience)
-        base = row(f"{arch}/base", partial(Path, base_pt), convergence=convergence(out / f"{arch}-base"))
+    def baseline(name: str, model: str, epochs: int, patience: int) -> Path:
+        """A model trained from its yaml on `data`; transfer: pre-trained on the hard set first (`<yaml>-pretrain`,
+        shared by the rows of one yaml), then fine-tuned on `data`'s other classes (Ultralytics' trainer: a new
+        head, the rest transferred)."""
+        if pretrain_data is None:
+            return train(out, name, model, data, epochs=epochs, patience=patience)
+        pretrained = train(out, f"{Path(model).stem}-pretrain", model, pretrain_data, epochs=args.base_epochs,
+                           patience=args.patience)
+        return new_classes(out, name, pretrained, data, epochs=epochs, patience=patience)
+
+    archs = args.archs.split(",") + (["yolov8s"] if args.capacity else [])
+    for arch in archs:
+        base_pt = baseline(f"{arch}-base", f"{arch}.yaml", args.base_epochs, args.patience)
+        base = row(f"{arch}/base", partial(Path, base_pt), convergence=convergence(Path(base_pt).parent.parent))
+        if args.capacity and arch == "yolov8s":
+            continue  # only its baseline: the capacity check's
         for target in map(float, args.targets.split(",")):
             for variant in args.variants.split(","):
                 keys = {"prune_target": target, **VARIANTS[variant]}
@@ -208,16 +260,31 @@ def main() -> None:
             pruned = next((results[k]["gflops"] for k in results if k.startswith(f"{arch}/t{target}/")), None)
             if args.no_slim or pruned is None or target not in slim_targets:
                 continue
-            yaml, _ = slim_yaml(arch, pruned, out)
+            yaml, _ = slim_yaml(arch, pruned, out, nc)
             for suffix, epochs in (("total", base["convergence"]["epochs"] + args.ft_epochs), ("ft", args.ft_epochs)):
-                row(f"{arch}/slim{target}-{suffix}", partial(train, out, f"{yaml.stem}-{suffix}", yaml, data, epochs=epochs,
-                                                             patience=0), yaml=yaml.name)
+                row(f"{arch}/slim{target}-{suffix}", partial(baseline, f"{yaml.stem}-{suffix}", str(yaml), epochs, 0),
+                    yaml=yaml.name)
     if args.latency:
         time_rows(results, out, args.rounds)
         save()
-    table = markdown(results)
+    table = markdown(results) + capacity(results)
     atomic_write_bytes(out / "table.md", (table + "\n").encode())
     print(table)
+
+
+def capacity(results: dict) -> str:
+    """Whether the set is capacity-limited for yolov8n: yolov8s >= 1.15x its mAP50-95, and the slim yolov8n at
+    0.5x GFLOPs trained from scratch (the baseline's epochs + the fine-tune's) <= 0.92x."""
+    n, s, slim = (results.get(k) for k in ("yolov8n/base", "yolov8s/base", "yolov8n/slim0.5-total"))
+    if not n or not n["map"] or not (s or slim):
+        return ""
+    lines = ["", "Capacity check (mAP50-95 vs yolov8n's baseline):"]
+    if s:
+        lines.append(f"- yolov8s {s['map'] / n['map']:.3f}x (needs >= 1.15: {'holds' if s['map'] >= 1.15 * n['map'] else 'MISSED'})")
+    if slim:
+        lines.append(f"- slim yolov8n at {slim['gflops'] / n['gflops']:.2f}x GFLOPs from scratch {slim['map'] / n['map']:.3f}x "
+                     f"(needs <= 0.92: {'holds' if slim['map'] <= 0.92 * n['map'] else 'MISSED'})")
+    return "\n".join(lines) + "\n"
 
 
 def time_rows(results: dict, out: Path, rounds: int) -> None:
@@ -242,6 +309,10 @@ def time_rows(results: dict, out: Path, rounds: int) -> None:
     for key, s in samples.items():
         results[key]["ort_ms"] = statistics.median(s)
         results[key]["threads"] = os.cpu_count()
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.3f}" if b else "-"
 
 
 def markdown(results: dict) -> str:
@@ -271,7 +342,7 @@ def markdown(results: dict) -> str:
                 continue
             ms = f"{r['ort_ms']:.1f} ({r['ort_ms'] / base['ort_ms']:.2f}x)" if "ort_ms" in r and "ort_ms" in base else "-"
             own_ref = results.get(f"{arch}/" + r.get("reference", ""), ref)
-            figures = "".join(f"| {r[m]:.4f} | {r[m] / own_ref[m]:.3f} | {r[m] / base[m]:.3f} "
+            figures = "".join(f"| {r[m]:.4f} | {ratio(r[m], own_ref[m])} | {ratio(r[m], base[m])} "
                               for m in (("map", "mask_map") if masks else ("map",)))
             lines.append(f"| {key.split('/', 1)[1]} | {r['gflops']:.2f} ({r['gflops'] / base['gflops']:.2f}x) "
                          f"| {r['params'] / 1e6:.2f}M {figures}| {ms} |")

@@ -54,3 +54,39 @@ def test_bad_sizes(tmp_path):
     with pytest.raises(ConfigError):
         make_dataset(tmp_path / "f", n_train=0)
     assert not (tmp_path / "f").exists()
+
+
+@pytest.mark.parametrize("kind, nc", [("hard", 36), ("transfer", 12)])
+def test_hard_sets_deterministic_crowded_and_valid(tmp_path, kind, nc):
+    """The hard sets: same seed same bytes; a seed per image (a larger set starts with the smaller one's images);
+    many classes, crowded scenes with small objects, boxes inside the image; Ultralytics reads them."""
+    from ultralytics.data.utils import check_det_dataset
+
+    a = make_dataset(tmp_path / "a", seed=2, n_train=8, n_val=2, imgsz=256, kind=kind)
+    b = make_dataset(tmp_path / "b", seed=2, n_train=8, n_val=2, imgsz=256, kind=kind)
+    small = make_dataset(tmp_path / "s", seed=2, n_train=3, n_val=2, imgsz=256, kind=kind)
+    assert _digest(a.parent) == _digest(b.parent)
+    for i in range(3):
+        name = f"images/train/{i:05d}.jpg"
+        assert (small.parent / name).read_bytes() == (a.parent / name).read_bytes()
+    assert check_det_dataset(str(a))["nc"] == nc
+    boxes = [line.split() for f in (a.parent / "labels" / "train").glob("*.txt")
+             for line in f.read_text().splitlines() if line]
+    assert len(boxes) >= 8 * 5, "crowded scenes"
+    assert all(0 <= int(c) < nc and all(0 <= float(v) <= 1 for v in box) for c, *box in boxes)
+    widths = sorted(float(b[3]) for b in boxes)
+    assert widths[len(widths) // 2] < 0.12, "most objects are small"
+    assert len({int(b[0]) for b in boxes}) >= nc // 3
+    sizes = {tuple(__import__("cv2").imread(str(p)).shape[:2]) for p in (a.parent / "images" / "train").iterdir()}
+    assert len(sizes) > 1 and all(152 <= s <= 256 for hw in sizes for s in hw), sizes
+
+
+def test_hard_set_segment_polygons_and_cli_refusal(tmp_path):
+    from tests.conftest import run_cli
+
+    seg = make_dataset(tmp_path / "seg", seed=0, n_train=2, n_val=1, imgsz=192, kind="hard", task="segment")
+    lines = [ln.split() for f in (seg.parent / "labels" / "train").glob("*.txt") for ln in f.read_text().splitlines()]
+    assert lines and all(len(ln) >= 7 and len(ln) % 2 == 1 for ln in lines)
+    r = run_cli("data", "kind=coco", f"out={tmp_path / 'x'}")
+    assert r.returncode == 2 and "kind" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()

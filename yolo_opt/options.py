@@ -404,10 +404,15 @@ class DataOptions(Options):
     seed: int = key(0, int, "dataset seed (same seed, same bytes)", ("data",), low=0, high=2**31 - 1)
     n_train: int = key(300, int, "number of training images", ("data", "demo"), low=1, high=1000000)
     n_val: int = key(80, int, "number of validation images", ("data", "demo"), low=1, high=1000000)
-    imgsz: int = key(160, int, "image side in pixels", ("data",), low=32, high=4096, ultralytics=True)
-    max_objects: int = key(6, int, "most objects per image", ("data",), low=1, high=100)
+    imgsz: int | None = key(None, int, "image side in pixels (default: 160 for shapes, 640 for the hard sets)",
+                            ("data",), low=32, high=4096, ultralytics=True)
+    max_objects: int | None = key(None, int, "most objects per image (default: 6 for shapes, 30 for the hard sets)",
+                                  ("data",), low=1, high=100)
     task: str = key("detect", str, "labels: detect (boxes) or segment (instance polygons, the same images)", ("data",),
                     choices=("detect", "segment"), ultralytics=True)
+    kind: str = key("shapes", str, "shapes (5 classes, small and fast), hard (36 classes told apart by small markings, "
+                    "crowded, small objects, photographs and textures) or transfer (12 other classes, the same scenes)",
+                    ("data",), choices=("shapes", "hard", "transfer"))
 
 
 @dataclass(frozen=True)

@@ -274,7 +274,8 @@ def run_data(kwargs: dict[str, Any]) -> None:
 
     opts = DataOptions.take(kwargs, "data")
     refuse_rest(kwargs, "data")
-    path = make_dataset(opts.out, opts.seed, opts.n_train, opts.n_val, opts.imgsz, opts.max_objects, opts.task)
+    path = make_dataset(opts.out, opts.seed, opts.n_train, opts.n_val, opts.imgsz, opts.max_objects, opts.task,
+                        opts.kind)
     print(f"dataset written: {path}")
 
 

@@ -1,6 +1,7 @@
-"""Generate a small, cluttered, multi-class detection or instance-segmentation dataset: same seed, same bytes.
+"""Generate a detection or instance-segmentation dataset: same seed, same bytes. `kind="shapes"` (the default: small
+and fast, for the demo and tests) or the hard sets of `yolo_opt.data.hard` (`kind="hard"`, `"transfer"`).
 
-Objects are filled shapes (circle, square, triangle, cross, ring) of varied size, colour and aspect on a
+Shapes: objects are filled shapes (circle, square, triangle, cross, ring) of varied size, colour and aspect on a
 textured background with distractor strokes, so a detector must learn shape, not colour or position. With
 `task="segment"` the same images get each object's instance mask as a polygon label (the outline of what is visible
 of it: a later object drawn over it hides that part; a ring's mask is its outer outline).
@@ -18,6 +19,8 @@ from yolo_opt.io.files import atomic_folder
 
 CLASS_NAMES = ("circle", "square", "triangle", "cross", "ring")
 TASKS = ("detect", "segment")
+KINDS = ("shapes", "hard", "transfer")
+DEFAULTS = {"shapes": (160, 6), "hard": (640, 30), "transfer": (640, 30)}  # imgsz, max_objects
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -136,9 +139,10 @@ def make_dataset(
     seed: int = 0,
     n_train: int = 300,
     n_val: int = 80,
-    imgsz: int = 160,
-    max_objects: int = 6,
+    imgsz: int | None = None,
+    max_objects: int | None = None,
     task: str = "detect",
+    kind: str = "shapes",
 ) -> Path:
     """Write the generated dataset to `out` and return the path of its `data.yaml`.
 
@@ -150,13 +154,20 @@ def make_dataset(
         seed: Random seed; the same seed and parameters give the same bytes.
         n_train: Number of training images.
         n_val: Number of validation images.
-        imgsz: Square image side in pixels.
-        max_objects: Most objects in one image.
+        imgsz: Image side in pixels (shapes: square; hard sets: 0.6-1x of it per side); default 160 for shapes,
+            640 for the hard sets.
+        max_objects: Most objects in one image (default 6 for shapes, 30 for the hard sets).
         task: "detect" (box labels) or "segment" (the same images, with instance polygons).
+        kind: "shapes" (5 classes), "hard" (36 classes told apart by small markings, crowded, small objects,
+            photographs and textures) or "transfer" (12 other classes in the same kind of scenes).
 
     Returns:
         Path to `out/data.yaml`.
     """
+    if kind not in KINDS:
+        raise ConfigError(f"kind={kind!r}: choose one of {', '.join(KINDS)}")
+    imgsz = DEFAULTS[kind][0] if imgsz is None else imgsz
+    max_objects = DEFAULTS[kind][1] if max_objects is None else max_objects
     if n_train < 1 or n_val < 1:
         raise ConfigError(f"n_train and n_val must be >= 1 (got n_train={n_train}, n_val={n_val})")
     if not 32 <= imgsz <= 4096:
@@ -168,21 +179,34 @@ def make_dataset(
     out = Path(out).resolve()
     signature = f"seed={seed} n_train={n_train} n_val={n_val} imgsz={imgsz} max_objects={max_objects}"
     signature += f" task={task}" if task != "detect" else ""  # detection datasets keep their earlier signature
+    signature += f" kind={kind}" if kind != "shapes" else ""
     yaml_path = out / "data.yaml"
     if yaml_path.exists():
         if (out / ".signature").exists() and (out / ".signature").read_text() == signature:
             return yaml_path
         raise ConfigError(f"{out} already holds a different dataset; choose another out= or delete it")
+    from ultralytics.utils.tqdm import TQDM as tqdm  # noqa: N813 (Ultralytics ships its own tqdm)
+
+    from yolo_opt.data import hard
+
+    photos = hard._photos() if kind != "shapes" else []
     with atomic_folder(out, "dataset", replace=False) as tmp:
-        for split, count, split_seed in (("train", n_train, seed), ("val", n_val, seed + 1_000_003)):
+        for split_id, (split, count, split_seed) in enumerate((("train", n_train, seed),
+                                                               ("val", n_val, seed + 1_000_003))):
             rng = np.random.default_rng(split_seed)
             (tmp / "images" / split).mkdir(parents=True)
             (tmp / "labels" / split).mkdir(parents=True)
-            for i in range(count):
-                img, labels = _sample(rng, imgsz, max_objects, masks=task == "segment")
-                cv2.imwrite(str(tmp / "images" / split / f"{i:05d}.png"), img)
+            for i in tqdm(range(count), desc=f"{kind} {split} images", disable=count < 500):
+                if kind == "shapes":
+                    img, labels = _sample(rng, imgsz, max_objects, masks=task == "segment")
+                    name = f"{i:05d}.png"
+                else:  # a seed per image: a larger set starts with the smaller one's images
+                    img, labels = hard.hard_sample(np.random.default_rng([seed, split_id, i]), imgsz, max_objects,
+                                                   kind, photos, masks=task == "segment")
+                    name = f"{i:05d}.jpg"
+                cv2.imwrite(str(tmp / "images" / split / name), img)
                 (tmp / "labels" / split / f"{i:05d}.txt").write_text("\n".join(labels) + "\n")
-        names = "\n".join(f"  {i}: {n}" for i, n in enumerate(CLASS_NAMES))
+        names = "\n".join(f"  {i}: {n}" for i, n in enumerate(CLASS_NAMES if kind == "shapes" else hard.class_names(kind)))
         (tmp / "data.yaml").write_text(
             f"# yolo-opt generated dataset ({signature})\npath: {out}\ntrain: images/train\nval: images/val\n"
             f"names:\n{names}\n"
