@@ -305,7 +305,7 @@ def models(tmp_path_factory):
     for name, pt in pts.items():
         fp32 = export_onnx(pt, root / f"{name}.onnx", imgsz=IMGSZ)
         ort_form = quantize_onnx(fp32, data, root / f"{name}_ort.onnx", calib="minmax", calib_images=8, validate=False,
-                                 progress=False).path
+                                 progress=False, symmetric=True).path  # what format=engine and bundle quantize
         out[name] = {"fp32": fp32, "ort": ort_form, "trt": to_tensorrt_qdq(ort_form, root / f"{name}_trt.onnx")}
     qat = _qat_export(pts["v8n"], root / "qat.pt")
     out["qat"] = {"fp32": out["v8n"]["fp32"], "ort": qat, "trt": to_tensorrt_qdq(qat, root / "qat_trt.onnx")}
@@ -506,6 +506,30 @@ def test_tensorrt_form_refuses_asymmetric_activations(models, tmp_path):
     with pytest.raises(DeployError, match="not 128"):
         to_tensorrt_qdq(bad, tmp_path / "out.onnx")
     assert not (tmp_path / "out.onnx").exists()
+
+
+def test_onnx_runtime_form_is_asymmetric_and_refused_by_the_tensorrt_form(models, tmp_path):
+    """The default INT8 (ONNX Runtime) has asymmetric activations: one-signed tensors keep their 8th bit. TensorRT
+    cannot run it: the TensorRT form says how to get the symmetric one."""
+    import onnx
+    from onnx import numpy_helper
+
+    from yolo_opt.errors import DeployError
+    from yolo_opt.quant import quantize_onnx
+    from yolo_opt.quant.tensorrt import to_tensorrt_qdq
+
+    r = quantize_onnx(models["v8n"]["fp32"], models["data"], tmp_path / "asym.onnx", calib_images=8, validate=False,
+                      progress=False)
+    m = onnx.load(str(r.path))
+    zps = [numpy_helper.to_array(i) for i in m.graph.initializer if i.data_type == onnx.TensorProto.UINT8]
+    assert zps and any(np.any(z != 128) for z in zps)
+    assert {p.key: p.value for p in m.metadata_props}["yolo_opt_activations"] == "asymmetric"
+    sym = onnx.load(str(models["v8n"]["ort"]))
+    assert {p.key: p.value for p in sym.metadata_props}["yolo_opt_activations"] == "symmetric"
+    assert all(np.all(numpy_helper.to_array(i) == 128) for i in sym.graph.initializer
+               if i.data_type == onnx.TensorProto.UINT8)
+    with pytest.raises(DeployError, match="symmetric=True"):
+        to_tensorrt_qdq(r.path, tmp_path / "out.onnx")
 
 
 # ---------------------------------------------------------------------------------------------- engine build (host)

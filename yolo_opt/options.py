@@ -350,6 +350,9 @@ class PTQOptions(Options):
     calib_images: int = key(256, int, "train images used for INT8 calibration", ("export", "bundle", "optimize",
                                                                                   "deploy"), low=1, high=100000)
     per_channel: bool = key(True, bool, "per-output-channel INT8 weight scales", ("export", "bundle", "optimize"))
+    symmetric: bool = key(False, bool, "symmetric INT8 activations (zero point 0): the only kind TensorRT runs "
+                          "(format=engine, format=jetson, bundle and a recipe's engine stage always use them); ONNX "
+                          "Runtime is as fast and more accurate with asymmetric ones", ("export", "bundle", "optimize"))
     max_map_drop: float | None = key(None, float, "largest accepted absolute mAP50-95 drop of INT8 vs FP32 (boxes, and "
                                      "masks); sensitive layers are kept in float to meet it; deploy: vs the reference, "
                                      "0.01 by default", ("export", "bundle", "optimize", "deploy"),

@@ -199,7 +199,8 @@ def make_bundle(
         accuracy = "not validated"
         if int8:
             r = quantize_onnx(fp32, data, tmp / "model_int8_ort.onnx", calib=calib, calib_images=calib_images,
-                              per_channel=per_channel, max_map_drop=max_map_drop, validate=validate, progress=progress)
+                              per_channel=per_channel, max_map_drop=max_map_drop, validate=validate, progress=progress,
+                              symmetric=True)  # TensorRT runs symmetric activations only
             to_tensorrt_qdq(r.path, tmp / "model_int8.onnx")  # TensorRT form, checked by lint_tensorrt_qdq
             (tmp / "model_int8_ort.onnx").unlink()
             info["models"]["int8"] = "model_int8.onnx"

@@ -84,7 +84,8 @@ def export(model: str | Path, opts: ExportOptions | None = None, data: str | Pat
                 engine = build_engine(fp32, out, int8=int8, workspace=opts.workspace, calib="legacy", data=data,
                                       calib_images=ptq.calib_images)
                 return {"engine": str(engine)}
-            r = quantize_onnx(fp32, data, int8_out, ptq)
+            # TensorRT runs symmetric activations only
+            r = quantize_onnx(fp32, data, int8_out, ptq.replace(symmetric=True) if fmt == "engine" else ptq)
         report.update(r.as_dict())
         report.pop("fp32_path")  # removed with the scratch folder
         src = r.path

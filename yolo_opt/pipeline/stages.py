@@ -140,8 +140,9 @@ def _export(run: Run, recipe: Recipe) -> None:
 def _ptq(run: Run, recipe: Recipe) -> None:
     from yolo_opt.quant.ptq import quantize_onnx
 
+    opts = recipe.ptq.replace(symmetric=True) if "engine" in recipe.stages else recipe.ptq  # TensorRT's kind
     result = quantize_onnx(run.path("fp32_onnx") or run.path("onnx"), run.data, run.folder / "model_int8.onnx",
-                           recipe.ptq, validate=recipe.ptq.max_map_drop is not None)
+                           opts, validate=opts.max_map_drop is not None)
     run.record("ptq", {"int8_onnx": result.path, "ptq_onnx": result.path}, excluded_layers=result.excluded_layers)
 
 

@@ -1,4 +1,4 @@
-"""Activation ranges from ONNX Runtime's calibrators (minmax, entropy, percentile), symmetric, in bounded memory."""
+"""Activation ranges from ONNX Runtime's calibrators (minmax, entropy, percentile), in bounded memory."""
 
 from __future__ import annotations
 
@@ -27,8 +27,10 @@ def calibration_method(name: str):
     return table[key]
 
 
-def calibrate(model_path: str | Path, reader, method: str = "minmax", workdir: str | Path | None = None):
-    """Collect activation ranges of every tensor with ONNX Runtime's calibrator (symmetric, as TensorRT wants).
+def calibrate(model_path: str | Path, reader, method: str = "minmax", workdir: str | Path | None = None,
+              symmetric: bool = True):
+    """Collect activation ranges of every tensor with ONNX Runtime's calibrator (`symmetric`: [-a, a], as TensorRT
+    wants; else [min, max]).
 
     Returns:
         onnxruntime.quantization.calibrate.TensorsData.
@@ -38,7 +40,7 @@ def calibrate(model_path: str | Path, reader, method: str = "minmax", workdir: s
 
     cm = calibration_method(method)
     ops = sorted({n.op_type for n in onnx.load(str(model_path)).graph.node})
-    options: dict[str, Any] = {"symmetric": True}
+    options: dict[str, Any] = {"symmetric": symmetric}
     if cm.name == "Entropy":  # ORT's default 128 bins == 128 quantized bins always picks the full range (= minmax)
         options.update(num_bins=512, num_quantized_bins=128)  # 2048 (TensorRT's) is minutes slower in ORT's search
     with tempfile.TemporaryDirectory(prefix="yolo-opt-calib.", dir=workdir) as tmp:

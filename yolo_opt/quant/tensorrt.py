@@ -216,8 +216,9 @@ def _int8_zero_points(gr: _Graph, src: str) -> int:
                               "constant INT8 zero points")
         if dtype == onnx.TensorProto.UINT8:
             if not np.all(zp == 128):
-                raise DeployError(f"{src}: activation zero point {name} is not 128; re-quantize with symmetric "
-                                  "activations (TensorRT supports zero point 0 only)")
+                raise DeployError(f"{src}: activation zero point {name} is not 128 (asymmetric: the ONNX Runtime "
+                                  "form); re-quantize with symmetric=True (format=engine and bundle do), TensorRT "
+                                  "supports zero point 0 only")
             new = np.zeros(zp.shape, dtype=np.int8)
         elif dtype == onnx.TensorProto.INT8:
             if np.any(zp != 0):
