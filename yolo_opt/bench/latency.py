@@ -151,23 +151,26 @@ def pipeline(infer: Callable[[np.ndarray], Any], meta: dict[str, Any], image: st
 def interleaved(paths: list[str | Path], imgsz: int | None = None, runs: int = 30, rounds: int = 3,
                 warmup: int = 5, threads: int | None = None, precision: str | None = None,
                 image: str | Path | None = None, batch: int = 0,
-                batch_paths: list[str | Path | None] | None = None) -> list[dict[str, Any]]:
+                batch_paths: list[str | Path | None] | None = None, batch_only: bool = False) -> list[dict[str, Any]]:
     """Median ms of each model over `rounds` interleaved rounds of `runs` timed calls (in this process); with an
     `image`, also `pipeline_ms`: the same for letterbox + model + decode of that image (exported models).
 
     With `batch` > 1, also `throughput`: images/s of one call on `batch` images, timed in the same rounds, of
     `batch_paths[i]` (the model exported at that batch; default: the model itself, which OpenVINO and PyTorch
-    reshape), `max(3, runs // 4)` calls a round (each does `batch` images' work)."""
+    reshape), `max(3, runs // 4)` calls a round (each does `batch` images' work); `batch_only`: that alone."""
     calls = []
     for i, p in enumerate(paths):
-        infer, x, info = runner(p, imgsz, threads, precision=precision)
-        fns = {"ms": lambda infer=infer, x=x: infer(x)}
-        if image is not None and info["decode"] is not None:
-            fns["pipeline_ms"] = pipeline(infer, info["decode"], image)
+        fns: dict[str, Callable[[], Any]] = {}
+        if not batch_only:
+            infer, x, info = runner(p, imgsz, threads, precision=precision)
+            fns["ms"] = lambda infer=infer, x=x: infer(x)
+            if image is not None and info["decode"] is not None:
+                fns["pipeline_ms"] = pipeline(infer, info["decode"], image)
         if batch > 1:
             twin = (batch_paths or [None] * len(paths))[i] or p
-            infer_b, x_b, _ = runner(twin, imgsz, threads, precision=precision, batch=batch)
+            infer_b, x_b, info_b = runner(twin, imgsz, threads, precision=precision, batch=batch)
             fns["batch_ms"] = lambda infer=infer_b, x=x_b: infer(x)
+            info = info if not batch_only else info_b
         calls.append((fns, info))
     for fns, _ in calls:
         for fn in fns.values():
@@ -194,7 +197,8 @@ def interleaved(paths: list[str | Path], imgsz: int | None = None, runs: int = 3
 def latency_in_process(paths: list[str | Path], imgsz: int | None = None, runs: int = 30, rounds: int = 3,
                        warmup: int = 5, threads: int | None = None, timeout: float = 3600,
                        precision: str | None = None, pipeline: str | None = None, batch: int = 0,
-                       batch_paths: list[str | Path | None] | None = None) -> list[dict[str, Any]]:
+                       batch_paths: list[str | Path | None] | None = None,
+                       batch_only: bool = False) -> list[dict[str, Any]]:
     """`interleaved` for models of one runtime, in a fresh Python process (nothing else loaded there)."""
     from yolo_opt.errors import DeployError
 
@@ -203,7 +207,8 @@ def latency_in_process(paths: list[str | Path], imgsz: int | None = None, runs: 
         raise ValueError(f"one runtime per process, got {sorted(kinds)}")
     request = {"paths": [str(p) for p in paths], "imgsz": imgsz, "runs": runs, "rounds": rounds, "warmup": warmup,
                "threads": threads, "precision": precision, "image": pipeline, "batch": batch,
-               "batch_paths": [str(p) if p else None for p in batch_paths] if batch_paths else None}
+               "batch_paths": [str(p) if p else None for p in batch_paths] if batch_paths else None,
+               "batch_only": batch_only}
     r = subprocess.run([sys.executable, "-m", "yolo_opt.bench.latency"], input=json.dumps(request),
                        capture_output=True, text=True, timeout=timeout, env={**os.environ, "YOLO_OFFLINE": "1"})
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
@@ -231,7 +236,7 @@ def _main() -> None:
     request = json.loads(sys.stdin.read())
     results = interleaved(request["paths"], request["imgsz"], request["runs"], request["rounds"], request["warmup"],
                           request["threads"], request.get("precision"), request.get("image"),
-                          request.get("batch", 0), request.get("batch_paths"))
+                          request.get("batch", 0), request.get("batch_paths"), request.get("batch_only", False))
     print(json.dumps({"results": results}))
 
 

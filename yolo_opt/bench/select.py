@@ -11,9 +11,10 @@ the reference is delivered, with the table and the plot that justify the choice:
     ov          the FP32 IR on OpenVINO at its default        ov_f32      the same IR at f32 math
                 precision (bf16 where the CPU has it)         ov_int8     NNCF INT8 IR (accuracy-controlled)
 
-for each model given (the pruned one and the unpruned input, say). Timing: batch 1, each runtime in a process of
-its own (OpenVINO's spinning thread pool slows others), the runtimes taking turns round after round so that load on
-the machine hits all of them alike; the median of the rounds. Beside the model's time, each row has the time a user
+for each model given (the pruned one and the unpruned input, say). Timing: batch 1, each model in a process of
+its own (OpenVINO's spinning thread pool slows others, and ONNX Runtime sessions sharing a process read up to 1.5x
+slow), the models taking turns round after round so that load on the machine hits all of them alike; the median of
+the rounds. Beside the model's time, each row has the time a user
 feels: letterbox of a real image + the model + decode (and NMS where the model has none), and the throughput at batch
 8 (images/s; ONNX forms are exported again at that batch, OpenVINO reshapes its IR). The plain Ultralytics
 exports of the unpruned model (`yolo export format=onnx` / `format=openvino`) are timed too: the selection's speed-up
@@ -173,29 +174,29 @@ def _validate(candidates: list[Candidate], data: str | Path, imgsz: int) -> None
 
 
 def _time(candidates: list[Candidate], imgsz: int, rounds: int, runs: int, threads: int | None, image: Path) -> None:
-    """Latency of each candidate alone and in the full pipeline (and its throughput at its `batch_size`), the
-    runtimes taking turns round after round."""
+    """Latency of each candidate alone and in the full pipeline (and its throughput at its `batch_size`), each
+    model in a fresh process of its own, the candidates taking turns round after round.
+
+    One model per process: ONNX Runtime sessions sharing a process timed 1.5x slow here (YOLO26n FP32 at 640 px:
+    48-50 ms beside two other sessions, 31.6 ms alone, spinning off or on), and a user runs one model."""
     from yolo_opt.bench.latency import latency_in_process
 
-    groups: dict[tuple[str, str | None], list[Candidate]] = {}
-    for c in candidates:
-        kind, precision, _ = FORMS[c.form]
-        groups.setdefault((kind, precision), []).append(c)
     model_ms: dict[int, list[float]] = {id(c): [] for c in candidates}
     pipe_ms: dict[int, list[float]] = {id(c): [] for c in candidates}
     per_s: dict[int, list[float]] = {id(c): [] for c in candidates}
-    batch = max((c.batch_size for c in candidates), default=0)
-    for _ in range(rounds):  # every round: each runtime in a fresh process of its own, one after the other
-        for (_, precision), members in groups.items():
-            results = latency_in_process([c.path for c in members], imgsz, runs=runs, rounds=1, warmup=3,
-                                         threads=threads, precision=precision, pipeline=str(image), batch=batch,
-                                         batch_paths=[c.batch_path for c in members])
-            for c, r in zip(members, results, strict=True):
-                model_ms[id(c)].append(r["ms"])
-                pipe_ms[id(c)].append(r["pipeline_ms"])
-                if "throughput" in r:
-                    per_s[id(c)].append(r["throughput"])
-                c.runtime = r["runtime"]
+    for _ in range(rounds):
+        for c in candidates:
+            precision = FORMS[c.form][1]
+            r = latency_in_process([c.path], imgsz, runs=runs, rounds=1, warmup=3, threads=threads,
+                                   precision=precision, pipeline=str(image))[0]
+            model_ms[id(c)].append(r["ms"])
+            pipe_ms[id(c)].append(r["pipeline_ms"])
+            c.runtime = r["runtime"]
+            if c.batch_size > 1:
+                r = latency_in_process([c.path], imgsz, runs=runs, rounds=1, warmup=2, threads=threads,
+                                       precision=precision, batch=c.batch_size, batch_paths=[c.batch_path],
+                                       batch_only=True)[0]
+                per_s[id(c)].append(r["throughput"])
     for c in candidates:
         c.latency_ms = statistics.median(model_ms[id(c)])
         c.pipeline_ms = statistics.median(pipe_ms[id(c)])
@@ -222,7 +223,7 @@ def select_deployment(models: dict[str, str | Path], data: str | Path, out: str 
         runtimes: Which CPU runtimes to consider ("onnx", "openvino").
         calib_images: INT8 calibration images (train split).
         lat_imgsz: Latency input size (default: `imgsz`); a separate export of each form is timed at it.
-        rounds, runs, threads: Timing: rounds of turns across the runtimes, calls per model per round, threads.
+        rounds, runs, threads: Timing: rounds of turns across the models, calls per model per round, threads.
         throughput_batch: Batch of the throughput column (images/s); 0 or 1 skips it.
 
     Returns:
@@ -373,7 +374,7 @@ def markdown(result: dict[str, Any]) -> str:
                  f"({FORMS[plain['form']][2]}, {plain['latency_ms']:.1f} ms)" if plain else "")
               + f"; mAP50-95 within {result['max_map_drop']} of the reference's {ref['map']:.4f}"
               + (f" (masks {ref['mask_map']:.4f})" if ref.get("mask_map") is not None else "") + ".",
-              f"Latency: batch 1 at {result['lat_imgsz']} px, median of rounds in which the runtimes took turns, each "
+              f"Latency: batch 1 at {result['lat_imgsz']} px, median of rounds in which the models took turns, each "
               "in a process of its own; 'pipeline' adds letterbox of a real image, decode and NMS (none for an "
               "NMS-free output)."
               + (f" Throughput: images/s of one call on {batch} images, timed in the same rounds (higher is better; "
