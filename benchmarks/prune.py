@@ -197,9 +197,8 @@ def main() -> None:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     with locked(out):  # processes sharing --out: the first makes the dataset, the others reuse it
-        kind = {"shapes": "shapes", "hard": "hard", "transfer": "transfer"}[args.dataset]
         data = make_dataset(out / "data", seed=0, n_train=args.n_train, n_val=args.n_val, imgsz=TRAIN["imgsz"],
-                            task=args.task, kind=kind)
+                            task=args.task, kind=args.dataset)
         pretrain_data = None
         if args.dataset == "transfer":  # another seed: none of its images are the transfer set's
             pretrain_data = make_dataset(out / "data-pretrain", seed=1, n_train=args.n_pretrain, n_val=200,

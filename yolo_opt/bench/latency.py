@@ -158,6 +158,8 @@ def interleaved(paths: list[str | Path], imgsz: int | None = None, runs: int = 3
     With `batch` > 1, also `throughput`: images/s of one call on `batch` images, timed in the same rounds, of
     `batch_paths[i]` (the model exported at that batch; default: the model itself, which OpenVINO and PyTorch
     reshape), `max(3, runs // 4)` calls a round (each does `batch` images' work); `batch_only`: that alone."""
+    if batch_only and batch <= 1:
+        raise ValueError("batch_only times the batch: give batch > 1")
     calls = []
     for i, p in enumerate(paths):
         fns: dict[str, Callable[[], Any]] = {}
