@@ -448,6 +448,8 @@ class DeployOptions(Options):
                         ("deploy", "optimize"))
     throughput_batch: int = key(8, int, "batch of deploy's throughput column (images/s); ONNX forms are exported "
                                 "again at it; 0 skips the column", ("deploy", "optimize"), low=0, high=256)
+    rounds: int = key(3, int, "timing rounds of deploy: each candidate timed once a round, in a fresh process, the "
+                      "median kept (more: steadier figures on a busy machine)", ("deploy", "optimize"), low=1, high=50)
     round_for: str | None = key(None, str, "choose prune_round by timing pruned copies on this runtime here (8, 16 or "
                                 "32: the fastest at the prune_target; cached per machine)", ("train", "optimize"),
                                 choices=RUNTIMES)

@@ -202,22 +202,33 @@ def latency_in_process(paths: list[str | Path], imgsz: int | None = None, runs: 
                        batch_paths: list[str | Path | None] | None = None,
                        batch_only: bool = False) -> list[dict[str, Any]]:
     """`interleaved` for models of one runtime, in a fresh Python process (nothing else loaded there)."""
+    request = {"paths": paths, "imgsz": imgsz, "runs": runs, "rounds": rounds, "warmup": warmup, "threads": threads,
+               "precision": precision, "image": pipeline, "batch": batch, "batch_paths": batch_paths,
+               "batch_only": batch_only}
+    return phases_in_process([request], timeout)[0]
+
+
+def phases_in_process(requests: list[dict[str, Any]], timeout: float = 3600) -> list[list[dict[str, Any]]]:
+    """Each request (keyword arguments of `interleaved`, models of one runtime) timed in turn in one fresh Python
+    process, a request's sessions dropped before the next one's are built: one start-up for, say, a model's batch-1
+    latency and then its batch-8 throughput, never two sessions alive at once."""
     from yolo_opt.errors import DeployError
 
+    paths = [p for r in requests for p in r["paths"]]
     kinds = {kind_of(p) for p in paths}
     if len(kinds) != 1:
         raise ValueError(f"one runtime per process, got {sorted(kinds)}")
-    request = {"paths": [str(p) for p in paths], "imgsz": imgsz, "runs": runs, "rounds": rounds, "warmup": warmup,
-               "threads": threads, "precision": precision, "image": pipeline, "batch": batch,
-               "batch_paths": [str(p) if p else None for p in batch_paths] if batch_paths else None,
-               "batch_only": batch_only}
-    r = subprocess.run([sys.executable, "-m", "yolo_opt.bench.latency"], input=json.dumps(request),
+    phases = [{**r, "paths": [str(p) for p in r["paths"]],
+               "image": str(r["image"]) if r.get("image") else None,
+               "batch_paths": [str(p) if p else None for p in r["batch_paths"]] if r.get("batch_paths") else None}
+              for r in requests]
+    r = subprocess.run([sys.executable, "-m", "yolo_opt.bench.latency"], input=json.dumps({"phases": phases}),
                        capture_output=True, text=True, timeout=timeout, env={**os.environ, "YOLO_OFFLINE": "1"})
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
     if r.returncode != 0 or not lines:
         tail = (r.stderr.strip().splitlines() or ["no output"])[-1][:300]
         raise DeployError(f"latency of {', '.join(map(str, paths))} failed: {tail}")
-    return json.loads(lines[-1])["results"]
+    return json.loads(lines[-1])["phases"]
 
 
 def by_runtime(paths: list[str | Path], **kwargs: Any) -> list[dict[str, Any] | None]:
@@ -235,11 +246,13 @@ def by_runtime(paths: list[str | Path], **kwargs: Any) -> list[dict[str, Any] | 
 
 
 def _main() -> None:
-    request = json.loads(sys.stdin.read())
-    results = interleaved(request["paths"], request["imgsz"], request["runs"], request["rounds"], request["warmup"],
-                          request["threads"], request.get("precision"), request.get("image"),
-                          request.get("batch", 0), request.get("batch_paths"), request.get("batch_only", False))
-    print(json.dumps({"results": results}))
+    import gc
+
+    results = []
+    for request in json.loads(sys.stdin.read())["phases"]:
+        results.append(interleaved(**request))
+        gc.collect()  # the phase's sessions go before the next phase builds its own
+    print(json.dumps({"phases": results}))
 
 
 if __name__ == "__main__":

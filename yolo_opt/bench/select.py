@@ -175,28 +175,30 @@ def _validate(candidates: list[Candidate], data: str | Path, imgsz: int) -> None
 
 def _time(candidates: list[Candidate], imgsz: int, rounds: int, runs: int, threads: int | None, image: Path) -> None:
     """Latency of each candidate alone and in the full pipeline (and its throughput at its `batch_size`), each
-    model in a fresh process of its own, the candidates taking turns round after round.
+    model in a fresh process of its own (its batch-1 figures, then its throughput), the candidates taking turns round after round.
 
     One model per process: ONNX Runtime sessions sharing a process timed 1.5x slow here (YOLO26n FP32 at 640 px:
     48-50 ms beside two other sessions, 31.6 ms alone, spinning off or on), and a user runs one model."""
-    from yolo_opt.bench.latency import latency_in_process
+    from yolo_opt.bench.latency import phases_in_process
 
     model_ms: dict[int, list[float]] = {id(c): [] for c in candidates}
     pipe_ms: dict[int, list[float]] = {id(c): [] for c in candidates}
     per_s: dict[int, list[float]] = {id(c): [] for c in candidates}
     for _ in range(rounds):
         for c in candidates:
-            precision = FORMS[c.form][1]
-            r = latency_in_process([c.path], imgsz, runs=runs, rounds=1, warmup=3, threads=threads,
-                                   precision=precision, pipeline=str(image))[0]
+            one = {"paths": [c.path], "imgsz": imgsz, "runs": runs, "rounds": 1, "warmup": 3, "threads": threads,
+                   "precision": FORMS[c.form][1], "image": image}
+            phases = [one]
+            if c.batch_size > 1:  # then its throughput, in the same process once the batch-1 session is gone
+                phases.append({**one, "image": None, "warmup": 2, "batch": c.batch_size,
+                               "batch_paths": [c.batch_path], "batch_only": True})
+            timed = phases_in_process(phases)
+            r = timed[0][0]
             model_ms[id(c)].append(r["ms"])
             pipe_ms[id(c)].append(r["pipeline_ms"])
             c.runtime = r["runtime"]
             if c.batch_size > 1:
-                r = latency_in_process([c.path], imgsz, runs=runs, rounds=1, warmup=2, threads=threads,
-                                       precision=precision, batch=c.batch_size, batch_paths=[c.batch_path],
-                                       batch_only=True)[0]
-                per_s[id(c)].append(r["throughput"])
+                per_s[id(c)].append(timed[1][0]["throughput"])
     for c in candidates:
         c.latency_ms = statistics.median(model_ms[id(c)])
         c.pipeline_ms = statistics.median(pipe_ms[id(c)])

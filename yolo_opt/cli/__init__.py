@@ -219,7 +219,7 @@ def run_select(kwargs: dict[str, Any]) -> None:
     result = select_deployment(model_labels(models), data, out, imgsz, opts.target,
                                0.01 if ptq.max_map_drop is None else ptq.max_map_drop, bench.reference,
                                opts.runtime_list(), ptq.calib_images, bench.lat_imgsz,
-                               throughput_batch=opts.throughput_batch)
+                               rounds=opts.rounds, throughput_batch=opts.throughput_batch)
     if result["measured"]:
         print((Path(result["out"]) / "selection.md").read_text())
     print(f"deployed: {result.get('model') or result['bundle']} ({result.get('selected_label') or result['note']})")

@@ -211,7 +211,7 @@ def _select(run: Run, recipe: Recipe) -> None:
     result = select_deployment(models, run.data, run.folder / "deploy", recipe.imgsz, recipe.deploy.target,
                                0.01 if ptq.max_map_drop is None else ptq.max_map_drop, run.path("reference_pt"),
                                recipe.deploy.runtime_list(), ptq.calib_images, recipe.bench.lat_imgsz,
-                               throughput_batch=recipe.deploy.throughput_batch)
+                               rounds=recipe.deploy.rounds, throughput_batch=recipe.deploy.throughput_batch)
     run.record("select", {"deploy": run.folder / "deploy"}, selected=result.get("selected_label"),
                speedup_vs_plain=result.get("speedup_vs_plain"))
 
