@@ -175,7 +175,8 @@ def _validate(candidates: list[Candidate], data: str | Path, imgsz: int) -> None
 
 def _time(candidates: list[Candidate], imgsz: int, rounds: int, runs: int, threads: int | None, image: Path) -> None:
     """Latency of each candidate alone and in the full pipeline (and its throughput at its `batch_size`), each
-    model in a fresh process of its own (its batch-1 figures, then its throughput), the candidates taking turns round after round.
+    model in a fresh process of its own (its batch-1 figures, then its throughput), the candidates taking turns
+    round after round.
 
     One model per process: ONNX Runtime sessions sharing a process timed 1.5x slow here (YOLO26n FP32 at 640 px:
     48-50 ms beside two other sessions, 31.6 ms alone, spinning off or on), and a user runs one model."""
