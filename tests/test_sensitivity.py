@@ -287,3 +287,29 @@ def test_per_layer_steps_land_on_the_one_shot_allocation(cfg):
         prune_model(model, 0, "l2", 8, layer_ratios=layer_step(model, run, step, 3))
     assert {n: group_width(model, n) for n in final} == {n: group_width(one_shot, n) for n in final}
     assert count_macs(model, 128)[0] == count_macs(one_shot, 128)[0]
+
+
+def test_output_change_weighs_objects_and_the_worst_branch():
+    """The err score: background anchors weigh nothing, a confident anchor's box counts, and a change to one branch
+    of an end-to-end head scores in full (its worst-hit branch), not halved by the branch it leaves alone."""
+    from yolo_opt.prune.sensitivity import output_change
+
+    scores = torch.full((1, 2, 100), -20.0)
+    scores[0, 0, 7] = 5.0  # one anchor holds an object
+    boxes = torch.rand(1, 4, 100) + 1
+
+    def branch(s, b):
+        return {"boxes": b, "scores": s}
+
+    ref = [("one2many", branch(scores, boxes)), ("one2one", branch(scores, boxes))]
+    assert output_change(ref, ref) == 0.0
+    background = scores.clone()
+    background[0, 1, 50] = -10.0  # a logit moved by 10 where nothing is: ~4.5e-5 of probability
+    moved_bg = boxes.clone()
+    moved_bg[0, :, 50] += 5.0
+    assert output_change([(n, branch(background, moved_bg)) for n, _ in ref], ref) < 1e-3
+    moved = boxes.clone()
+    moved[0, :, 7] *= 1.5  # the object's box
+    one_branch = output_change([ref[0], ("one2one", branch(scores, moved))], ref)
+    both = output_change([(n, branch(scores, moved)) for n, _ in ref], ref)
+    assert one_branch == pytest.approx(both) and one_branch > 0.1

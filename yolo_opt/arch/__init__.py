@@ -147,16 +147,28 @@ class ModelAdapter:
             out = flatten_tensors(self.model(x))
         return out + extra
 
-    def raw_outputs(self, out: Any) -> list[torch.Tensor]:
-        """The head's raw output tensors (per anchor) from an eval-mode output: what sensitivity scores compare. An
-        end-to-end head gives both branches': the one-to-one branch is the output it deploys with."""
+    def output_branches(self, out: Any) -> list[tuple[str, dict[str, torch.Tensor]]]:
+        """(branch name, {key: tensor}) of an eval-mode output: each head branch's raw outputs per anchor (the task's
+        distilled keys: boxes, scores; a segment head's mask coefficients and prototypes). An end-to-end head gives
+        both branches: the one-to-one branch is the output it deploys with, the one-to-many one what trains its
+        features. Empty when the output is not Ultralytics' dict of raw outputs."""
         raw = out[1] if isinstance(out, (tuple, list)) and len(out) > 1 else out
-        if isinstance(raw, dict):
-            branches = [raw[k] for k in ("one2many", "one2one") if isinstance(raw.get(k), dict)] or [raw]
-            found = [b[k] for b in branches for k in self.task.distill_keys if isinstance(b.get(k), torch.Tensor)]
-            seen = [(t.data_ptr(), t.shape) for t in found]  # the branches share one prototype tensor: once
-            return [t for i, t in enumerate(found) if seen[i] not in seen[:i]]
-        return flatten_tensors(raw)
+        if not isinstance(raw, dict):
+            return []
+        branches = [(k, raw[k]) for k in ("one2many", "one2one") if isinstance(raw.get(k), dict)] or [("one2many", raw)]
+        return [(name, {k: b[k] for k in self.task.distill_keys if isinstance(b.get(k), torch.Tensor)})
+                for name, b in branches]
+
+    def raw_outputs(self, out: Any) -> list[torch.Tensor]:
+        """The head's raw output tensors of an eval-mode output (`output_branches`, flattened; the prototypes the
+        branches share, once)."""
+        branches = self.output_branches(out)
+        if not branches:
+            raw = out[1] if isinstance(out, (tuple, list)) and len(out) > 1 else out
+            return flatten_tensors(raw)
+        found = [t for _, b in branches for t in b.values()]
+        seen = [(t.data_ptr(), t.shape) for t in found]
+        return [t for i, t in enumerate(found) if seen[i] not in seen[:i]]
 
     def distill_branches(self, preds: dict) -> list[tuple[str, dict[str, Any]]]:
         """(branch name, {key: tensor}) of a training output: one-to-many, and one-to-one where the head has it;
