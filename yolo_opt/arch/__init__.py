@@ -147,25 +147,34 @@ class ModelAdapter:
             out = flatten_tensors(self.model(x))
         return out + extra
 
+    @staticmethod
+    def _head_raw(out: Any) -> Any:
+        """The raw head outputs of an eval-mode output, which is (decoded, raw)."""
+        return out[1] if isinstance(out, (tuple, list)) and len(out) > 1 else out
+
+    @staticmethod
+    def _branches(raw: dict) -> list[tuple[str, dict[str, Any]]]:
+        """(branch name, its outputs) of a dict of raw head outputs: one-to-many, and one-to-one where the head has
+        it (an end-to-end head nests each branch's dict under its name)."""
+        return [(k, raw[k]) for k in ("one2many", "one2one") if isinstance(raw.get(k), dict)] or [("one2many", raw)]
+
     def output_branches(self, out: Any) -> list[tuple[str, dict[str, torch.Tensor]]]:
         """(branch name, {key: tensor}) of an eval-mode output: each head branch's raw outputs per anchor (the task's
         distilled keys: boxes, scores; a segment head's mask coefficients and prototypes). An end-to-end head gives
         both branches: the one-to-one branch is the output it deploys with, the one-to-many one what trains its
         features. Empty when the output is not Ultralytics' dict of raw outputs."""
-        raw = out[1] if isinstance(out, (tuple, list)) and len(out) > 1 else out
+        raw = self._head_raw(out)
         if not isinstance(raw, dict):
             return []
-        branches = [(k, raw[k]) for k in ("one2many", "one2one") if isinstance(raw.get(k), dict)] or [("one2many", raw)]
         return [(name, {k: b[k] for k in self.task.distill_keys if isinstance(b.get(k), torch.Tensor)})
-                for name, b in branches]
+                for name, b in self._branches(raw)]
 
     def raw_outputs(self, out: Any) -> list[torch.Tensor]:
         """The head's raw output tensors of an eval-mode output (`output_branches`, flattened; the prototypes the
         branches share, once)."""
         branches = self.output_branches(out)
         if not branches:
-            raw = out[1] if isinstance(out, (tuple, list)) and len(out) > 1 else out
-            return flatten_tensors(raw)
+            return flatten_tensors(self._head_raw(out))
         found = [t for _, b in branches for t in b.values()]
         seen = [(t.data_ptr(), t.shape) for t in found]
         return [t for i, t in enumerate(found) if seen[i] not in seen[:i]]
@@ -173,8 +182,8 @@ class ModelAdapter:
     def distill_branches(self, preds: dict) -> list[tuple[str, dict[str, Any]]]:
         """(branch name, {key: tensor}) of a training output: one-to-many, and one-to-one where the head has it;
         each with the task's distilled outputs and the head's input features (their shapes place the anchors)."""
-        branches = [(k, preds[k]) for k in ("one2many", "one2one") if k in preds] or [("one2many", preds)]
-        return [(name, {k: b[k] for k in (*self.task.distill_keys, "feats") if k in b}) for name, b in branches]
+        return [(name, {k: b[k] for k in (*self.task.distill_keys, "feats") if k in b})
+                for name, b in self._branches(preds)]
 
     def deploy_end2end(self, end2end: bool | None = None) -> bool:
         """Whether a deployed model outputs the NMS-free one-to-one head: `end2end`, by default where the head has one

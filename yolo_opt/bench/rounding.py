@@ -50,7 +50,8 @@ def machine() -> str:
 def _key(model: Path, target: float, runtime: str, imgsz: int, per_layer: bool) -> str:
     digest = hashlib.sha256(model.read_bytes()).hexdigest()[:16]
     # per-layer copies follow the allocation, so its score's version is part of their key ("err2": output_change)
-    return json.dumps([digest, round(target, 4), runtime, imgsz, machine()] + (["per-layer", "err2"] if per_layer else []))
+    extra = ["per-layer", "err2"] if per_layer else []
+    return json.dumps([digest, round(target, 4), runtime, imgsz, machine(), *extra])
 
 
 def measured_round(model: str | Path, target: float, runtime: str, imgsz: int = 640,
