@@ -59,7 +59,7 @@ VARIANTS = {
     "kd-lr3x": {"optimizer": "AdamW", "lr0": 0.0033},  # 3x the AdamW rate Ultralytics' optimizer=auto picks for nc=5
     "kd-lr0.3x": {"optimizer": "AdamW", "lr0": 0.00033},  # 0.3x it: less of what the model knew is shaken loose
 }
-SETS = {"shapes": (300, 200, 160), "hard": (2000, 300, 320), "transfer": (300, 200, 320)}  # n_train, n_val, imgsz
+SETS = {"shapes": (300, 200, 160), "hard": (600, 150, 320), "transfer": (300, 200, 320)}  # n_train, n_val, imgsz
 TRAIN = {"imgsz": 160, "batch": 16, "workers": 0, "plots": False, "seed": 0, "deterministic": False}
 
 
@@ -179,8 +179,8 @@ def main() -> None:
     parser.add_argument("--slim-targets", help="targets that get slim models (default: all of --targets)")
     parser.add_argument("--set", default="shapes", choices=SETS, dest="dataset",
                         help="shapes (easy), hard (capacity-limited) or transfer (pre-trained on hard, 12 new classes)")
-    parser.add_argument("--n-train", type=int, help="training images (shapes 300, hard 2000, transfer 300)")
-    parser.add_argument("--n-val", type=int, help="validation images (shapes 200, hard 300, transfer 200)")
+    parser.add_argument("--n-train", type=int, help="training images (shapes 300, hard 600, transfer 300)")
+    parser.add_argument("--n-val", type=int, help="validation images (shapes 200, hard 150, transfer 200)")
     parser.add_argument("--n-pretrain", type=int, default=2000, help="transfer: hard-set images of the pre-training")
     parser.add_argument("--imgsz", type=int, help="training and validation size (shapes 160, hard/transfer 320)")
     parser.add_argument("--capacity", action="store_true",

@@ -28,9 +28,12 @@ import shutil
 import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from yolo_opt.errors import ConfigError, DeployError
+
+if TYPE_CHECKING:
+    from yolo_opt.options import DeployOptions, PTQOptions
 
 FORMS = {
     "onnx_fp32": ("onnx", None, "FP32 ONNX (yolo-opt export), ONNX Runtime"),
@@ -204,6 +207,16 @@ def _time(candidates: list[Candidate], imgsz: int, rounds: int, runs: int, threa
         c.latency_ms = statistics.median(model_ms[id(c)])
         c.pipeline_ms = statistics.median(pipe_ms[id(c)])
         c.throughput = statistics.median(per_s[id(c)]) if per_s[id(c)] else None
+
+
+def select_with(models: dict[str, str | Path], data: str | Path, out: str | Path, imgsz: int,
+                deploy: DeployOptions, ptq: PTQOptions,
+                lat_imgsz: int | None, reference: str | Path | None = None) -> dict[str, Any]:
+    """`select_deployment` with its settings from validated options (`DeployOptions`, `PTQOptions`): the one place
+    the CLI's `deploy` and the pipeline's `select` stage turn options into a selection."""
+    max_drop = 0.01 if ptq.max_map_drop is None else ptq.max_map_drop  # unset: the selection's own bound
+    return select_deployment(models, data, out, imgsz, deploy.target, max_drop, reference, deploy.runtime_list(),
+                             ptq.calib_images, lat_imgsz, rounds=deploy.rounds, throughput_batch=deploy.throughput_batch)
 
 
 def select_deployment(models: dict[str, str | Path], data: str | Path, out: str | Path, imgsz: int = 640,

@@ -204,7 +204,7 @@ def run_benchmark(kwargs: dict[str, Any]) -> None:
 
 
 def run_select(kwargs: dict[str, Any]) -> None:
-    from yolo_opt.bench.select import model_labels, select_deployment
+    from yolo_opt.bench.select import model_labels, select_with
     from yolo_opt.data.checks import check_data_arg
     from yolo_opt.options import BenchOptions, DeployOptions, PTQOptions, check_imgsz
 
@@ -216,10 +216,7 @@ def run_select(kwargs: dict[str, Any]) -> None:
     out = need(kwargs, "out", "deploy")
     imgsz = check_imgsz(kwargs.pop("imgsz", 640))
     refuse_rest(kwargs, "deploy")
-    result = select_deployment(model_labels(models), data, out, imgsz, opts.target,
-                               0.01 if ptq.max_map_drop is None else ptq.max_map_drop, bench.reference,
-                               opts.runtime_list(), ptq.calib_images, bench.lat_imgsz,
-                               rounds=opts.rounds, throughput_batch=opts.throughput_batch)
+    result = select_with(model_labels(models), data, out, imgsz, opts, ptq, bench.lat_imgsz, bench.reference)
     if result["measured"]:
         print((Path(result["out"]) / "selection.md").read_text())
     print(f"deployed: {result.get('model') or result['bundle']} ({result.get('selected_label') or result['note']})")

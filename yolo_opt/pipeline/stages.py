@@ -201,17 +201,14 @@ def _engine(run: Run, recipe: Recipe) -> None:
 @stage("select", ("pt",), (), "the fastest deployable form on this machine within max_map_drop of the reference, "
        "chosen by measurement (ONNX Runtime FP32/INT8, OpenVINO default/f32/INT8; pruned and unpruned): deploy/")
 def _select(run: Run, recipe: Recipe) -> None:
-    from yolo_opt.bench.select import select_deployment
+    from yolo_opt.bench.select import select_with
 
     models = {"pruned": run.path("pruned_pt") or run.path("pt")}
     unpruned = run.path("baseline_pt") or run.path("pt")
     if unpruned != models["pruned"]:
         models["unpruned"] = unpruned
-    ptq = recipe.ptq
-    result = select_deployment(models, run.data, run.folder / "deploy", recipe.imgsz, recipe.deploy.target,
-                               0.01 if ptq.max_map_drop is None else ptq.max_map_drop, run.path("reference_pt"),
-                               recipe.deploy.runtime_list(), ptq.calib_images, recipe.bench.lat_imgsz,
-                               rounds=recipe.deploy.rounds, throughput_batch=recipe.deploy.throughput_batch)
+    result = select_with(models, run.data, run.folder / "deploy", recipe.imgsz, recipe.deploy, recipe.ptq,
+                         recipe.bench.lat_imgsz, run.path("reference_pt"))
     run.record("select", {"deploy": run.folder / "deploy"}, selected=result.get("selected_label"),
                speedup_vs_plain=result.get("speedup_vs_plain"))
 
