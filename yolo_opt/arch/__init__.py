@@ -169,16 +169,6 @@ class ModelAdapter:
         return [(name, {k: b[k] for k in self.task.distill_keys if isinstance(b.get(k), torch.Tensor)})
                 for name, b in self._branches(raw)]
 
-    def raw_outputs(self, out: Any) -> list[torch.Tensor]:
-        """The head's raw output tensors of an eval-mode output (`output_branches`, flattened; the prototypes the
-        branches share, once)."""
-        branches = self.output_branches(out)
-        if not branches:
-            return flatten_tensors(self._head_raw(out))
-        found = [t for _, b in branches for t in b.values()]
-        seen = [(t.data_ptr(), t.shape) for t in found]
-        return [t for i, t in enumerate(found) if seen[i] not in seen[:i]]
-
     def distill_branches(self, preds: dict) -> list[tuple[str, dict[str, Any]]]:
         """(branch name, {key: tensor}) of a training output: one-to-many, and one-to-one where the head has it;
         each with the task's distilled outputs and the head's input features (their shapes place the anchors)."""
