@@ -148,11 +148,6 @@ class ModelAdapter:
         return out + extra
 
     @staticmethod
-    def _head_raw(out: Any) -> Any:
-        """The raw head outputs of an eval-mode output, which is (decoded, raw)."""
-        return out[1] if isinstance(out, (tuple, list)) and len(out) > 1 else out
-
-    @staticmethod
     def _branches(raw: dict) -> list[tuple[str, dict[str, Any]]]:
         """(branch name, its outputs) of a dict of raw head outputs: one-to-many, and one-to-one where the head has
         it (an end-to-end head nests each branch's dict under its name)."""
@@ -163,7 +158,7 @@ class ModelAdapter:
         distilled keys: boxes, scores; a segment head's mask coefficients and prototypes). An end-to-end head gives
         both branches: the one-to-one branch is the output it deploys with, the one-to-many one what trains its
         features. Empty when the output is not Ultralytics' dict of raw outputs."""
-        raw = self._head_raw(out)
+        raw = out[1] if isinstance(out, (tuple, list)) and len(out) > 1 else out  # eval mode: (decoded, raw)
         if not isinstance(raw, dict):
             return []
         return [(name, {k: b[k] for k in self.task.distill_keys if isinstance(b.get(k), torch.Tensor)})

@@ -214,9 +214,10 @@ def select_with(models: dict[str, str | Path], data: str | Path, out: str | Path
                 lat_imgsz: int | None, reference: str | Path | None = None) -> dict[str, Any]:
     """`select_deployment` with its settings from validated options (`DeployOptions`, `PTQOptions`): the one place
     the CLI's `deploy` and the pipeline's `select` stage turn options into a selection."""
-    max_drop = 0.01 if ptq.max_map_drop is None else ptq.max_map_drop  # unset: the selection's own bound
-    return select_deployment(models, data, out, imgsz, deploy.target, max_drop, reference, deploy.runtime_list(),
-                             ptq.calib_images, lat_imgsz, rounds=deploy.rounds, throughput_batch=deploy.throughput_batch)
+    bound = {} if ptq.max_map_drop is None else {"max_map_drop": ptq.max_map_drop}  # unset: the selection's default
+    return select_deployment(models, data, out, imgsz, deploy.target, reference=reference,
+                             runtimes=deploy.runtime_list(), calib_images=ptq.calib_images, lat_imgsz=lat_imgsz,
+                             rounds=deploy.rounds, throughput_batch=deploy.throughput_batch, **bound)
 
 
 def select_deployment(models: dict[str, str | Path], data: str | Path, out: str | Path, imgsz: int = 640,
