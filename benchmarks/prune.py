@@ -240,10 +240,14 @@ def main() -> None:
             merge()
             atomic_write_bytes(path, json.dumps(results, indent=1).encode())
 
-    def row(key: str, make: Callable[[], Path], **extra) -> dict:
-        """The cached result of `key`, or train/measure it now (`make` returns the weights)."""
+    def row(key: str, make: Callable[[], Path], epochs: int | None = None, **extra) -> dict:
+        """The cached result of `key`, or train/measure it now (`make` returns the weights). A row cached with other
+        `epochs` than asked (another --ft-epochs or baseline) would be compared as if it were this one: refused."""
         with locked(out):
             merge()
+        if key in results and epochs is not None and results[key].get("epochs", epochs) != epochs:
+            raise SystemExit(f"{key} is cached in {path} with {results[key]['epochs']} epochs, not {epochs}: "
+                             "pass another --out for another schedule length")
         if key not in results:
             results[key] = {**measure(make(), data, TRAIN["imgsz"]), **extra}
             save()
@@ -274,17 +278,17 @@ def main() -> None:
                 sched = schedule(keys)
                 ref = ref_name(sched)
                 row(f"{arch}/{ref}", partial(train, out, f"{arch}-{ref.replace('reference', 'ref')}", base_pt, data,
-                                             epochs=args.ft_epochs, **sched))
+                                             epochs=args.ft_epochs, **sched), epochs=args.ft_epochs)
                 row(f"{arch}/t{target}/{variant}",
                     partial(train, out, f"{arch}-t{target}-{variant}", base_pt, data, epochs=args.ft_epochs, **keys),
-                    keys=keys, reference=ref)
+                    epochs=args.ft_epochs, keys=keys, reference=ref)
             pruned = next((results[k]["gflops"] for k in results if k.startswith(f"{arch}/t{target}/")), None)
             if args.no_slim or pruned is None or target not in slim_targets:
                 continue
             yaml, _ = slim_yaml(arch, pruned, out, nc)
             for suffix, epochs in (("total", base["convergence"]["epochs"] + args.ft_epochs), ("ft", args.ft_epochs)):
                 row(f"{arch}/slim{target}-{suffix}", partial(baseline, f"{yaml.stem}-{suffix}", str(yaml), epochs, 0),
-                    yaml=yaml.name)
+                    epochs=epochs, yaml=yaml.name)
     if args.latency:
         time_rows(results, out, args.rounds)
         save()
