@@ -60,6 +60,7 @@ VARIANTS = {
     "uniform-b8": {"prune_ratios": "uniform", "batch": 8},
     "kd-w0.5": {"distill_weight": 0.5},
     "kd-w2": {"distill_weight": 2.0},
+    "kd-fade": {"distill_schedule": "linear"},  # the teacher's weight falls to 0 by the last epoch
     "feature-kd": {"distill_weight": 0.0, "distill_features": 1.0},  # Ultralytics' feature distillation only
     "kd+feature": {"distill_features": 1.0},
     "kd-steps3": {"prune_steps": 3},

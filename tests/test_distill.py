@@ -152,3 +152,18 @@ def test_teacher_with_another_head_is_refused(tmp_path, v8_checkpoint, tiny_data
                 f"project={tmp_path}", "name=t", *TRAIN)
     assert r.returncode == 2 and "other anchors" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "t").exists()
+
+
+def test_linear_distill_schedule_fades_to_zero_at_the_last_epoch(tmp_path, v8_checkpoint, tiny_data):
+    """distill_schedule=linear: the distillation terms weigh in fully at the first epoch and not at all at the last
+    (as the trainer logs them: results.csv's train/kd_* columns, already weighted)."""
+    import csv
+
+    r = run_cli("train", f"model={v8_checkpoint}", f"data={tiny_data}", "epochs=3", "prune=0.5",
+                "distill_schedule=linear", f"project={tmp_path}", "name=fade", *TRAIN)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rows = list(csv.DictReader((tmp_path / "fade" / "results.csv").open()))
+    kd = [float(row["train/kd_cls"]) + float(row["train/kd_box"]) for row in rows]
+    assert len(kd) == 3 and kd[0] > 0 and kd[-1] == 0, kd
+    bad = run_cli("train", f"model={v8_checkpoint}", f"data={tiny_data}", "prune=0.5", "distill_schedule=cosine")
+    assert bad.returncode == 2 and "distill_schedule" in bad.stderr and "Traceback" not in bad.stderr

@@ -76,9 +76,10 @@ class PruneSchedule:
         self.after = after
 
     def __call__(self, trainer) -> None:
-        """Prune if a step is due at this epoch."""
+        """Prune if a step is due at this epoch, then set this epoch's distillation weight."""
         if isinstance(trainer, Pruning):
             trainer.prune_due()
+            trainer.distill_due()
 
 
 class Pruning:
@@ -234,6 +235,19 @@ class Pruning:
         while run is not None and run["steps_done"] < len(run["epochs"]) and self.epoch >= run["epochs"][run["steps_done"]]:
             self.prune_step()
             run = self._run()
+
+    def distill_due(self) -> None:
+        """This epoch's output distillation weight: `distill_weight`, or with `distill_schedule=linear` falling
+        from it at the first epoch to 0 at the last."""
+        from ultralytics.utils.torch_utils import unwrap_model
+
+        from yolo_opt.distill.model import RecoveryDistillationModel
+
+        model = unwrap_model(self.model)  # DDP
+        if isinstance(model, RecoveryDistillationModel):
+            d = self.opts.distill
+            fade = 1 - self.epoch / max(self.epochs - 1, 1) if d.distill_schedule == "linear" else 1.0
+            model.weight = d.distill_weight * fade
 
     def prune_step(self) -> None:
         """One pruning step (decided on rank 0, broadcast under DDP), then fresh wrappers, optimizer and EMA."""
