@@ -47,6 +47,7 @@ from pathlib import Path
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 SENSITIVITY = "<sensitivity report>"  # the baseline's `yolo-opt sensitivity` report (score=map), made when needed
+REFERENCE = "<reference weights>"  # the reference's best.pt: a teacher the student does not outgrow
 # Recovery variants: yolo-opt train keys added to prune_target=<target> (the default recipe is "kd"). Ultralytics keys
 # (nbs, batch, ...) are the variant's schedule: each distinct schedule gets its own reference, the baseline trained
 # the same way, so "vs reference" never credits pruning with a better schedule.
@@ -65,6 +66,7 @@ VARIANTS = {
     "kd-w0.5": {"distill_weight": 0.5},
     "kd-w2": {"distill_weight": 2.0},
     "kd-fade": {"distill_schedule": "linear"},  # the teacher's weight falls to 0 by the last epoch
+    "kd-ref": {"teacher": REFERENCE},  # taught by the reference (it costs the reference's epochs on top)
     "feature-kd": {"distill_weight": 0.0, "distill_features": 1.0},  # Ultralytics' feature distillation only
     "kd+feature": {"distill_features": 1.0},
     "kd-steps3": {"prune_steps": 3},
@@ -282,8 +284,11 @@ def main() -> None:
                     keys["sensitivity"] = str(sensitivity_report(base_pt, data, out / f"{arch}-sensitivity"))
                 sched = schedule(keys)
                 ref = ref_name(sched)
-                row(f"{arch}/{ref}", partial(train, out, f"{arch}-{ref.replace('reference', 'ref')}", base_pt, data,
-                                             epochs=args.ft_epochs, **sched), epochs=args.ft_epochs)
+                ref_row = row(f"{arch}/{ref}", partial(train, out, f"{arch}-{ref.replace('reference', 'ref')}",
+                                                       base_pt, data, epochs=args.ft_epochs, **sched),
+                              epochs=args.ft_epochs)
+                if keys.get("teacher") == REFERENCE:
+                    keys["teacher"] = ref_row["weights"]
                 row(f"{arch}/t{target}/{variant}",
                     partial(train, out, f"{arch}-t{target}-{variant}", base_pt, data, epochs=args.ft_epochs, **keys),
                     epochs=args.ft_epochs, keys=keys, reference=ref)
