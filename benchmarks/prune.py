@@ -66,6 +66,7 @@ VARIANTS = {
     "kd-w0.5": {"distill_weight": 0.5},
     "kd-w2": {"distill_weight": 2.0},
     "kd-fade": {"distill_schedule": "linear"},  # the teacher's weight falls to 0 by the last epoch
+    "kd-behind": {"distill_schedule": "while_behind"},  # distillation off once the student reaches the teacher
     "kd-ref": {"teacher": REFERENCE},  # taught by the reference (it costs the reference's epochs on top)
     "feature-kd": {"distill_weight": 0.0, "distill_features": 1.0},  # Ultralytics' feature distillation only
     "kd+feature": {"distill_features": 1.0},

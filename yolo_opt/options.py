@@ -275,9 +275,12 @@ class DistillOptions(Options):
     teacher: str | None = key(None, str, "teacher checkpoint for distill (default: the model before pruning)", TRAIN)
     distill_weight: float = key(1.0, float, "weight of the output distillation (class scores + DFL boxes) relative to "
                                 "the labels' loss", TRAIN, low=0, high=100)
-    distill_schedule: str = key("constant", str, "the output distillation's weight over the epochs: constant, or "
-                                "linear (distill_weight at the first epoch, falling to 0 at the last: the student "
-                                "is let go of a teacher it outgrows)", TRAIN, choices=("constant", "linear"))
+    distill_schedule: str = key("constant", str, "the output distillation's weight over the epochs: constant; "
+                                "linear (distill_weight at the first epoch, falling to 0 at the last); or "
+                                "while_behind (distill_weight until the first validation after the last pruning step "
+                                "where the student's mAP reaches the teacher's, then 0: a student is not held back by "
+                                "a teacher it has caught up with)", TRAIN,
+                                choices=("constant", "linear", "while_behind"))
     distill_features: float = key(0.0, float, "weight of Ultralytics' feature distillation (neck features through a "
                                   "projector); 0 = off", TRAIN, low=0, high=100)
 

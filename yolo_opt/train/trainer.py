@@ -237,17 +237,59 @@ class Pruning:
             run = self._run()
 
     def distill_due(self) -> None:
-        """This epoch's output distillation weight: `distill_weight`, or with `distill_schedule=linear` falling
-        from it at the first epoch to 0 at the last."""
+        """This epoch's output distillation weight (`distill_schedule`): `distill_weight`; with `linear` falling from
+        it at the first epoch to 0 at the last; with `while_behind` 0 once the student has caught up with its teacher."""
         from ultralytics.utils.torch_utils import unwrap_model
 
         from yolo_opt.distill.model import RecoveryDistillationModel
 
         model = unwrap_model(self.model)  # DDP
-        if isinstance(model, RecoveryDistillationModel):
-            d = self.opts.distill
-            fade = 1 - self.epoch / max(self.epochs - 1, 1) if d.distill_schedule == "linear" else 1.0
-            model.weight = d.distill_weight * fade
+        if not isinstance(model, RecoveryDistillationModel):
+            return
+        d = self.opts.distill
+        if d.distill_schedule == "linear":
+            fade = 1 - self.epoch / max(self.epochs - 1, 1)
+        else:
+            fade = 0.0 if d.distill_schedule == "while_behind" and self._caught_up() else 1.0
+        model.weight = d.distill_weight * fade
+
+    def _caught_up(self) -> bool:
+        """`while_behind`: whether a validation after the last pruning step scored the student at or above its
+        teacher. Sticky: kept in the run's record, so a resumed run stays let go. Rank 0 alone validates, so it
+        decides and tells the other ranks."""
+        # a run that distils without pruning (teacher=) has no record of its own (a pruned checkpoint carries its
+        # earlier run's): its state lives on the trainer
+        run = self._run() if self.opts.prune.active else None
+        record = run if run is not None else self.__dict__.setdefault("_distill_record", {})
+        if record.get("caught_up") is not None:
+            return True
+        pruning = run is not None and run["steps_done"] < len(run["epochs"])
+        last_step = run["history"][-1]["epoch"] if run and run.get("history") else -1
+        now = False
+        if (not _distributed() or dist.get_rank() == 0) and not pruning and self.epoch > last_step \
+                and self.fitness is not None:  # the last validation scored the final shape
+            if "teacher_fitness" not in record:
+                record["teacher_fitness"] = self._teacher_fitness()
+            now = float(self.fitness) >= record["teacher_fitness"]
+        if _distributed():
+            flag = [now]
+            dist.broadcast_object_list(flag, src=0)
+            now = flag[0]
+        if now:
+            record["caught_up"] = self.epoch
+            LOGGER.info(f"yolo-opt: the student reached its teacher's fitness ({record.get('teacher_fitness', 0):.4f}) "
+                        f"after epoch {self.epoch}: distillation off from epoch {self.epoch + 1}")
+        return now
+
+    def _teacher_fitness(self) -> float:
+        """The teacher's fitness as this trainer scores the student: Ultralytics' validator on the run's validation
+        split at the run's size (its files go into the run folder)."""
+        from ultralytics import YOLO
+
+        metrics = YOLO(self.args.distill_model).val(
+            data=self.args.data, imgsz=self.args.imgsz, batch=self.args.batch, device=self.device, workers=0,
+            half=False, plots=False, verbose=False, project=str(self.save_dir), name="teacher-val", exist_ok=True)
+        return float(metrics.fitness)
 
     def prune_step(self) -> None:
         """One pruning step (decided on rank 0, broadcast under DDP), then fresh wrappers, optimizer and EMA."""
