@@ -171,16 +171,27 @@ def test_linear_distill_schedule_fades_to_zero_at_the_last_epoch(tmp_path, v8_ch
 
 def test_while_behind_lets_the_student_go_once_it_reaches_the_teacher(tmp_path, v8_checkpoint, tiny_data):
     """distill_schedule=while_behind: distillation on until a validation after the last pruning step scores the
-    student at or above its teacher, then off for good. The teacher here is the untrained checkpoint itself (fitness
-    0), so the first validation (after epoch 1, pruned at epoch 1's start) already reaches it: kd terms at epoch 1,
-    none at epochs 2-3; and the teacher's score is taken inside the run folder."""
+    student at or above its teacher, then off for good, across a kill and resume=True. The teacher here is the
+    untrained checkpoint itself (fitness 0), so the first validation (after epoch 1, pruned at its start) already
+    reaches it: kd terms at epoch 1, none at epochs 2-3 (epoch 3 after the resume, which has no validation of its
+    own to decide on: the run's record carries the decision); the teacher's score is taken inside the run folder."""
     import csv
 
-    r = run_cli("train", f"model={v8_checkpoint}", f"data={tiny_data}", "epochs=3", "prune=0.5",
-                "distill_schedule=while_behind", f"project={tmp_path}", "name=behind", *TRAIN, cwd=tmp_path)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    from yolo_opt.io.checkpoint import meta, read_checkpoint
+    from yolo_opt.train.trainer import RUN_KEY, student
+
+    args = ["train", f"model={v8_checkpoint}", f"data={tiny_data}", "epochs=3", "prune=0.5",
+            "distill_schedule=while_behind", f"project={tmp_path}", "name=behind", *TRAIN]
+    killed = run_cli_killed_after_epoch(1, *args)
+    assert killed.returncode == 17, killed.stderr[-3000:]
+    assert "distillation off from epoch 2" in killed.stdout + killed.stderr
+    last = tmp_path / "behind" / "weights" / "last.pt"
+    ckpt = read_checkpoint(last)
+    assert meta(student(ckpt.get("ema") or ckpt["model"]))[RUN_KEY]["caught_up"] == 1
+    resumed = run_cli("train", f"model={last}", "resume=True", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "distillation off" not in resumed.stdout + resumed.stderr  # decided once, before the kill
     rows = list(csv.DictReader((tmp_path / "behind" / "results.csv").open()))
     kd = [float(row["train/kd_cls"]) + float(row["train/kd_box"]) for row in rows]
     assert len(kd) == 3 and kd[0] > 0 and kd[1] == kd[2] == 0, kd
-    assert "distillation off from epoch 2" in r.stdout + r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["behind"]  # nothing written beside the run folder
