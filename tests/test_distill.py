@@ -98,6 +98,15 @@ def output_distillation_grad(wrapper, batch) -> float:
     return float(sum(p.grad.norm() for p in wrapper.student_model.parameters() if p.grad is not None))
 
 
+def _run_record(path):
+    """The pruning run's record in a checkpoint (a distilled run's last.pt holds the wrapper around the student)."""
+    from yolo_opt.io.checkpoint import meta, read_checkpoint
+    from yolo_opt.train.trainer import RUN_KEY, student
+
+    ckpt = read_checkpoint(path)
+    return meta(student(ckpt.get("ema") or ckpt["model"]))[RUN_KEY]
+
+
 def test_distilled_pruned_run_killed_resumes_and_finishes(tmp_path, v8_checkpoint, tiny_data):
     """Kill a distilled 2-step pruning run (the default recipe: per-layer ratios from an analysis made in the run)
     right after epoch 1 is saved; resume=True finishes it, still distilling, with the ratios it allocated."""
@@ -107,14 +116,9 @@ def test_distilled_pruned_run_killed_resumes_and_finishes(tmp_path, v8_checkpoin
     assert killed.returncode == 17, killed.stderr[-3000:]
     assert "kd_cls" in killed.stdout + killed.stderr and "prune step 1/2" in killed.stdout + killed.stderr
     last = tmp_path / "kd" / "weights" / "last.pt"
-    from yolo_opt.io.checkpoint import load_model, meta, read_checkpoint
-    from yolo_opt.train.trainer import RUN_KEY, student
+    from yolo_opt.io.checkpoint import load_model
 
-    def run_record(path):  # a distilled run's last.pt holds the distillation wrapper around the student
-        ckpt = read_checkpoint(path)
-        return meta(student(ckpt.get("ema") or ckpt["model"]))[RUN_KEY]
-
-    allocated = run_record(last)["layer_ratios"]
+    allocated = _run_record(last)["layer_ratios"]
     from yolo_opt.validation import validate
 
     assert 0 <= validate(last, tiny_data, IMGSZ)["map"] <= 1  # the mid-run checkpoint validates (the student)
@@ -125,7 +129,7 @@ def test_distilled_pruned_run_killed_resumes_and_finishes(tmp_path, v8_checkpoin
     assert "Resuming training" in log and "kd_cls" in log  # the distillation wrapper came back with the run
     assert "prune step 2/2" in log and "prune step 1/2" not in log and "pruning sensitivity" not in log
     best = load_model(tmp_path / "kd" / "weights" / "best.pt")
-    run = run_record(last)
+    run = _run_record(last)
     assert run["layer_ratios"] == allocated and run["history"][-1]["macs_ratio"] == pytest.approx(0.5, abs=0.05)
     assert not hasattr(best, "teacher_model")  # the final checkpoint holds the student alone
 
@@ -177,17 +181,13 @@ def test_while_behind_lets_the_student_go_once_it_reaches_the_teacher(tmp_path, 
     own to decide on: the run's record carries the decision); the teacher's score is taken inside the run folder."""
     import csv
 
-    from yolo_opt.io.checkpoint import meta, read_checkpoint
-    from yolo_opt.train.trainer import RUN_KEY, student
-
     args = ["train", f"model={v8_checkpoint}", f"data={tiny_data}", "epochs=3", "prune=0.5",
             "distill_schedule=while_behind", f"project={tmp_path}", "name=behind", *TRAIN]
     killed = run_cli_killed_after_epoch(1, *args)
     assert killed.returncode == 17, killed.stderr[-3000:]
     assert "distillation off from epoch 2" in killed.stdout + killed.stderr
     last = tmp_path / "behind" / "weights" / "last.pt"
-    ckpt = read_checkpoint(last)
-    assert meta(student(ckpt.get("ema") or ckpt["model"]))[RUN_KEY]["caught_up"] == 1
+    assert _run_record(last)["caught_up"] == 1
     resumed = run_cli("train", f"model={last}", "resume=True", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "distillation off" not in resumed.stdout + resumed.stderr  # decided once, before the kill
