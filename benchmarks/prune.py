@@ -27,6 +27,10 @@ is not converged on this set (+0.05 mAP50-95 over its last 30 epochs), and every
 transfer pre-training (2000 images) add hours: the full table is days on 2 CPU cores, where an afternoon fits
 one family's rows.
 
+`--base-rounds 2` trains that baseline one round further (its reference: the learning-rate schedule restarted) and
+prunes from there, rows `yolov8n-r2/...`: a baseline nearer convergence for the cost of one fine-tune, its own
+reference another round on top.
+
     python benchmarks/prune.py --set hard --out runs/bench/hard --base-epochs 80 --patience 15 --ft-epochs 20 \
         --archs yolov8n --targets 0.5,0.7 --variants kd,no-kd,kd-fade &
     python benchmarks/prune.py --set hard --out runs/bench/hard --base-epochs 80 --patience 15 --ft-epochs 20 \
@@ -133,9 +137,10 @@ def ref_name(sched: dict) -> str:
     return "reference" + "".join(f"-{k}{v}" for k, v in sorted(sched.items()))
 
 
-def convergence(run: Path) -> dict:
-    """Evidence that a run converged: epochs trained, best epoch, mAP gain over the last 30 epochs."""
-    maps = list(map_curve(run).values())
+def convergence(*runs: Path) -> dict:
+    """Evidence that a run (or a chain of runs, each continuing the last) converged: epochs trained, best epoch, mAP
+    gain over the last 30 epochs."""
+    maps = [m for run in runs for m in map_curve(run).values()]
     best = max(range(len(maps)), key=maps.__getitem__)
     return {"epochs": len(maps), "best_epoch": best + 1, "best_map": maps[best],
             "gain_last30": maps[-1] - maps[max(0, len(maps) - 31)]}
@@ -201,6 +206,9 @@ def main() -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--base-epochs", type=int, default=200, help="cap of the baseline (stops earlier on plateau)")
     parser.add_argument("--patience", type=int, default=30)
+    parser.add_argument("--base-rounds", type=int, default=1,
+                        help="train the baseline further in rounds of --ft-epochs (each restarts the learning-rate "
+                             "schedule): round k's baseline is round k-1's reference; rows as '<arch>-r<k>'")
     parser.add_argument("--ft-epochs", type=int, default=30)
     parser.add_argument("--no-slim", action="store_true", help="skip the from-scratch slim models")
     parser.add_argument("--slim-targets", help="targets that get slim models (default: all of --targets)")
@@ -275,30 +283,37 @@ def main() -> None:
     archs = args.archs.split(",") + (["yolov8s"] if args.capacity else [])
     for arch in archs:
         base_pt = baseline(f"{arch}-base", f"{arch}.yaml", args.base_epochs, args.patience)
-        base = row(f"{arch}/base", partial(Path, base_pt), convergence=convergence(Path(base_pt).parent.parent))
+        label, chain = arch, [Path(base_pt).parent.parent]
+        for k in range(2, args.base_rounds + 1):  # the reference's own call: round k-1's reference row is reused
+            base_pt = train(out, f"{label}-ref", base_pt, data, epochs=args.ft_epochs)
+            label = f"{arch}-r{k}"
+            chain.append(Path(base_pt).parent.parent)
+        base = row(f"{label}/base", partial(Path, base_pt), convergence=convergence(*chain),
+                   rounds=[len(map_curve(run)) for run in chain])
         if args.capacity and arch == "yolov8s":
             continue  # only its baseline: the capacity check's
         for target in map(float, args.targets.split(",")):
             for variant in args.variants.split(","):
                 keys = {"prune_target": target, **VARIANTS[variant]}
                 if keys.get("sensitivity") == SENSITIVITY:
-                    keys["sensitivity"] = str(sensitivity_report(base_pt, data, out / f"{arch}-sensitivity"))
+                    keys["sensitivity"] = str(sensitivity_report(base_pt, data, out / f"{label}-sensitivity"))
                 sched = schedule(keys)
                 ref = ref_name(sched)
-                ref_row = row(f"{arch}/{ref}", partial(train, out, f"{arch}-{ref.replace('reference', 'ref')}",
+                ref_row = row(f"{label}/{ref}", partial(train, out, f"{label}-{ref.replace('reference', 'ref')}",
                                                        base_pt, data, epochs=args.ft_epochs, **sched),
                               epochs=args.ft_epochs)
                 if keys.get("teacher") == REFERENCE:
                     keys["teacher"] = ref_row["weights"]
-                row(f"{arch}/t{target}/{variant}",
-                    partial(train, out, f"{arch}-t{target}-{variant}", base_pt, data, epochs=args.ft_epochs, **keys),
+                row(f"{label}/t{target}/{variant}",
+                    partial(train, out, f"{label}-t{target}-{variant}", base_pt, data, epochs=args.ft_epochs, **keys),
                     epochs=args.ft_epochs, keys=keys, reference=ref)
-            pruned = next((results[k]["gflops"] for k in results if k.startswith(f"{arch}/t{target}/")), None)
+            pruned = next((results[k]["gflops"] for k in results if k.startswith(f"{label}/t{target}/")), None)
             if args.no_slim or pruned is None or target not in slim_targets:
                 continue
             yaml, _ = slim_yaml(arch, pruned, out, nc)
             for suffix, epochs in (("total", base["convergence"]["epochs"] + args.ft_epochs), ("ft", args.ft_epochs)):
-                row(f"{arch}/slim{target}-{suffix}", partial(baseline, f"{yaml.stem}-{suffix}", str(yaml), epochs, 0),
+                name = f"{yaml.stem}-{suffix}" + (f"-{label}" if label != arch else "")  # its own epochs: own run
+                row(f"{label}/slim{target}-{suffix}", partial(baseline, name, str(yaml), epochs, 0),
                     epochs=epochs, yaml=yaml.name)
     if args.latency:
         time_rows(results, out, args.rounds)
@@ -379,8 +394,11 @@ def markdown(results: dict) -> str:
         c = base["convergence"]
         # "converged" only with the evidence: the best epoch is not the last and the last 30 epochs gained < 0.01
         converged = c["best_epoch"] < c["epochs"] and c["gain_last30"] < 0.01
+        rounds = base.get("rounds", [])
+        restarts = (f" in {len(rounds)} rounds ({' + '.join(map(str, rounds))}, each restarting the learning-rate "
+                    "schedule)" if len(rounds) > 1 else "")
         lines += [f"### {arch}", "",
-                  f"Baseline: {c['epochs']} epochs (best at {c['best_epoch']}, mAP50-95 gain over the last 30 epochs "
+                  f"Baseline: {c['epochs']} epochs{restarts} (best at {c['best_epoch']}, mAP50-95 gain over the last 30 epochs "
                   f"{c['gain_last30']:+.4f}): {'converged' if converged else '**not converged**, still improving'}; "
                   "reference = baseline + the fine-tune epochs.", "",
                   "| model | GFLOPs (640) | params | mAP50-95 | vs reference | vs input |"
