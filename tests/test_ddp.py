@@ -61,6 +61,16 @@ RANK_SCRIPT = textwrap.dedent(r'''
     trainer.optimizer_step()
     # DDP keeps parameters identical; BN running statistics stay per rank (Ultralytics turns buffer syncing off)
     state["trained"] = digest(student(trainer.model), buffers=False)
+    # distill_schedule=while_behind after the last step: rank 0 alone validates (the other ranks' fitness stays
+    # None), decides, and every rank follows (the teacher's score is set here: no validation in this script)
+    trainer.epoch = 1
+    if rank == 0:
+        trainer._run()["teacher_fitness"] = 0.5
+    decided = []
+    for fitness in (0.4, 0.6):
+        trainer.fitness = fitness if rank == 0 else None
+        decided.append(trainer._caught_up())
+    state["while_behind"] = [decided, trainer._run().get("caught_up")]
     gathered = [None, None]
     dist.all_gather_object(gathered, state)
     if rank == 0:
@@ -95,6 +105,8 @@ def test_ddp_ranks_prune_identically_and_train(tmp_path, v8_checkpoint, tiny_dat
     assert rank0["params"] == rank1["params"]
     assert rank0["pruned"] == rank1["pruned"]  # identical shapes and weights after the pruning step
     assert rank0["trained"] == rank1["trained"]  # and the same parameters after a DDP training step
+    # rank 0's while_behind decision reached rank 1: behind at 0.4, caught up at 0.6, recorded on both
+    assert rank0["while_behind"] == rank1["while_behind"] == [[False, True], 1]
 
 
 def test_ddp_file_recreates_trainer_with_options(tmp_path, v8_checkpoint, tiny_data):
