@@ -19,20 +19,23 @@ model pre-trained on the hard set (`{arch}-pretrain`, the stand-in for COCO weig
 convergence on a small set of 12 other classes, pruned from there; the slim models get the same pre-training.
 
 Cost of the hard set (600 training images at 320 px; Ultralytics trains on one core: run one process per core,
-sharing --out), an epoch on one core: yolov8n ~70 s; yolov8n pruned to 0.5x ~68 s with distillation (the teacher's
-forward pass) and ~50 s without; the slim yolov8n at 0.5x (width 0.15) ~43 s; yolov8s ~190 s. YOLOv8n's table
+sharing --out; a lone process with 2 threads is barely faster), an epoch on one core with two processes side by
+side: yolov8n ~45 s; yolov8n pruned to 0.5x ~47 s with distillation (the teacher's forward pass) and ~33 s without;
+the slim yolov8n at 0.5x (width 0.15) ~43 s and yolov8s ~190 s (measured on a busier machine). YOLOv8n's table
 (baseline capped at 80 epochs, reference, 0.5x and 0.7x with and without distillation, the two 0.5x slim models) is
-~7 h of one core, ~3.5 h on two; the capacity check's yolov8s baseline ~4.5 h of one core. At 80 epochs yolov8n
+~4 h of one core, ~2 h on two; the capacity check's yolov8s baseline ~4.5 h of one core. At 80 epochs yolov8n
 is not converged on this set (+0.05 mAP50-95 over its last 30 epochs), and every further family, target and the
 transfer pre-training (2000 images) add hours: the full table is days on 2 CPU cores, where an afternoon fits
 one family's rows.
 
-`--base-rounds 2` trains that baseline one round further (its reference: the learning-rate schedule restarted) and
-prunes from there, rows `yolov8n-r2/...`: a baseline nearer convergence for the cost of one fine-tune, its own
-reference another round on top.
+`--base-rounds 3` trains that baseline further in rounds of --ft-epochs (round k's baseline is round k-1's
+reference: the learning-rate schedule restarts each round) and prunes from the last, rows `yolov8n-r3/...`: a
+baseline nearer convergence for ~15 min of one core a round, its own reference one round on top.
 
     python benchmarks/prune.py --set hard --out runs/bench/hard --base-epochs 80 --patience 15 --ft-epochs 20 \
         --archs yolov8n --targets 0.5,0.7 --variants kd,no-kd,kd-fade &
+    python benchmarks/prune.py --set hard --out runs/bench/hard --base-epochs 80 --patience 15 --ft-epochs 20 \
+        --archs yolov8n --base-rounds 3 --targets 0.5 --variants kd,no-kd --no-slim
     python benchmarks/prune.py --set hard --out runs/bench/hard --base-epochs 80 --patience 15 --ft-epochs 20 \
         --archs yolov8s --capacity
 """
@@ -395,10 +398,10 @@ def markdown(results: dict) -> str:
         # "converged" only with the evidence: the best epoch is not the last and the last 30 epochs gained < 0.01
         converged = c["best_epoch"] < c["epochs"] and c["gain_last30"] < 0.01
         rounds = base.get("rounds", [])
-        restarts = (f" in {len(rounds)} rounds ({' + '.join(map(str, rounds))}, each restarting the learning-rate "
-                    "schedule)" if len(rounds) > 1 else "")
+        restarts = (f"in {len(rounds)} rounds, {' + '.join(map(str, rounds))}, each restarting the learning-rate "
+                    "schedule; " if len(rounds) > 1 else "")
         lines += [f"### {arch}", "",
-                  f"Baseline: {c['epochs']} epochs{restarts} (best at {c['best_epoch']}, mAP50-95 gain over the last 30 epochs "
+                  f"Baseline: {c['epochs']} epochs ({restarts}best at {c['best_epoch']}, mAP50-95 gain over the last 30 epochs "
                   f"{c['gain_last30']:+.4f}): {'converged' if converged else '**not converged**, still improving'}; "
                   "reference = baseline + the fine-tune epochs.", "",
                   "| model | GFLOPs (640) | params | mAP50-95 | vs reference | vs input |"
