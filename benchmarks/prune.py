@@ -140,6 +140,11 @@ def ref_name(sched: dict) -> str:
     return "reference" + "".join(f"-{k}{v}" for k, v in sorted(sched.items()))
 
 
+def ref_run(label: str, sched: dict) -> str:
+    """The run folder of `label`'s reference trained with `sched` (round k's baseline is round k-1's, reused)."""
+    return f"{label}-{ref_name(sched).replace('reference', 'ref')}"
+
+
 def convergence(*runs: Path) -> dict:
     """Evidence that a run (or a chain of runs, each continuing the last) converged: epochs trained, best epoch, mAP
     gain over the last 30 epochs."""
@@ -287,8 +292,8 @@ def main() -> None:
     for arch in archs:
         base_pt = baseline(f"{arch}-base", f"{arch}.yaml", args.base_epochs, args.patience)
         label, chain = arch, [Path(base_pt).parent.parent]
-        for k in range(2, args.base_rounds + 1):  # the reference's own call: round k-1's reference row is reused
-            base_pt = train(out, f"{label}-ref", base_pt, data, epochs=args.ft_epochs)
+        for k in range(2, args.base_rounds + 1):  # the reference's own call: round k-1's reference run is reused
+            base_pt = train(out, ref_run(label, {}), base_pt, data, epochs=args.ft_epochs)
             label = f"{arch}-r{k}"
             chain.append(Path(base_pt).parent.parent)
         base = row(f"{label}/base", partial(Path, base_pt), convergence=convergence(*chain),
@@ -302,9 +307,8 @@ def main() -> None:
                     keys["sensitivity"] = str(sensitivity_report(base_pt, data, out / f"{label}-sensitivity"))
                 sched = schedule(keys)
                 ref = ref_name(sched)
-                ref_row = row(f"{label}/{ref}", partial(train, out, f"{label}-{ref.replace('reference', 'ref')}",
-                                                       base_pt, data, epochs=args.ft_epochs, **sched),
-                              epochs=args.ft_epochs)
+                ref_row = row(f"{label}/{ref}", partial(train, out, ref_run(label, sched), base_pt, data,
+                                                        epochs=args.ft_epochs, **sched), epochs=args.ft_epochs)
                 if keys.get("teacher") == REFERENCE:
                     keys["teacher"] = ref_row["weights"]
                 row(f"{label}/t{target}/{variant}",
