@@ -137,19 +137,33 @@ def test_postgres_two_workers_share_a_study(tmp_path, v8_checkpoint, tiny_data):
     import optuna
 
     url, name = os.environ["YOLO_OPT_TEST_PG"], f"pg-{uuid.uuid4().hex[:8]}"
-    extra = (f"storage={url}", f"study={name}", "trials=2", "objectives=map,gflops")
+    # heartbeat=600: the first worker is paused below, and its trial must not look stale meanwhile
+    extra = (f"storage={url}", f"study={name}", "trials=2", "objectives=map,gflops", "heartbeat=600")
+    logs = [(tmp_path / f"{w}.log").open("w") for w in "ab"]  # files, not pipes: nobody blocks on a full pipe
     first = subprocess.Popen(_tune_cmd(v8_checkpoint, tiny_data, tmp_path / "a", *extra), env=_env(),
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             stdout=logs[0], stderr=subprocess.STDOUT)
+    second = None
     try:
-        _wait_running(url, name)  # the second worker starts while the first is inside trial 0
-        second = subprocess.run(_tune_cmd(v8_checkpoint, tiny_data, tmp_path / "b", *extra), env=_env(),
-                                capture_output=True, text=True, timeout=600)
-        out_first, _ = first.communicate(timeout=600)
+        _wait_running(url, name)
+        # Paused inside trial 0, the first worker cannot finish it and take trial 1 before the second worker has
+        # started (a tiny trial can be shorter than a worker's start-up on a busy machine): both contribute, always
+        first.send_signal(signal.SIGSTOP)
+        second = subprocess.Popen(_tune_cmd(v8_checkpoint, tiny_data, tmp_path / "b", *extra), env=_env(),
+                                  stdout=logs[1], stderr=subprocess.STDOUT)
+        _wait_running(url, name, n=2)
+        first.send_signal(signal.SIGCONT)
+        second.wait(timeout=600)
+        first.wait(timeout=600)
     finally:
-        if first.poll() is None:
-            first.kill()
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.kill()
+        for log in logs:
+            log.close()
+    out_first, out_second = ((tmp_path / f"{w}.log").read_text() for w in "ab")
     assert first.returncode == 0, out_first[-3000:]
-    assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-3000:]
+    assert second.returncode == 0, out_second[-3000:]
     trials = _study(url, name).get_trials()
     assert sorted(t.number for t in trials) == [0, 1]
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
