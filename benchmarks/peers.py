@@ -4,7 +4,7 @@
     python benchmarks/peers.py --out runs/peers-conv --imgsz 128 --base base.pt --pruned pruned.pt --data data.yaml
 
 One run on the generated dataset (yolo_opt.data.make_dataset): a yolov8n trained from its yaml (cached), a copy
-pruned with yolo-opt's default recipe (prune_target=0.5: per-layer ratios, distillation) and fine-tuned (cached),
+pruned with yolo-opt's default recipe (prune_target=0.5: per-layer ratios) and fine-tuned (cached),
 or two given checkpoints; then per model: FP32 ONNX (ours, and Ultralytics' plain export), yolo-opt's INT8 QDQ
 ONNX, Ultralytics' INT8 ONNX, NNCF's INT8 ONNX (all on ONNX Runtime), OpenVINO FP32 (Ultralytics' exporter),
 OpenVINO INT8 (NNCF, as `yolo-opt export format=openvino int8=True`), OpenVINO INT8 with max_map_drop=0.01 (NNCF
@@ -174,7 +174,7 @@ def main() -> None:
     ap.add_argument("--base-epochs", type=int, default=20)
     ap.add_argument("--ft-epochs", type=int, default=10)
     ap.add_argument("--prune-target", type=float, default=0.5, help="pruned model: yolo-opt's default recipe, "
-                    "prune_target= (per-layer ratios, distillation)")
+                    "prune_target= (per-layer ratios)")
     ap.add_argument("--prune", type=float, default=None, help="one ratio everywhere instead of --prune-target")
     ap.add_argument("--base", help="use this trained baseline .pt (with --pruned and --data) instead of training")
     ap.add_argument("--pruned", help="its pruned + fine-tuned .pt")

@@ -25,7 +25,7 @@ def models(out: Path, arch: str = "yolov8n", base_epochs: int = 20, ft_epochs: i
     """data.yaml and {"baseline": best.pt, "pruned": best.pt}, trained or taken from the cache in `out`.
 
     The pruned model is yolo-opt's default recipe, `prune_target=` (per-layer ratios from the trainer's own
-    sensitivity analysis, distillation from the baseline), or one ratio everywhere with `prune=`."""
+    sensitivity analysis), or one ratio everywhere with `prune=`."""
     from yolo_opt.data import make_dataset
 
     out = Path(out).resolve()  # Ultralytics puts a relative project under its own runs folder

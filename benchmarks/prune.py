@@ -60,34 +60,36 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 
 SENSITIVITY = "<sensitivity report>"  # the baseline's `yolo-opt sensitivity` report (score=map), made when needed
 REFERENCE = "<reference weights>"  # the reference's best.pt: a teacher the student does not outgrow
-# Recovery variants: yolo-opt train keys added to prune_target=<target> (the default recipe is "kd"). Ultralytics keys
+# Recovery variants: yolo-opt train keys added to prune_target=<target> (the default recipe is "no-kd"; "kd" was the
+# default until these tables showed distillation from the model before pruning recovering no better). Ultralytics keys
 # (nbs, batch, ...) are the variant's schedule: each distinct schedule gets its own reference, the baseline trained
 # the same way, so "vs reference" never credits pruning with a better schedule.
+KD = {"distill": True}
 VARIANTS = {
-    # the defaults: per-layer ratios from the trainer's sensitivity analysis (output change), output distillation
-    # from the model before pruning, an optimizer step every batch
-    "kd": {},
-    "no-kd": {"distill": False},
-    "kd-b8": {"batch": 8},  # an optimizer step every 8 images
-    "kd-r16": {"prune_round": 16},  # channel counts in multiples of 16 (AVX-512 holds 16 floats)
-    "sens-map": {"sensitivity": SENSITIVITY},  # per-layer ratios from the mAP-scored report (~20x slower)
-    "uniform": {"prune_ratios": "uniform"},  # one ratio everywhere (the default before per-layer ratios)
+    # output distillation from the model before pruning, with the defaults: per-layer ratios from the trainer's
+    # sensitivity analysis (output change), an optimizer step every batch; every row but *no-kd distils
+    "kd": {**KD},
+    "no-kd": {"distill": False},  # the defaults alone (distill=False spelled out: the rows predate the default)
+    "kd-b8": {**KD, "batch": 8},  # an optimizer step every 8 images
+    "kd-r16": {**KD, "prune_round": 16},  # channel counts in multiples of 16 (AVX-512 holds 16 floats)
+    "sens-map": {**KD, "sensitivity": SENSITIVITY},  # per-layer ratios from the mAP-scored report (~20x slower)
+    "uniform": {**KD, "prune_ratios": "uniform"},  # one ratio everywhere (the default before per-layer ratios)
     "uniform-no-kd": {"prune_ratios": "uniform", "distill": False},
-    "uniform-nbs64": {"prune_ratios": "uniform", "nbs": 64},  # Ultralytics' accumulation to a nominal batch of 64
-    "uniform-b8": {"prune_ratios": "uniform", "batch": 8},
-    "kd-w0.5": {"distill_weight": 0.5},
-    "kd-w2": {"distill_weight": 2.0},
-    "kd-fade": {"distill_schedule": "linear"},  # the teacher's weight falls to 0 by the last epoch
-    "kd-behind": {"distill_schedule": "while_behind"},  # distillation off once the student reaches the teacher
-    "kd-ref": {"teacher": REFERENCE},  # taught by the reference (it costs the reference's epochs on top)
-    "feature-kd": {"distill_weight": 0.0, "distill_features": 1.0},  # Ultralytics' feature distillation only
-    "kd+feature": {"distill_features": 1.0},
-    "kd-steps3": {"prune_steps": 3},
-    "kd-bn": {"prune_method": "bn"},
-    "global-nbs64": {"prune_global": True, "nbs": 64},  # one ranking across layers (uniform: not per-layer)
-    "taylor-nbs64": {"prune_method": "taylor", "nbs": 64},  # Taylor scores need data: uniform ratios
-    "kd-lr3x": {"optimizer": "AdamW", "lr0": 0.0033},  # 3x the AdamW rate Ultralytics' optimizer=auto picks for nc=5
-    "kd-lr0.3x": {"optimizer": "AdamW", "lr0": 0.00033},  # 0.3x it: less of what the model knew is shaken loose
+    "uniform-nbs64": {**KD, "prune_ratios": "uniform", "nbs": 64},  # Ultralytics' accumulation to a nominal batch of 64
+    "uniform-b8": {**KD, "prune_ratios": "uniform", "batch": 8},
+    "kd-w0.5": {**KD, "distill_weight": 0.5},
+    "kd-w2": {**KD, "distill_weight": 2.0},
+    "kd-fade": {**KD, "distill_schedule": "linear"},  # the teacher's weight falls to 0 by the last epoch
+    "kd-behind": {**KD, "distill_schedule": "while_behind"},  # distillation off once the student reaches the teacher
+    "kd-ref": {**KD, "teacher": REFERENCE},  # taught by the reference (it costs the reference's epochs on top)
+    "feature-kd": {**KD, "distill_weight": 0.0, "distill_features": 1.0},  # Ultralytics' feature distillation only
+    "kd+feature": {**KD, "distill_features": 1.0},
+    "kd-steps3": {**KD, "prune_steps": 3},
+    "kd-bn": {**KD, "prune_method": "bn"},
+    "global-nbs64": {**KD, "prune_global": True, "nbs": 64},  # one ranking across layers (uniform: not per-layer)
+    "taylor-nbs64": {**KD, "prune_method": "taylor", "nbs": 64},  # Taylor scores need data: uniform ratios
+    "kd-lr3x": {**KD, "optimizer": "AdamW", "lr0": 0.0033},  # 3x the AdamW rate Ultralytics' optimizer=auto picks for nc=5
+    "kd-lr0.3x": {**KD, "optimizer": "AdamW", "lr0": 0.00033},  # 0.3x it: less of what the model knew is shaken loose
 }
 SETS = {"shapes": (300, 200, 160), "hard": (600, 150, 320), "transfer": (300, 200, 320)}  # n_train, n_val, imgsz
 TRAIN = {"imgsz": 160, "batch": 16, "workers": 0, "plots": False, "seed": 0, "deterministic": False}

@@ -108,9 +108,10 @@ def _run_record(path):
 
 
 def test_distilled_pruned_run_killed_resumes_and_finishes(tmp_path, v8_checkpoint, tiny_data):
-    """Kill a distilled 2-step pruning run (the default recipe: per-layer ratios from an analysis made in the run)
-    right after epoch 1 is saved; resume=True finishes it, still distilling, with the ratios it allocated."""
+    """Kill a distilled 2-step pruning run (distill=True, per-layer ratios from an analysis made in the run) right
+    after epoch 1 is saved; resume=True finishes it, still distilling, with the ratios it allocated."""
     args = ["train", f"model={v8_checkpoint}", f"data={tiny_data}", "epochs=3", "prune_target=0.5", "prune_steps=2",
+            "distill=True",
             f"project={tmp_path}", "name=kd", *TRAIN]
     killed = run_cli_killed_after_epoch(0, *args)
     assert killed.returncode == 17, killed.stderr[-3000:]

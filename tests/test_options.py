@@ -19,6 +19,20 @@ def test_resolve_takes_the_object_or_the_shortcuts():
         TrainOptions.resolve(PruneOptions(), {})
 
 
+@pytest.mark.parametrize(("keys", "distils"), [
+    ({"prune_target": 0.5}, False),  # pruning alone recovers without a teacher (the benchmarks' finding)
+    ({"prune_target": 0.5, "distill": True}, True),
+    ({"prune_target": 0.5, "teacher": "big.pt"}, True),  # a named teacher asks for distillation
+    ({"prune_target": 0.5, "distill_schedule": "linear"}, True),  # so does any distill_* setting away from default
+    ({"prune_target": 0.5, "distill_weight": 2.0}, True),
+    ({"prune_target": 0.5, "distill_weight": 0.0, "distill_features": 1.0}, True),
+    ({"prune_target": 0.5, "teacher": "big.pt", "distill": False}, False),  # distill=False wins
+    ({}, False),
+])
+def test_distillation_runs_when_asked_for(keys, distils):
+    assert TrainOptions.resolve(None, dict(keys))[0].distilling is distils
+
+
 @pytest.mark.parametrize("call", ["export", "prune_checkpoint", "quantize_onnx", "train", "tune", "run_demo"])
 def test_every_verb_refuses_an_object_with_shortcuts(tmp_path, call):
     """Each verb's one rule, checked before it reads a file: `export(m, ExportOptions(), int8=True)` went on

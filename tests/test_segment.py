@@ -117,7 +117,7 @@ def test_seg_prune_is_exact_and_runs(cfg, name, end2end):
 @pytest.mark.parametrize(("cfg", "name", "end2end"), [
     pytest.param(*s, marks=[] if s[1] == "YOLO26" else pytest.mark.slow) for s in SEG], ids=IDS)
 def test_seg_distilled_epoch_int8_and_bundle_masks(cfg, name, end2end, checkpoints, seg_data, tmp_path):
-    """A pruned epoch distils masks too; the INT8 QDQ ONNX has both outputs and validates with mask figures; the
+    """A pruned epoch distils masks too (distill=True); the INT8 QDQ ONNX has both outputs and validates with mask figures; the
     Jetson bundle's infer.py decodes masks like Ultralytics' own predictor on the same FP32 ONNX."""
     from ultralytics import YOLO
 
@@ -125,7 +125,7 @@ def test_seg_distilled_epoch_int8_and_bundle_masks(cfg, name, end2end, checkpoin
     from yolo_opt.data.checks import dataset_images
 
     result = train(checkpoints[cfg], data=str(seg_data), epochs=1, imgsz=IMGSZ, batch=8, workers=0, plots=False,
-                   warmup_epochs=0, prune=0.3, project=str(tmp_path), name="run", exist_ok=True)
+                   warmup_epochs=0, prune=0.3, distill=True, project=str(tmp_path), name="run", exist_ok=True)
     columns = (result["save_dir"] / "results.csv").read_text().splitlines()[0]
     assert all(f"train/{k}" in columns for k in ("kd_cls", "kd_box", "kd_mask", "seg_loss"))
     report = export(result["best"], int8=True, imgsz=IMGSZ, calib_images=4, out=str(tmp_path / "int8.onnx"),
@@ -154,12 +154,12 @@ def test_seg_distilled_epoch_int8_and_bundle_masks(cfg, name, end2end, checkpoin
 
 
 def test_seg_pruned_run_killed_resumes(checkpoints, seg_data, tmp_path):
-    """A pruned segmentation run (default recipe: per-layer ratios, distillation) killed after its first epoch
-    resumes through Ultralytics' segmentation trainer and finishes pruned."""
+    """A pruned segmentation run (per-layer ratios, distilled with its masks: distill=True) killed after its first
+    epoch resumes through Ultralytics' segmentation trainer, still distilling, and finishes pruned."""
     from yolo_opt.io.checkpoint import read_checkpoint
 
     args = ("train", f"model={checkpoints['yolo11n-seg.yaml']}", f"data={seg_data}", "epochs=2", f"imgsz={IMGSZ}",
-            "batch=8", "workers=0", "plots=False", "warmup_epochs=0", "prune_target=0.5", f"project={tmp_path}",
+            "batch=8", "workers=0", "plots=False", "warmup_epochs=0", "prune_target=0.5", "distill=True", f"project={tmp_path}",
             "name=seg")
     killed = run_cli_killed_after_epoch(0, *args)
     assert killed.returncode == 17, killed.stderr[-3000:]

@@ -13,12 +13,13 @@ from yolo_opt.options import TrainOptions
 
 def run_teacher(opts: TrainOptions, model: str | Path) -> str | None:
     """The teacher of a training run: `teacher=`, else the model itself when it is a checkpoint (the model before
-    pruning); None when the run does not distil, or when `distill` is auto and a yaml has nothing to teach."""
+    pruning); None when the run does not distil."""
     if not opts.distilling:
         return None
     teacher = opts.distill.teacher or (str(model) if str(model).endswith(".pt") else None)
-    if teacher is None and opts.distill.distill:
-        raise ConfigError("distill=True needs teacher=path/to/model.pt when training from a yaml")
+    if teacher is None:
+        raise ConfigError("distillation (distill=True or a distill_* setting) needs teacher=path/to/model.pt when "
+                          "training from a yaml")
     return teacher
 
 

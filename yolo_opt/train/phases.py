@@ -1,4 +1,4 @@
-"""`train()`: yolo-opt's training verb, in phases: [prune + recover (distilling)] -> [QAT] -> QDQ ONNX.
+"""`train()`: yolo-opt's training verb, in phases: [prune + recover (distilling when asked)] -> [QAT] -> QDQ ONNX.
 
 Without QAT only the first phase runs; without pruning options it is a plain Ultralytics training (with
 `PruneTrainer`, which then changes nothing). Every input is checked before the first run folder is made.
