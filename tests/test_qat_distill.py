@@ -78,9 +78,11 @@ def test_teacher_with_other_classes(tmp_path, v8_checkpoint, tiny_data):
     assert not (tmp_path / "t").exists()
 
 
-def test_distill_from_yaml_needs_teacher(tmp_path, tiny_data):
-    r = run_cli("train", "model=yolov8n.yaml", f"data={tiny_data}", "distill=True", f"project={tmp_path}", *TRAIN)
-    assert r.returncode == 2 and "teacher=" in r.stderr
+@pytest.mark.parametrize("asks", ["distill=True", "distill_schedule=linear"])  # a distill_* setting asks for it too
+def test_distill_from_yaml_needs_teacher(tmp_path, tiny_data, asks):
+    r = run_cli("train", "model=yolov8n.yaml", f"data={tiny_data}", asks, f"project={tmp_path}", *TRAIN)
+    assert r.returncode == 2 and "teacher=" in r.stderr and "Traceback" not in r.stderr
+    assert not any(tmp_path.iterdir())  # refused before anything is written
 
 
 def test_amp_flag_is_accepted_on_cpu(tmp_path, tiny_data):
