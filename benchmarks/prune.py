@@ -20,9 +20,10 @@ convergence on a small set of 12 other classes, pruned from there; the slim mode
 
 Cost of the hard set (600 training images at 320 px; Ultralytics trains on one core: run one process per core,
 sharing --out; a lone process with 2 threads is barely faster), an epoch on one core with two processes side by
-side: yolov8n ~45 s, yolo11n ~45 s; yolov8n pruned to 0.5x ~47 s with distillation (the teacher's forward pass) and
-~33 s without; the slim yolov8n at 0.5x (width 0.15) ~43 s and yolov8s ~190 s (measured on a busier machine); the
-transfer pre-training on 1200 hard-set images (`--n-pretrain 1200`) ~80 s, its fine-tunes on 300 images ~20 s.
+side: yolov8n ~45 s, yolo11n ~45 s, yolo26n ~46 s; yolov8n pruned to 0.5x ~47 s with distillation (the teacher's
+forward pass) and ~33 s without (the default); the slim yolov8n at 0.5x (width 0.15) ~43 s and yolov8s ~190 s
+(measured on a busier machine); the transfer pre-training on 1200 hard-set images (`--n-pretrain 1200`) ~80 s, its
+fine-tunes on 300 images ~20 s.
 YOLOv8n's table (baseline capped at 80 epochs, reference, 0.5x and 0.7x with and without distillation, the two 0.5x
 slim models) is ~4 h of one core, ~2 h on two; the capacity check's yolov8s baseline ~4.5 h of one core. At 80
 epochs yolov8n is not converged on this set (+0.05 mAP50-95 over its last 30 epochs), and every further family,
