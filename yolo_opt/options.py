@@ -347,10 +347,8 @@ class TrainOptions(Options):
         alone on any benchmark set (behind by up to 0.05 of the reference where `best.pt` was still improving), at
         ~1.4x the epoch cost."""
         d = self.distill
-        if d.distill is None:
-            defaults = DistillOptions()
-            return d.teacher is not None or any(getattr(d, k) != getattr(defaults, k)
-                                                for k in ("distill_weight", "distill_schedule", "distill_features"))
+        if d.distill is None:  # auto: any other key of DistillOptions away from its default (teacher= included)
+            return any(getattr(d, k) != default for k, (_, default) in d.specs().items() if k != "distill")
         return d.distill
 
 
