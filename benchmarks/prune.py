@@ -89,7 +89,7 @@ VARIANTS = {
     "kd-bn": {**KD, "prune_method": "bn"},
     "global-nbs64": {**KD, "prune_global": True, "nbs": 64},  # one ranking across layers (uniform: not per-layer)
     "taylor-nbs64": {**KD, "prune_method": "taylor", "nbs": 64},  # Taylor scores need data: uniform ratios
-    "kd-lr3x": {**KD, "optimizer": "AdamW", "lr0": 0.0033},  # 3x the AdamW rate Ultralytics' optimizer=auto picks for nc=5
+    "kd-lr3x": {**KD, "optimizer": "AdamW", "lr0": 0.0033},  # 3x the AdamW rate optimizer=auto picks for nc=5
     "kd-lr0.3x": {**KD, "optimizer": "AdamW", "lr0": 0.00033},  # 0.3x it: less of what the model knew is shaken loose
 }
 SETS = {"shapes": (300, 200, 160), "hard": (600, 150, 320), "transfer": (300, 200, 320)}  # n_train, n_val, imgsz

@@ -117,8 +117,8 @@ def test_seg_prune_is_exact_and_runs(cfg, name, end2end):
 @pytest.mark.parametrize(("cfg", "name", "end2end"), [
     pytest.param(*s, marks=[] if s[1] == "YOLO26" else pytest.mark.slow) for s in SEG], ids=IDS)
 def test_seg_distilled_epoch_int8_and_bundle_masks(cfg, name, end2end, checkpoints, seg_data, tmp_path):
-    """A pruned epoch distils masks too (distill=True); the INT8 QDQ ONNX has both outputs and validates with mask figures; the
-    Jetson bundle's infer.py decodes masks like Ultralytics' own predictor on the same FP32 ONNX."""
+    """A pruned epoch distils masks too (distill=True); the INT8 QDQ ONNX has both outputs and validates with mask
+    figures; the Jetson bundle's infer.py decodes masks like Ultralytics' own predictor on the same FP32 ONNX."""
     from ultralytics import YOLO
 
     from yolo_opt import export, train
@@ -159,8 +159,8 @@ def test_seg_pruned_run_killed_resumes(checkpoints, seg_data, tmp_path):
     from yolo_opt.io.checkpoint import read_checkpoint
 
     args = ("train", f"model={checkpoints['yolo11n-seg.yaml']}", f"data={seg_data}", "epochs=2", f"imgsz={IMGSZ}",
-            "batch=8", "workers=0", "plots=False", "warmup_epochs=0", "prune_target=0.5", "distill=True", f"project={tmp_path}",
-            "name=seg")
+            "batch=8", "workers=0", "plots=False", "warmup_epochs=0", "prune_target=0.5", "distill=True",
+            f"project={tmp_path}", "name=seg")
     killed = run_cli_killed_after_epoch(0, *args)
     assert killed.returncode == 17, killed.stderr[-3000:]
     resumed = run_cli("train", f"model={tmp_path / 'seg' / 'weights' / 'last.pt'}", "resume=True")
