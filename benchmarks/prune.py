@@ -36,7 +36,9 @@ one family's rows. The transfer rows of YOLOv8n (pre-trained 40 epochs on 1200 i
 
 `--base-rounds 3` trains that baseline further in rounds of --ft-epochs (round k's baseline is round k-1's
 reference: the learning-rate schedule restarts each round) and prunes from the last, rows `yolov8n-r3/...`: a
-baseline nearer convergence for ~15 min of one core a round, its own reference one round on top.
+baseline nearer convergence for ~15 min of one core a round, its own reference one round on top. A longer fine-tune
+from the same baseline (`--ft-epochs 40 --round-epochs 20`: rounds stay 20 epochs, the reference and the pruned
+models train 40) shares --out and its baseline runs, in rows of their own (`yolov8n-r4-ft40/...`).
 
     python benchmarks/prune.py --set hard --out runs/bench/hard --base-epochs 80 --patience 15 --ft-epochs 20 \
         --archs yolov8n --targets 0.5,0.7 --variants kd,no-kd,kd-fade &
@@ -223,8 +225,11 @@ def main() -> None:
     parser.add_argument("--base-epochs", type=int, default=200, help="cap of the baseline (stops earlier on plateau)")
     parser.add_argument("--patience", type=int, default=30)
     parser.add_argument("--base-rounds", type=int, default=1,
-                        help="train the baseline further in rounds of --ft-epochs (each restarts the learning-rate "
+                        help="train the baseline further in rounds of --round-epochs (each restarts the learning-rate "
                              "schedule): round k's baseline is round k-1's reference; rows as '<arch>-r<k>'")
+    parser.add_argument("--round-epochs", type=int,
+                        help="epochs of a --base-rounds round (default --ft-epochs); where --ft-epochs differs, the "
+                             "rows are '<label>-ft<N>' and share the rounds' runs")
     parser.add_argument("--ft-epochs", type=int, default=30)
     parser.add_argument("--no-slim", action="store_true", help="skip the from-scratch slim models")
     parser.add_argument("--slim-targets", help="targets that get slim models (default: all of --targets)")
@@ -300,10 +305,13 @@ def main() -> None:
     for arch in archs:
         base_pt = baseline(f"{arch}-base", f"{arch}.yaml", args.base_epochs, args.patience)
         label, chain = arch, [Path(base_pt).parent.parent]
+        round_epochs = args.round_epochs or args.ft_epochs
         for k in range(2, args.base_rounds + 1):  # the reference's own call: round k-1's reference run is reused
-            base_pt = train(out, ref_run(label, {}), base_pt, data, epochs=args.ft_epochs)
+            base_pt = train(out, ref_run(label, {}), base_pt, data, epochs=round_epochs)
             label = f"{arch}-r{k}"
             chain.append(Path(base_pt).parent.parent)
+        if args.ft_epochs != round_epochs:  # another schedule length from the same baseline: rows and runs of its own
+            label += f"-ft{args.ft_epochs}"
         base = row(f"{label}/base", partial(Path, base_pt), convergence=convergence(*chain),
                    rounds=[len(map_curve(run)) for run in chain])
         if args.capacity and arch == "yolov8s":
