@@ -302,10 +302,10 @@ def main() -> None:
         return new_classes(out, name, pretrained, data, epochs=epochs, patience=patience)
 
     archs = args.archs.split(",") + (["yolov8s"] if args.capacity else [])
+    round_epochs = args.round_epochs or args.ft_epochs
     for arch in archs:
         base_pt = baseline(f"{arch}-base", f"{arch}.yaml", args.base_epochs, args.patience)
         label, chain = arch, [Path(base_pt).parent.parent]
-        round_epochs = args.round_epochs or args.ft_epochs
         for k in range(2, args.base_rounds + 1):  # the reference's own call: round k-1's reference run is reused
             base_pt = train(out, ref_run(label, {}), base_pt, data, epochs=round_epochs)
             label = f"{arch}-r{k}"
