@@ -1,9 +1,10 @@
-"""Batch-1 CPU latency per runtime (PyTorch, ONNX Runtime, OpenVINO), interleaved, each runtime in its own process,
-and throughput at a larger batch (images/s) where asked.
+"""Batch-1 CPU latency (PyTorch, ONNX Runtime, OpenVINO), the pipeline a user runs per frame, and throughput at a
+larger batch (images/s) where asked.
 
-Interleaved rounds (every model once per round, the median over rounds) let load elsewhere on the machine hit
-every model alike. Each runtime is timed in a fresh process of its own: OpenVINO's CPU thread pool keeps spinning
-after a call, and ONNX Runtime sessions sharing its process read up to 1.5x slow here.
+Reports time every file by one protocol (`time_apart`): each model in a fresh process of its own, the models taking
+turns round after round so that load elsewhere on the machine hits every model alike, the median of the rounds and
+their spread. OpenVINO's CPU thread pool keeps spinning after a call, and ONNX Runtime sessions sharing a process
+read up to 1.5x slow: one model per process.
 
     python -m yolo_opt.bench.latency < request.json   # what `latency_in_process` runs
 """
@@ -132,18 +133,36 @@ def runner(path: str | Path, imgsz: int | None = None, threads: int | None = Non
     raise ValueError(f"no CPU latency for '{path}'")
 
 
-def pipeline(infer: Callable[[np.ndarray], Any], meta: dict[str, Any], image: str | Path) -> Callable[[], Any]:
+def pipeline(infer: Callable[[np.ndarray], Any], meta: dict[str, Any], image: str | Path) -> Callable[[], dict[str, float]]:
     """What a user's loop does per frame: letterbox a real image, run the model, decode (and NMS where the model has
-    none), with the bundles' own post-processing (`yolo_decode`)."""
+    none), with the bundles' own post-processing (`yolo_decode`). Each call returns the model's ms and the whole
+    frame's ms of that one call: the model is timed inside the pipeline, so a frame can never read faster than it."""
     import cv2
 
     from yolo_opt.deploy.templates import yolo_decode
 
     frame = cv2.imread(str(image))
 
-    def run() -> Any:
+    def run() -> dict[str, float]:
+        t0 = time.perf_counter()
         x, gain, pad = yolo_decode.preprocess(frame, meta["imgsz"])
-        return yolo_decode.postprocess(infer(x), meta, gain, pad, frame.shape[:2])
+        t1 = time.perf_counter()
+        out = infer(x)
+        t2 = time.perf_counter()
+        yolo_decode.postprocess(out, meta, gain, pad, frame.shape[:2])
+        t3 = time.perf_counter()
+        return {"ms": (t2 - t1) * 1000, "pipeline_ms": (t3 - t0) * 1000}
+
+    return run
+
+
+def _timed(fn: Callable[[], Any], key: str) -> Callable[[], dict[str, float]]:
+    """`fn` as a call that returns {key: its ms}."""
+
+    def run() -> dict[str, float]:
+        t0 = time.perf_counter()
+        fn()
+        return {key: (time.perf_counter() - t0) * 1000}
 
     return run
 
@@ -153,7 +172,9 @@ def interleaved(paths: list[str | Path], imgsz: int | None = None, runs: int = 3
                 image: str | Path | None = None, batch: int = 0,
                 batch_paths: list[str | Path | None] | None = None, batch_only: bool = False) -> list[dict[str, Any]]:
     """Median ms of each model over `rounds` interleaved rounds of `runs` timed calls (in this process); with an
-    `image`, also `pipeline_ms`: the same for letterbox + model + decode of that image (exported models).
+    `image`, also `pipeline_ms`: letterbox + model + decode of that image (exported models), the model's `ms` then
+    timed inside those same calls (each call's frame time holds its model time, so the median frame >= the median
+    model); `ms_rounds`: the median of each round.
 
     With `batch` > 1, also `throughput`: images/s of one call on `batch` images, timed in the same rounds, of
     `batch_paths[i]` (the model exported at that batch; default: the model itself, which OpenVINO and PyTorch
@@ -162,38 +183,123 @@ def interleaved(paths: list[str | Path], imgsz: int | None = None, runs: int = 3
         raise ValueError("batch_only times the batch: give batch > 1")
     calls = []
     for i, p in enumerate(paths):
-        fns: dict[str, Callable[[], Any]] = {}
+        fns: list[tuple[Callable[[], dict[str, float]], int]] = []  # (a timed call, calls per round)
         if not batch_only:
             infer, x, info = runner(p, imgsz, threads, precision=precision)
-            fns["ms"] = lambda infer=infer, x=x: infer(x)
             if image is not None and info["decode"] is not None:
-                fns["pipeline_ms"] = pipeline(infer, info["decode"], image)
+                fns.append((pipeline(infer, info["decode"], image), runs))
+            else:
+                fns.append((_timed(lambda infer=infer, x=x: infer(x), "ms"), runs))
         if batch > 1:
             twin = (batch_paths or [None] * len(paths))[i] or p
             infer_b, x_b, info_b = runner(twin, imgsz, threads, precision=precision, batch=batch)
-            fns["batch_ms"] = lambda infer=infer_b, x=x_b: infer(x)
+            fns.append((_timed(lambda infer=infer_b, x=x_b: infer(x), "batch_ms"), max(3, runs // 4)))
             info = info if not batch_only else info_b
         calls.append((fns, info))
     for fns, _ in calls:
-        for fn in fns.values():
+        for fn, _ in fns:
             for _ in range(warmup):
                 fn()
-    times: list[dict[str, list[float]]] = [{k: [] for k in fns} for fns, _ in calls]
+    times: list[dict[str, list[list[float]]]] = [{} for _ in calls]
     for _ in range(rounds):
         for i, (fns, _) in enumerate(calls):
-            for key, fn in fns.items():
-                for _ in range(max(3, runs // 4) if key == "batch_ms" else runs):
-                    t0 = time.perf_counter()
-                    fn()
-                    times[i][key].append((time.perf_counter() - t0) * 1000)
+            for fn, n in fns:
+                samples: dict[str, list[float]] = {}
+                for _ in range(n):
+                    for key, ms in fn().items():
+                        samples.setdefault(key, []).append(ms)
+                for key, v in samples.items():
+                    times[i].setdefault(key, []).append(v)
     results = []
     for t, (_, info) in zip(times, calls, strict=True):
-        r = {**{k: statistics.median(v) for k, v in t.items()}, **{k: v for k, v in info.items() if k != "decode"},
-             "rounds": rounds, "runs": runs}
+        r = {**{k: statistics.median([x for rnd in v for x in rnd]) for k, v in t.items()},
+             **{f"{k}_rounds": [statistics.median(rnd) for rnd in v] for k, v in t.items()},
+             **{k: v for k, v in info.items() if k != "decode"}, "rounds": rounds, "runs": runs}
         if "batch_ms" in r:
             r.update(batch=batch, throughput=batch * 1000 / r["batch_ms"])
         results.append(r)
     return results
+
+
+def time_apart(items: list[dict[str, Any]], imgsz: int | None = None, rounds: int = 3, runs: int = 20,
+               warmup: int = 3, threads: int | None = None, image: str | Path | None = None,
+               timeout: float = 3600) -> list[dict[str, Any]]:
+    """The one timing protocol of reports: each model in a fresh process of its own, the models taking turns round
+    after round (load elsewhere on the machine hits all of them alike), the median of the rounds kept and their
+    spread reported.
+
+    One model per process: ONNX Runtime sessions sharing a process timed 1.5x slow here, OpenVINO's thread pool
+    spins after a call, and a user runs one model.
+
+    Args:
+        items: {"path", and optionally "precision" (OpenVINO), "batch" > 1 and "batch_path" (throughput)}.
+        imgsz: Input size of models with a dynamic one (an exported model runs at its own).
+        image: A real image: adds `pipeline_ms` (letterbox + model + decode) to exported models.
+
+    Returns:
+        Per item: `ms`, `pipeline_ms` (where timed) and `throughput` (where asked): medians over the rounds;
+        `ms_spread`, `pipeline_ms_spread`: (fastest, slowest) round; `runtime`, `threads`, `imgsz`, `rounds`.
+    """
+    per: list[list[list[dict[str, Any]]]] = [[] for _ in items]
+    for _ in range(rounds):
+        for i, item in enumerate(items):
+            one = {"paths": [item["path"]], "imgsz": imgsz, "runs": runs, "rounds": 1, "warmup": warmup,
+                   "threads": threads, "precision": item.get("precision"), "image": image}
+            phases = [one]
+            if (item.get("batch") or 0) > 1:  # then its throughput, in the same process once that session is gone
+                phases.append({**one, "image": None, "warmup": 2, "batch": item["batch"],
+                               "batch_paths": [item.get("batch_path")], "batch_only": True})
+            per[i].append([phase[0] for phase in phases_in_process(phases, timeout)])
+    out = []
+    for rounds_of in per:
+        first = rounds_of[-1][0]
+        r: dict[str, Any] = {k: first[k] for k in ("runtime", "threads", "imgsz")}
+        r["rounds"] = rounds
+        for key in ("ms", "pipeline_ms"):
+            values = [rnd[0][key] for rnd in rounds_of if key in rnd[0]]
+            if values:
+                r[key], r[f"{key}_spread"] = statistics.median(values), (min(values), max(values))
+        per_s = [rnd[1]["throughput"] for rnd in rounds_of if len(rnd) > 1]
+        if per_s:
+            r.update(throughput=statistics.median(per_s), batch=rounds_of[0][1]["batch"])
+        out.append(r)
+    return out
+
+
+def with_spread(ms: float | None, spread: Any = None) -> str:
+    """'12.3 (11.9-12.8)': the median and the fastest and slowest round, as every report shows a latency."""
+    if ms is None:
+        return "-"
+    if not spread or spread[0] == spread[1]:
+        return f"{ms:.1f}"
+    return f"{ms:.1f} ({spread[0]:.1f}-{spread[1]:.1f})"
+
+
+def noisy_copies(entries: list[tuple[str, Any, float | None, Any]]) -> str | None:
+    """A line for copies of one architecture on one runtime whose timings disagree beyond their spread over rounds
+    (then this machine was too noisy to rank models that close), else None.
+
+    Args:
+        entries: (label, what makes two entries copies: architecture and runtime, ms, (fastest, slowest) round).
+    """
+    groups: dict[Any, list[tuple[str, float, Any]]] = {}
+    for label, key, ms, spread in entries:
+        if ms is not None and key is not None:
+            groups.setdefault(key, []).append((label, ms, spread or (ms, ms)))
+    worst = None
+    for copies in groups.values():
+        for i, (a, ms_a, sa) in enumerate(copies):
+            for b, ms_b, sb in copies[i + 1:]:
+                if sa[1] < sb[0] or sb[1] < sa[0]:  # the rounds' ranges do not overlap
+                    gap = abs(ms_a - ms_b) / min(ms_a, ms_b)
+                    if worst is None or gap > worst[0]:
+                        worst = (gap, a, ms_a, b, ms_b)
+    if worst is None:
+        return None
+    gap, a, ms_a, b, ms_b = worst
+    return (f"{a} and {b} are copies of one architecture on one runtime, yet timed {ms_a:.1f} and {ms_b:.1f} ms, "
+            f"beyond their spread over rounds: this machine was too noisy to rank models less than {gap:.0%} apart "
+            "(more rounds=, or an idle machine)")
 
 
 def latency_in_process(paths: list[str | Path], imgsz: int | None = None, runs: int = 30, rounds: int = 3,
@@ -231,17 +337,17 @@ def phases_in_process(requests: list[dict[str, Any]], timeout: float = 3600) -> 
     return json.loads(lines[-1])["phases"]
 
 
-def by_runtime(paths: list[str | Path], **kwargs: Any) -> list[dict[str, Any] | None]:
-    """Latency of each model, the models of each runtime interleaved in one process of their own (None: untimed);
-    `kwargs` as `latency_in_process` (`pipeline=image` adds the letterbox + model + decode time)."""
+def by_runtime(paths: list[str | Path], imgsz: int | None = None, runs: int = 30, rounds: int = 3,
+               threads: int | None = None, precision: str | None = None, pipeline: str | None = None,
+               **kwargs: Any) -> list[dict[str, Any] | None]:
+    """Latency of each model by the one protocol of reports (`time_apart`), None for a file no CPU runtime runs;
+    `pipeline=image` adds the letterbox + model + decode time."""
     out: list[dict[str, Any] | None] = [None] * len(paths)
-    groups: dict[str, list[int]] = {}
-    for i, p in enumerate(paths):
-        if kind_of(p) in RUNTIMES:
-            groups.setdefault(kind_of(p), []).append(i)
-    for idx in groups.values():
-        for i, res in zip(idx, latency_in_process([paths[i] for i in idx], **kwargs), strict=True):
-            out[i] = res
+    idx = [i for i, p in enumerate(paths) if kind_of(p) in RUNTIMES]
+    items = [{"path": str(paths[i]), "precision": precision} for i in idx]
+    for i, res in zip(idx, time_apart(items, imgsz, rounds=rounds, runs=runs, threads=threads, image=pipeline,
+                                      **kwargs), strict=True):
+        out[i] = res
     return out
 
 

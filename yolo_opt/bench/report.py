@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from yolo_opt.bench.latency import noisy_copies
 from yolo_opt.errors import ModelError
 from yolo_opt.io.files import atomic_write_bytes, check_output
 
@@ -118,9 +119,18 @@ def measure_file(path: str | Path, data: str | Path, imgsz: int, lat_imgsz: int 
         lat_imgsz = None  # a fixed-shape model is validated at its own input size
     row.update(validate(path, data, imgsz if kind in ("pt", "engine") else (lat_imgsz or _input_size(path, imgsz)),
                         device="intel:cpu" if kind == "openvino" else "cpu"))
+    if kind == "pt" and _has_nms_free_head(path):  # the other head too: the report shows both where they differ
+        row["map_nms_free"] = validate(path, data, imgsz, end2end=True)["map"]
     row["imgsz"] = imgsz
     row["lat_imgsz"] = lat_imgsz
     return row
+
+
+def _has_nms_free_head(path: Path) -> bool:
+    from yolo_opt.arch import adapter
+    from yolo_opt.io.checkpoint import load_model
+
+    return adapter(load_model(path)).end2end
 
 
 def _input_size(path: Path, default: int) -> int:
@@ -187,55 +197,102 @@ def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
         if masks:
             cells += [_fmt(r.get("mask_map"), ref.get("mask_map"))] + [vs_reference(r, "mask_map")] * vs_ref
         first = first_of_runtime[r.get("runtime")]
-        cells += [f"{r['map50']:.3f}", _fmt(r.get("latency_ms"), first.get("latency_ms")),
-                  _fmt(r.get("pipeline_ms"), first.get("pipeline_ms")), r.get("runtime", "-")]
+        cells += [f"{r['map50']:.3f}", _timing(r, "latency_ms", first), _timing(r, "pipeline_ms", first),
+                  r.get("runtime", "-")]
         lines.append("| " + " | ".join(cells) + " |")
     threads = {r.get("threads") for r in rows.values() if r.get("threads")}
     sizes = {r.get("lat_imgsz") for r in rows.values()}
     lines.append("")
-    lines.append(f"Latency: batch 1, median of timed runs after warm-up, {'/'.join(map(str, sorted(threads)))} "
-                 f"threads, input {'/'.join(map(str, sorted(s for s in sizes if s)))} px; mAP from the Ultralytics "
-                 f"validator on the val split (boxes{', and masks' if masks else ''}). 'pipeline' is what a user's "
-                 f"loop spends per frame: letterbox of a real image + the model + decode (and NMS where the model has "
-                 f"none; exported models). Ratios are to the first row (latency: to the first row on the same "
-                 f"runtime)."
+    rounds = max((r.get("rounds") or 1 for r in rows.values()), default=1)
+    lines.append(f"Latency: batch 1, {'/'.join(map(str, sorted(threads)))} threads, input "
+                 f"{'/'.join(map(str, sorted(s for s in sizes if s)))} px; each file timed once for this report, in a "
+                 f"process of its own, the files taking turns over {rounds} rounds: the median, and in brackets the "
+                 f"fastest and slowest round. mAP from the Ultralytics validator on the val split (boxes"
+                 f"{', and masks' if masks else ''}), each model on the head it ships with. 'pipeline' is what a "
+                 f"user's loop spends per frame: letterbox of a real image + the model + decode (and NMS where the "
+                 f"model has none; exported models); the model's time is taken inside those frames. Ratios are to "
+                 f"the first row (latency: to the first row on the same runtime)."
                  + (" 'vs reference': mAP50-95 over the reference's on the same runtime (the input trained the same "
                     "extra epochs without pruning)." if vs_ref else ""))
+    heads = [n for n, r in rows.items() if r.get("map_nms_free") is not None and abs(r["map_nms_free"] - r["map"]) > 0.01]
+    if heads:
+        lines.append("")
+        lines.append("The NMS-free head scores apart from the head Ultralytics uses by default: "
+                     + ", ".join(f"{n} {rows[n]['map']:.4f} (default) vs {rows[n]['map_nms_free']:.4f} (NMS-free)"
+                                 for n in heads) + ".")
+    noise = noisy_copies([(n, (r.get("runtime"), r.get("params"), r.get("gflops")) if r.get("gflops") else None,
+                           r.get("latency_ms"), r.get("latency_ms_spread")) for n, r in rows.items()])
+    if noise:
+        lines.append("")
+        lines.append(f"**Noise:** {noise}.")
     return "\n".join(lines)
 
 
-def plot(rows: dict[str, dict[str, Any]], out: str | Path) -> Path:
-    """mAP50-95 (the masks' for segmentation models) vs latency, one point per stage, marker area ~ file size."""
+def _timing(r: dict[str, Any], key: str, first: dict[str, Any]) -> str:
+    """A latency cell: the median (its rounds' range), and its ratio to the first row on the same runtime."""
+    from yolo_opt.bench.latency import with_spread
+
+    if r.get(key) is None:
+        return "-"
+    cell = with_spread(r[key], r.get(f"{key}_spread"))
+    return f"{cell}, {r[key] / first[key]:.2f}x" if first.get(key) else cell
+
+
+def numbered_plot(points: list[dict[str, Any]], out: str | Path, xlabel: str, ylabel: str, title: str,
+                  hline: tuple[float, str] | None = None) -> Path:
+    """A scatter of numbered points whose legend, beside the axes, names each number: labels never overprint one
+    another and nothing runs off the axes, however close the points sit.
+
+    Args:
+        points: {"label", "x", "y", and optionally "marker", "color", "size"}.
+        hline: (y, label) of a horizontal line (a bound).
+    """
     import io
 
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    sizes = [r["size_mb"] for r in rows.values()]
-    scale = 900 / max(sizes) if sizes and max(sizes) else 1
-    key = "mask_map" if any(r.get("mask_map") is not None for r in rows.values()) else "map"
-    for i, (name, r) in enumerate(rows.items()):
-        if r.get("latency_ms") is None or r.get(key) is None:
-            continue
-        ax.scatter(r["latency_ms"], r[key], s=max(30, r["size_mb"] * scale), alpha=0.6, edgecolors="k")
-        ax.annotate(f"{name}\n{r['size_mb']:.1f} MB, {r.get('runtime', '')}", (r["latency_ms"], r[key]),
-                    textcoords="offset points",
-                    xytext=(8, 6 if i % 2 == 0 else -22), fontsize=8)  # alternate sides: neighbours stay legible
-    ax.set_xlabel("CPU latency, batch 1 (ms)")
-    ax.set_ylabel("mask mAP50-95" if key == "mask_map" else "mAP50-95")
-    ax.set_title("yolo-opt: accuracy vs latency (marker area = file size)")
+    fig, ax = plt.subplots(figsize=(10, 4.8), dpi=120)
+    handles = []
+    for i, pt in enumerate(points, 1):
+        color = pt.get("color", f"C{(i - 1) % 10}")
+        ax.scatter(pt["x"], pt["y"], marker=pt.get("marker", "o"), s=pt.get("size", 60), c=color, edgecolors="k",
+                   alpha=0.8, zorder=3)
+        ax.annotate(str(i), (pt["x"], pt["y"]), textcoords="offset points", xytext=(0, 0), ha="center",
+                    va="center", fontsize=6, zorder=4)
+        handles.append(Line2D([], [], marker=pt.get("marker", "o"), ls="", color=color, markeredgecolor="k",
+                              label=f"{i}: {pt['label']}"))
+    if hline is not None:
+        ax.axhline(hline[0], ls="--", c="tab:red", lw=1)
+        handles.append(Line2D([], [], ls="--", c="tab:red", lw=1, label=hline[1]))
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.title.set_fontsize(9)
     ax.grid(alpha=0.3)
-    ax.margins(0.25)
+    ax.margins(0.08)
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     buffer = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer, format="png")
+    fig.savefig(buffer, format="png", bbox_inches="tight")
     plt.close(fig)
     out = Path(out)
     atomic_write_bytes(out, buffer.getvalue())
     return out
+
+
+def plot(rows: dict[str, dict[str, Any]], out: str | Path) -> Path:
+    """mAP50-95 (the masks' for segmentation models) vs latency, one numbered point per stage, marker area ~ file
+    size."""
+    sizes = [r["size_mb"] for r in rows.values()]
+    scale = 600 / max(sizes) if sizes and max(sizes) else 1
+    key = "mask_map" if any(r.get("mask_map") is not None for r in rows.values()) else "map"
+    points = [{"label": f"{name} ({r['size_mb']:.1f} MB, {r.get('runtime', '')})", "x": r["latency_ms"], "y": r[key],
+               "size": max(40, r["size_mb"] * scale)}
+              for name, r in rows.items() if r.get("latency_ms") is not None and r.get(key) is not None]
+    return numbered_plot(points, out, xlabel="CPU latency, batch 1 (ms)",
+                         ylabel="mask mAP50-95" if key == "mask_map" else "mAP50-95",
+                         title="yolo-opt: accuracy vs latency (marker area = file size)")
 
 
 def write_report(rows: dict[str, dict[str, Any]], folder: str | Path, title: str = "yolo-opt report") -> dict[str, Path]:
@@ -275,20 +332,22 @@ def _unique_labels(models: list[Path]) -> list[str]:
 def benchmark(models: Iterable[str | Path], data: str | Path, imgsz: int = 640, out: str | Path | None = None,
               lat_imgsz: int | None = None, runs: int = 30, names: Iterable[str] | None = None,
               references: Iterable[str] = (), reference: str | Path | None = None, rounds: int = 3,
-              ov_precision: str | None = None) -> dict[str, Any]:
+              ov_precision: str | None = None, timed: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """`yolo-opt benchmark`: measure each model file and write the report. Returns the rows.
 
-    Latency: the models of each runtime (PyTorch, ONNX Runtime, OpenVINO) in `rounds` interleaved rounds of `runs`
-    calls, in a process of that runtime alone; ratios in the table stay within one runtime.
+    Latency: every file once, by the one protocol of reports (`yolo_opt.bench.latency.time_apart`: each file in a
+    process of its own, the files taking turns over `rounds` rounds); ratios in the table stay within one runtime.
 
     The reference is the input trained as long as the compressed models were, unpruned; the report then shows
     each row's mAP against it. `references` names the rows (labels) that are references; `reference` adds one
     more model file as the row "reference". `ov_precision` sets OpenVINO's CPU inference precision (f32, bf16,
     f16; None: OpenVINO's default, which is bf16 on CPUs with AVX512-BF16 or AMX: the runtime column says so).
+    `timed`: figures of files this report has timed already ({resolved path: `time_apart` figures}, e.g. a
+    selection's): reused, so that every table of one report shows one figure per file.
     """
     from ultralytics.utils import TQDM as tqdm  # noqa: N812 (Ultralytics ships its own progress bar)
 
-    from yolo_opt.bench.latency import by_runtime
+    from yolo_opt.bench.latency import RUNTIMES, kind_of, time_apart
     from yolo_opt.data.checks import check_dataset, dataset_images
 
     models = [Path(m) for m in models]
@@ -307,12 +366,20 @@ def benchmark(models: Iterable[str | Path], data: str | Path, imgsz: int = 640, 
         rows[label] = measure_file(m, data, imgsz, lat_imgsz, runs, latency=False)
         if label in references:
             rows[label]["reference"] = True
-    lats = by_runtime(models, imgsz=lat_imgsz or imgsz, runs=max(1, runs // rounds), rounds=rounds,
-                      precision=ov_precision, pipeline=str(dataset_images(data, "val")[0]))
-    for label, lat in zip(labels, lats, strict=True):
+    timed = dict(timed or {})
+    todo = [m for m in dict.fromkeys(str(m.resolve()) for m in models)
+            if m not in timed and kind_of(m) in RUNTIMES]
+    for m, lat in zip(todo, time_apart([{"path": m, "precision": ov_precision} for m in todo], lat_imgsz or imgsz,
+                                       rounds=rounds, runs=max(1, runs // rounds),
+                                       image=str(dataset_images(data, "val")[0])), strict=True):
+        timed[m] = lat
+    for label, m in zip(labels, models, strict=True):
+        lat = timed.get(str(m.resolve()))
         if lat is not None:
-            rows[label].update(latency_ms=lat["ms"], pipeline_ms=lat.get("pipeline_ms"), threads=lat["threads"],
-                               lat_imgsz=lat["imgsz"], runtime=lat["runtime"])
+            rows[label].update(latency_ms=lat["ms"], latency_ms_spread=lat.get("ms_spread"),
+                               pipeline_ms=lat.get("pipeline_ms"), pipeline_ms_spread=lat.get("pipeline_ms_spread"),
+                               threads=lat["threads"], lat_imgsz=lat["imgsz"], runtime=lat["runtime"],
+                               rounds=lat.get("rounds"))
     if out:
         write_report(rows, out)
     return rows
