@@ -361,12 +361,14 @@ class PTQOptions(Options):
     calib_images: int = key(256, int, "train images used for INT8 calibration", ("export", "bundle", "optimize",
                                                                                   "deploy"), low=1, high=100000)
     per_channel: bool = key(True, bool, "per-output-channel INT8 weight scales", ("export", "bundle", "optimize"))
-    symmetric: bool = key(False, bool, "symmetric INT8 activations (zero point 0): the only kind TensorRT runs "
-                          "(format=engine, format=jetson, bundle and a recipe's engine stage always use them); ONNX "
-                          "Runtime is as fast and more accurate with asymmetric ones", ("export", "bundle", "optimize"))
+    symmetric: bool | None = key(None, bool, "symmetric INT8 activations (zero point 0), the only kind TensorRT runs "
+                                 "(format=engine, format=jetson, bundle and a recipe's engine stage always use them); "
+                                 "unset: where the INT8 model is validated (data=), both kinds are measured and the "
+                                 "more accurate kept (the same speed on ONNX Runtime), else asymmetric",
+                                 ("export", "bundle", "optimize"))
     max_map_drop: float | None = key(None, float, "largest accepted absolute mAP50-95 drop of INT8 vs FP32 (boxes, and "
-                                     "masks); sensitive layers are kept in float to meet it; deploy: vs the reference, "
-                                     "0.01 by default", ("export", "bundle", "optimize", "deploy"),
+                                     "masks); sensitive layers are kept in float to meet it; deploy: below the best "
+                                     "unpruned model, input or reference (0.01 by default)", ("export", "bundle", "optimize", "deploy"),
                                      low=0, high=1, high_open=True)
 
 
@@ -438,7 +440,7 @@ class BenchOptions(Options):
                                 ("demo", "optimize", "benchmark", "deploy"), low=32, high=4096)
     reference: str | None = key(None, str, "the reference model (the input trained as many extra epochs as the "
                                 "compressed ones, unpruned): adds mAP 'vs reference' (optimize trains its own: stage "
-                                "'reference'); deploy holds accuracy to it", ("benchmark", "deploy"))
+                                "'reference'); deploy: a candidate, and the bar where it scores above the input", ("benchmark", "deploy"))
     ov_precision: str | None = key(None, str, "OpenVINO CPU inference precision of latency: f32, bf16 or f16 "
                                    "(default: OpenVINO's own: bf16 on CPUs with AVX512-BF16 or AMX; the runtime column "
                                    "names it)", ("demo", "optimize", "benchmark"), choices=OV_PRECISIONS)
@@ -461,6 +463,8 @@ class DeployOptions(Options):
                                 "again at it; 0 skips the column", ("deploy", "optimize"), low=0, high=256)
     rounds: int = key(3, int, "timing rounds of deploy: each candidate timed once a round, in a fresh process, the "
                       "median kept (more: steadier figures on a busy machine)", ("deploy", "optimize"), low=1, high=50)
+    keep_candidates: bool = key(False, bool, "keep every candidate form deploy measured under out/candidates/ (by "
+                                "default removed once measured: the table keeps their figures)", ("deploy", "optimize"))
     round_for: str | None = key(None, str, "choose prune_round by timing pruned copies on this runtime here (8, 16 or "
                                 "32: the fastest at the prune_target; cached per machine)", ("train", "optimize"),
                                 choices=RUNTIMES)
@@ -577,10 +581,10 @@ def our_keys() -> dict[str, tuple[Spec, Any]]:
     return out
 
 
-def help_table() -> str:
-    """The table `yolo-opt help` prints: key, type, default, range, modes, help."""
+def help_table(mode: str | None = None) -> str:
+    """The table `yolo-opt help` prints: key, type, default, range, modes, help (`mode`: that mode's keys only)."""
     rows = [("key", "type", "default", "range", "modes", "help")]
     rows += [(name, spec.type.__name__, str(default), spec.describe_range(), ",".join(spec.modes), spec.help)
-             for name, (spec, default) in our_keys().items()]
+             for name, (spec, default) in our_keys().items() if mode is None or mode in spec.modes]
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:5], widths, strict=True)) + "  " + r[5] for r in rows)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from yolo_opt.errors import ConfigError, ModelError, YoloOptError
+from yolo_opt.errors import ConfigError, DeployError, ModelError, YoloOptError
 
 MODES = {
     "train": "fine-tune with Ultralytics, pruning as asked (prune=, prune_target=, prune_steps=, ...)",
@@ -54,10 +54,16 @@ def parse_value(text: str) -> Any:
     return text
 
 
+HELP = ("help", "--help", "-h")
+
+
 def parse_argv(argv: list[str]) -> tuple[str, dict[str, Any]]:
-    """Split `MODE key=value ...` into the mode and a dict; bare flags (e.g. `resume`) mean True."""
-    if not argv:
+    """Split `MODE key=value ...` into the mode and a dict; bare flags (e.g. `resume`) mean True. `--help`, `-h` and
+    `MODE help` (or `MODE --help`) are the help, of one mode in the last two."""
+    if not argv or argv[0] in HELP:
         return "help", {}
+    if argv[0] in MODES and any(token in HELP for token in argv[1:]):
+        return "help", {"mode": argv[0]}
     mode, kwargs = argv[0], {}
     if "=" in mode:
         raise ConfigError(f"first argument must be a mode ({', '.join(MODES)}), got '{mode}'")
@@ -216,9 +222,13 @@ def run_select(kwargs: dict[str, Any]) -> None:
     out = need(kwargs, "out", "deploy")
     imgsz = check_imgsz(kwargs.pop("imgsz", 640))
     refuse_rest(kwargs, "deploy")
-    result = select_with(model_labels(models), data, out, imgsz, opts, ptq, bench.lat_imgsz, bench.reference)
+    result = select_with(model_labels(models), data, out, imgsz, opts, ptq, lat_imgsz=bench.lat_imgsz,
+                         reference=bench.reference)
     if result["measured"]:
         print((Path(result["out"]) / "selection.md").read_text())
+        if result["selected"] is None:
+            raise DeployError(f"nothing deployed: {result['verdict'] or 'no form is within the bound'} (the table: "
+                              f"{Path(result['out']) / 'selection.md'})")
     print(f"deployed: {result.get('model') or result['bundle']} ({result.get('selected_label') or result['note']})")
 
 
@@ -312,7 +322,16 @@ def run_demo(kwargs: dict[str, Any]) -> None:
 def run_help(kwargs: dict[str, Any]) -> None:
     from yolo_opt.options import TRUST_ENV, help_table
 
-    print("usage: yolo-opt MODE key=value ...\n\nmodes:")
+    mode = kwargs.pop("mode", None)
+    refuse_rest(kwargs, "help")
+    if mode is not None and mode not in ("help", "version"):
+        print(f"usage: yolo-opt {mode} key=value ...\n\n  {MODES[mode]}\n")
+        table = help_table(mode)
+        print(f"yolo-opt keys of '{mode}':\n{table}" if "\n" in table else f"'{mode}' has no yolo-opt keys of its own.")
+        if mode not in ("data", "demo", "sensitivity", "deploy", "benchmark", "prune"):
+            print("\nevery other key is an Ultralytics argument of this mode, see 'yolo cfg'")
+        return
+    print("usage: yolo-opt MODE key=value ...   (yolo-opt MODE help: that mode's keys)\n\nmodes:")
     width = max(map(len, MODES))
     for mode, text in MODES.items():
         print(f"  {mode:<{width}}  {text}")

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from yolo_opt.errors import ModelError
+from yolo_opt.errors import DeployError, ModelError
 from yolo_opt.io.files import atomic_write_bytes, check_output
 from yolo_opt.options import DEFAULT_RECIPE
 from yolo_opt.pipeline.recipe import Recipe
@@ -80,4 +80,9 @@ def _run_stages(folder: Path, model: Path, data: Path, recipe: Recipe) -> dict[s
                                  f"{src or 'none'} is missing; delete {run.folder} to start over")
         rows = STAGES[stage].fn(run, recipe) or rows
     bar.close()
+    select = run.state["stages"].get("select")
+    if select is not None and select.get("selected") is None:  # the report is written: now say what would pass
+        report = folder / "report.md" if run.done("benchmark") else folder / "deploy" / "selection.md"
+        raise DeployError(f"nothing deployed: {select.get('verdict') or 'no form is within the bound'} (report: "
+                          f"{report})")
     return rows

@@ -6,6 +6,7 @@ A stage reads its input artefact from the run folder, writes its output atomical
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,24 +199,35 @@ def _engine(run: Run, recipe: Recipe) -> None:
     run.record("engine", {"engine": engine})
 
 
-@stage("select", ("pt",), (), "the fastest deployable form on this machine within max_map_drop of the reference, "
-       "chosen by measurement (ONNX Runtime FP32/INT8, OpenVINO default/f32/INT8; pruned and unpruned): deploy/")
+@stage("select", ("pt",), (), "the fastest deployable form on this machine within max_map_drop of the best unpruned "
+       "model (input or reference), chosen by measurement (ONNX Runtime FP32/INT8, OpenVINO default/f32/INT8; pruned "
+       "and unpruned): deploy/")
 def _select(run: Run, recipe: Recipe) -> None:
-    from yolo_opt.bench.select import select_with
+    from yolo_opt.bench.select import REFERENCE, select_with
 
     models = {"pruned": run.path("pruned_pt") or run.path("pt")}
     unpruned = run.path("baseline_pt") or run.path("pt")
     if unpruned != models["pruned"]:
         models["unpruned"] = unpruned
+    # the run's own ONNX files are candidates as they are: one file, one measurement, in every table of the report
+    prebuilt = {key: run.path(kind) for key, kind in ((("pruned", "onnx_fp32"), "fp32_onnx"),
+                                                      (("pruned", "onnx_int8"), "ptq_onnx"),
+                                                      (("unpruned", "onnx_fp32"), "baseline_onnx"),
+                                                      ((REFERENCE, "onnx_fp32"), "reference_onnx"))
+                if run.path(kind) is not None and key[0] in (*models, REFERENCE)}
+    if run.path("fp32_onnx") is not None and run.path("fp32_onnx") == run.path("baseline_onnx"):
+        prebuilt.pop(("pruned", "onnx_fp32"), None)  # nothing was pruned: the "pruned" model is the input
     result = select_with(models, run.data, run.folder / "deploy", recipe.imgsz, recipe.deploy, recipe.ptq,
-                         recipe.bench.lat_imgsz, run.path("reference_pt"))
+                         lat_imgsz=recipe.bench.lat_imgsz, reference=run.path("reference_pt"), prebuilt=prebuilt)
     run.record("select", {"deploy": run.folder / "deploy"}, selected=result.get("selected_label"),
-               speedup_vs_plain=result.get("speedup_vs_plain"))
+               speedup_vs_plain=result.get("speedup_vs_plain"), verdict=result.get("verdict"),
+               bar=result["reference"]["model"])
 
 
 @stage("benchmark", (), (), "measure every artefact: report.md, report.png, results.json")
 def _benchmark(run: Run, recipe: Recipe) -> dict[str, Any]:
     from yolo_opt.bench.report import benchmark
+    from yolo_opt.bench.select import timings
 
     labels = {"baseline_pt": "baseline", "reference_pt": "reference", "pruned_pt": "pruned",
               "baseline_onnx": "baseline onnx", "reference_onnx": "reference onnx", "fp32_onnx": "fp32 onnx",
@@ -225,11 +237,13 @@ def _benchmark(run: Run, recipe: Recipe) -> dict[str, Any]:
     chosen = {label: run.path(kind) for kind, label in labels.items() if run.path(kind)}
     if not chosen:
         raise ModelError("stage 'benchmark' found no model artefact in the run; add stages before it")
+    selection = run.path("deploy")
+    result = json.loads((selection / "selection.json").read_text()) if selection is not None else None
+    timed = timings(result) if result and recipe.bench.ov_precision is None else {}  # one figure per file
     rows = benchmark(chosen.values(), run.data, recipe.imgsz, out=run.folder, lat_imgsz=recipe.bench.lat_imgsz,
                      names=chosen.keys(), references=("reference", "reference onnx", "reference openvino"),
-                     ov_precision=recipe.bench.ov_precision)
-    selection = run.path("deploy")
-    if selection is not None and (selection / "selection.md").exists():  # which form won here, and by how much
+                     ov_precision=recipe.bench.ov_precision, timed=timed)
+    if result is not None:  # which form won here, and by how much
         report = run.folder / "report.md"
         text = (selection / "selection.md").read_text()
         atomic_write_bytes(report, (report.read_text() + "\n## Deployed form (chosen by measurement here)\n\n"
