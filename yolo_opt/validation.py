@@ -18,8 +18,9 @@ def validate(weights: str | Path, data: str | Path, imgsz: int, batch: int = 16,
     """mAP50-95 and mAP50 from the Ultralytics validator (any format it loads: .pt, .onnx, .engine, OpenVINO).
 
     An OpenVINO model is given as its folder (any name) or its `.xml` (device: `intel:cpu`, `intel:gpu`). A `.pt`
-    end-to-end model (YOLO26) is scored on the head it deploys with: its NMS-free one-to-one head unless
-    `end2end=False` (an exported model on the head it was exported with).
+    end-to-end model (YOLO26) is scored on the head Ultralytics uses by default (what `yolo val` and `yolo export`
+    give), or on its NMS-free one-to-one head with `end2end=True`; an exported model on the head it was exported
+    with.
     """
     from ultralytics import YOLO
 
@@ -32,8 +33,7 @@ def validate(weights: str | Path, data: str | Path, imgsz: int, batch: int = 16,
         from yolo_opt.arch import adapter
 
         ckpt = read_checkpoint(path)  # refused unless safe, before Ultralytics opens it
-        if adapter(ckpt.get("ema") or ckpt["model"]).deploy_end2end(end2end):
-            head = {"nms": False}  # Ultralytics' switch to the NMS-free head
+        head = adapter(ckpt.get("ema") or ckpt["model"]).exporter_args(end2end)  # its switch of heads, as export's
     with contextlib.ExitStack() as stack:
         if path.suffix == ".xml" or path.is_dir():
             path = stack.enter_context(openvino_folder(path))  # Ultralytics tells OpenVINO by the folder's name

@@ -170,22 +170,21 @@ class ModelAdapter:
         return [(name, {k: b[k] for k in (*self.task.distill_keys, "feats") if k in b})
                 for name, b in self._branches(preds)]
 
-    def deploy_end2end(self, end2end: bool | None = None) -> bool:
-        """Whether a deployed model outputs the NMS-free one-to-one head: `end2end`, by default where the head has one
-        (YOLO26, YOLOv10: no NMS on the device); False gives the one-to-many output, which needs NMS."""
-        if end2end is None:
-            return self.end2end
+    def deploy_end2end(self, end2end: bool | None = None) -> bool | None:
+        """The head a deployed model outputs: True for the NMS-free one-to-one head, False for the one-to-many one
+        (needs NMS), None for the one the installed Ultralytics picks by default (known once a file is exported:
+        its metadata says; in 8.4.190 the one-to-many head, `nms=None`)."""
         if end2end and not self.end2end:
             raise ModelError(f"end2end=True needs an NMS-free head (YOLO26, YOLOv10); this {self.name} model has "
                              "none: drop end2end=")
-        return bool(end2end)
+        return None if end2end is None else bool(end2end)
 
     def exporter_args(self, end2end: bool | None = None, nms: bool | None = None) -> dict[str, Any]:
-        """Ultralytics exporter arguments that select the head output: its `nms=False` is the NMS-free head.
+        """Ultralytics exporter arguments that select the head output: its `nms=False` is the NMS-free head, and
+        no argument leaves the choice to its default (`end2end=None`).
 
         `nms` is Ultralytics' argument if the user gave it: `nms=False` asks for the NMS-free head too, and
-        `nms=True` (embed NMS) fits only a one-to-many output (a model without an NMS-free head, or
-        `end2end=False`).
+        `nms=True` (embed NMS) fits only a one-to-many output.
         """
         from yolo_opt.errors import ConfigError
 
@@ -195,13 +194,13 @@ class ModelAdapter:
             end2end = True
         end2end = self.deploy_end2end(end2end)
         if nms and end2end:
-            raise ConfigError(f"nms=True embeds NMS, but this {self.name} model exports its NMS-free head by default: "
-                              "add end2end=False to embed NMS after its one-to-many head, or drop nms=True")
+            raise ConfigError("nms=True embeds NMS after the one-to-many head, and end2end=True asks for the NMS-free "
+                              "head: give one")
         return {"nms": False} if end2end else ({"nms": True} if nms else {})
 
-    def output_format(self, end2end: bool | None = None) -> str:
-        """What the deployed model outputs (bundle metadata and README)."""
-        return self.task.output(self.head, self.deploy_end2end(end2end))
+    def output_format(self, end2end: bool) -> str:
+        """What a deployed model of this head outputs (bundle metadata and README); `end2end`: the exported file's."""
+        return self.task.output(self.head, bool(end2end))
 
 
 def adapter(model: nn.Module) -> ModelAdapter:

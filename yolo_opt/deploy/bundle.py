@@ -96,8 +96,8 @@ def _template(name: str) -> str:
 
 
 def _model_info(model: str | Path, imgsz: int | list[int], end2end: bool | None) -> dict[str, Any]:
-    """What both bundles' metadata.json say of the model: classes, input, task and the output format infer.py
-    decodes (NMS-free or not; mask prototypes)."""
+    """What both bundles' metadata.json say of the model: classes, input, task; `end2end` as asked (None: the head
+    Ultralytics exports by default), settled by `_head` once the model is exported."""
     from yolo_opt import __version__
     from yolo_opt.arch import adapter
     from yolo_opt.io.checkpoint import load_model
@@ -115,8 +115,17 @@ def _model_info(model: str | Path, imgsz: int | list[int], end2end: bool | None)
         "end2end": arch.deploy_end2end(end2end),
         "nm": int(getattr(arch.head, "nm", 0)),
         "preprocess": "letterbox to imgsz (keep aspect, pad 114, centred), BGR->RGB, /255, NCHW float32",
-        "output_format": arch.output_format(end2end),
     }
+
+
+def _head(info: dict[str, Any], model: str | Path, end2end: bool) -> None:
+    """The head the exported model holds (its metadata), and the output format infer.py decodes (NMS-free or not;
+    mask prototypes)."""
+    from yolo_opt.arch import adapter
+    from yolo_opt.io.checkpoint import load_model
+
+    info["end2end"] = bool(end2end)
+    info["output_format"] = adapter(load_model(model)).output_format(end2end)
 
 
 def _write_scripts(folder: Path, infer: str) -> None:
@@ -169,12 +178,13 @@ def make_bundle(
         calib, calib_images, per_channel, max_map_drop, validate: As in `quantize_onnx`.
         workspace: TensorRT builder workspace (GiB) written into the scripts.
         progress: Show progress bars.
-        end2end: The NMS-free output of an end-to-end model (YOLO26: the default); False: one-to-many + NMS.
+        end2end: True: the NMS-free output of an end-to-end model; False: one-to-many + NMS; None: the head
+            Ultralytics exports by default.
 
     Returns:
         The bundle folder.
     """
-    from yolo_opt.deploy.onnx import export_onnx
+    from yolo_opt.deploy.onnx import export_onnx, exported_end2end
     from yolo_opt.io.onnx import load_onnx, onnx_io
     from yolo_opt.quant.calibrate import calibration_method
     from yolo_opt.quant.ptq import quantize_onnx
@@ -193,6 +203,7 @@ def make_bundle(
         calibration_files(data, calib_images)  # fail fast on no/empty data before exporting anything
     with atomic_folder(out, "bundle") as tmp:
         fp32 = export_onnx(model, tmp / "model_fp32.onnx", imgsz=imgsz, end2end=info["end2end"])
+        _head(info, model, exported_end2end(fp32))
         io = onnx_io(load_onnx(fp32, check=False))
         info.update(input=io["inputs"][0], outputs=io["outputs"], models={"fp32": "model_fp32.onnx"}, precision="fp32",
                     workspace_gib=workspace)
@@ -273,6 +284,8 @@ def make_openvino_bundle(
     `README.txt`; it is built in a temporary folder and renamed into place, so a failure never leaves a
     half-written bundle. `end2end`: as in `make_bundle`.
     """
+    import yaml
+
     from yolo_opt.data.calib import calibration_files
     from yolo_opt.deploy.openvino import export_openvino
     from yolo_opt.io.openvino import openvino_device, require
@@ -288,6 +301,8 @@ def make_openvino_bundle(
     with atomic_folder(out, "OpenVINO bundle") as tmp:
         fp32 = export_openvino(model, tmp / "model_fp32_openvino_model", imgsz, device=dev, data=data,
                                validate=validate, progress=progress, end2end=info["end2end"])
+        meta = yaml.safe_load((fp32.path / "metadata.yaml").read_text()) or {}
+        _head(info, model, bool(meta.get("end2end", False)))
         int8 = export_openvino(model, tmp / "model_int8_openvino_model", imgsz, True, data, calib_images,
                                max_map_drop, dev, validate=validate, progress=progress, fp32=fp32.path)
         info.update(models={"fp32": fp32.path.name, "int8": int8.path.name}, precision="int8", device=dev,

@@ -1,9 +1,10 @@
 """FP32 ONNX export through Ultralytics' own exporter, in a temporary folder renamed into place, and the one
 rewrite of its graph we add: the DFL softmax over the last axis (`last_axis_dfl`).
 
-An end-to-end model (YOLO26, YOLOv10) is exported with its NMS-free one-to-one head by default (`end2end=False`: the
-one-to-many output, which needs NMS); Ultralytics picks the head by its `nms` argument
-(`yolo_opt.arch.ModelAdapter.exporter_args`).
+An end-to-end model (YOLO26, YOLOv10) is exported with the head the installed Ultralytics exports by default (in
+8.4.190 the one-to-many output, which needs NMS), as `yolo export` would; `end2end=True` gives the NMS-free one-to-one
+head (`yolo_opt.arch.ModelAdapter.exporter_args`). The written file's metadata says which head it holds
+(`exported_end2end`).
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ def export_onnx(
         imgsz: Export image size (int or [h, w]).
         opset: ONNX opset (None: Ultralytics' default).
         simplify: Run onnxslim as Ultralytics does.
-        end2end: The NMS-free one-to-one output of an end-to-end model (None: where the head has it), else the
-            one-to-many output that needs NMS.
+        end2end: True: the NMS-free one-to-one output of an end-to-end model; False: the one-to-many output that
+            needs NMS; None: the head Ultralytics exports by default.
         **kwargs: Other Ultralytics export arguments (e.g. `nms=True` to embed NMS after a one-to-many head).
 
     Returns:
@@ -72,6 +73,11 @@ def export_onnx(
             first = first_line(e)
             raise DeployError(f"Ultralytics ONNX export of {model} failed: {first}") from e
         graph = load_onnx(written)
+        got, want = exported_end2end(graph), True if head.get("nms") is False else (False if end2end is False else None)
+        if want is not None and got != want:
+            raise DeployError(f"Ultralytics exported the {'NMS-free' if got else 'one-to-many'} head of {model}, not "
+                              f"the one asked for (end2end={want}): this Ultralytics version selects heads otherwise; "
+                              "drop end2end=")
         if last_axis_dfl(graph):
             import onnx
 
@@ -80,6 +86,14 @@ def export_onnx(
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     return out
+
+
+def exported_end2end(model) -> bool:
+    """Whether an exported ONNX model (a loaded graph or a path) outputs the NMS-free head: Ultralytics' metadata."""
+    from yolo_opt.io.onnx import load_onnx, onnx_metadata
+
+    graph = load_onnx(model, check=False) if isinstance(model, (str, Path)) else model
+    return bool(onnx_metadata(graph).get("end2end", False))
 
 
 def last_axis_dfl(model) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from yolo_opt.errors import ConfigError
 from yolo_opt.options import BenchOptions, DemoOptions
 
 
@@ -14,8 +15,9 @@ def run_demo(opts: DemoOptions | None = None, **kwargs: Any) -> dict[str, Any]:
     Args:
         opts: out (folder, default runs/opt/demo), n_train, n_val, base_epochs, arch (yolov8n), recipe (cpu-onnx),
             imgsz (160); or their keyword shortcuts.
-        **kwargs: DemoOptions shortcuts, `lat_imgsz`, and any recipe key as an override (e.g. epochs=5
-            prune_target=0.4), validated by the recipe.
+        **kwargs: DemoOptions shortcuts, `lat_imgsz`, `name` (the run folder under `out`, default "optimized"),
+            and any recipe key as an override (e.g. epochs=5 prune_target=0.4 max_map_drop=0.02), validated by the
+            recipe.
 
     Returns:
         The benchmark rows of the recipe's report.
@@ -29,6 +31,9 @@ def run_demo(opts: DemoOptions | None = None, **kwargs: Any) -> dict[str, Any]:
     from yolo_opt.train.phases import train_in
 
     opts, rest = DemoOptions.resolve(opts, kwargs)
+    name = str(rest.pop("name", None) or "optimized")
+    if "project" in rest:
+        raise ConfigError("demo writes its run under out=: give out= instead of project=")
     bench = BenchOptions.take(rest, "demo")
     overrides = {"imgsz": opts.imgsz, "lat_imgsz": bench.lat_imgsz, "ov_precision": bench.ov_precision,
                  "plots": False, "workers": 0, **rest}
@@ -38,7 +43,7 @@ def run_demo(opts: DemoOptions | None = None, **kwargs: Any) -> dict[str, Any]:
     LOGGER.info(f"yolo-opt demo: {opts.arch} baseline, {opts.base_epochs} epochs on the CPU (reused when done) ...")
     base = train_in(out, "baseline", f"{opts.arch}.yaml", data=str(data), epochs=opts.base_epochs, imgsz=opts.imgsz,
                     batch=16, workers=0, plots=False, seed=0, close_mosaic=max(1, opts.base_epochs // 4))
-    rows = optimize(base, data, opts.recipe, name="optimized", project=out, **overrides)
+    rows = optimize(base, data, opts.recipe, name=name, project=out, **overrides)
     LOGGER.info("\n" + markdown_table(rows))
-    LOGGER.info(f"\nreport: {out / 'optimized' / 'report.md'} (plot: report.png, figures: results.json)")
+    LOGGER.info(f"\nreport: {out / name / 'report.md'} (plot: report.png, figures: results.json)")
     return rows

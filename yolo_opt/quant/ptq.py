@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ultralytics.utils import LOGGER
 
 from yolo_opt.errors import ConfigError, DeployError
 from yolo_opt.options import PTQOptions
@@ -46,6 +47,7 @@ class QuantizeResult:
     int8_map50: float | None = None
     fp32_mask_map: float | None = None  # segmentation models: the masks' mAP50-95
     int8_mask_map: float | None = None
+    symmetric: bool = False  # the activations written: as asked, or the more accurate kind where both were measured
     sensitivity: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -195,26 +197,33 @@ def quantize_onnx(
         tail = float_tail(pre_model)
         batches = load_batches(files, imgsz, progress)
         batches = stack_batches(batches, shape[0] if isinstance(shape[0], int) else 1)  # a model exported at batch=8
-        reader = CalibrationReader(batches, input_name, progress, desc=f"calibrating ({calib})")
-        ranges = calibrate(pre, reader, calib, work, opts.symmetric)
-        shared = share_concat_ranges(pre_model, ranges, set(tail))
-        cache = work / "ranges.json"
-        save_tensors_data(ranges, cache)
-        extra_meta = {"yolo_opt_precision": "int8-qdq", "yolo_opt_calib": calib, "yolo_opt_calib_images": str(len(files)),
-                      "yolo_opt_activations": "symmetric" if opts.symmetric else "asymmetric"}
+        # activations: as asked, else both kinds measured where the model is scored, the more accurate kept (ONNX
+        # Runtime runs both with the same UINT8 kernels, so they cost the same); unscored, asymmetric
+        measured = validate or evaluate is not None
+        kinds = [opts.symmetric] if opts.symmetric is not None else ([False, True] if measured else [False])
+        caches: dict[bool, Path] = {}
+        shared = 0
+        for sym in kinds:
+            reader = CalibrationReader(batches, input_name, progress, desc=f"calibrating ({calib})")
+            ranges = calibrate(pre, reader, calib, work, sym)
+            shared = share_concat_ranges(pre_model, ranges, set(tail))
+            caches[sym] = work / f"ranges_{int(sym)}.json"
+            save_tensors_data(ranges, caches[sym])
 
-        def build(excluded_layers: list[str], groups_by_name: dict[str, dict] | None = None) -> Path:
+        def build(excluded_layers: list[str], groups_by_name: dict[str, dict] | None = None,
+                  sym: bool = kinds[0]) -> Path:
             nodes = list(tail) + list(exclude or [])
             for name in excluded_layers:
                 nodes += groups_by_name[name]["nodes"] if groups_by_name else [name]
-            cand = work / f"int8_{len(excluded_layers)}.onnx"
-            write_qdq(pre, cand, cache, calib, per_channel, nodes, opts.symmetric)
-            meta = {**extra_meta, "yolo_opt_float_layers": json.dumps(excluded_layers)}
+            cand = work / f"int8_{int(sym)}_{len(excluded_layers)}.onnx"
+            write_qdq(pre, cand, caches[sym], calib, per_channel, nodes, sym)
+            meta = {"yolo_opt_precision": "int8-qdq", "yolo_opt_calib": calib,
+                    "yolo_opt_calib_images": str(len(files)), "yolo_opt_float_layers": json.dumps(excluded_layers),
+                    "yolo_opt_activations": "symmetric" if sym else "asymmetric"}
             copy_metadata(fp32, cand, meta)
             return cand
 
         result = QuantizeResult(out, onnx_path, calib, len(files), tail_nodes=len(tail), shared_concats=shared)
-        cand = build([])
 
         def score(path: Path) -> None:  # the INT8 candidate's figures
             if evaluate is None:
@@ -222,12 +231,32 @@ def quantize_onnx(
             else:
                 result.int8_map = float(evaluate(path))
 
-        if validate or evaluate is not None:
+        if measured:
             if evaluate is None:
                 result.record(validate_onnx(onnx_path, data, imgsz), {})
             else:
                 result.fp32_map = float(evaluate(onnx_path))
-            score(cand)
+        tried: dict[bool, tuple[Path, dict[str, Any]]] = {}
+        for sym in kinds:
+            cand = build([], sym=sym)
+            if measured:
+                score(cand)
+            tried[sym] = cand, {k: getattr(result, k) for k in ("int8_map", "int8_map50", "int8_mask_map")}
+        symmetric = kinds[0]
+        if len(kinds) == 2:  # the smaller loss wins (masks' too); a tie stays asymmetric
+            loss = {sym: max(result.fp32_map - f["int8_map"],
+                             (result.fp32_mask_map - f["int8_mask_map"]) if f["int8_mask_map"] is not None else -1.0)
+                    for sym, (_, f) in tried.items()}
+            symmetric = loss[True] < loss[False]
+            LOGGER.info(f"yolo-opt: INT8 activations {'symmetric' if symmetric else 'asymmetric'}: mAP50-95 "
+                        f"{tried[symmetric][1]['int8_map']:.4f} against {tried[not symmetric][1]['int8_map']:.4f} "
+                        f"{'asymmetric' if symmetric else 'symmetric'} ({abs(loss[True] - loss[False]):.4f} less loss; "
+                        "measured on the same calibration images, the same speed on ONNX Runtime)")
+        cand, figures = tried[symmetric]
+        for k, v in figures.items():
+            setattr(result, k, v)
+        result.symmetric = symmetric
+
         if max_map_drop is not None and result.drop() > max_map_drop:
             groups = layer_groups(pre_model, set(tail))
             by_name = {g["name"]: g for g in groups}
@@ -237,7 +266,7 @@ def quantize_onnx(
             while True:
                 k = min(k, len(ranking))
                 layers = [r["layer"] for r in ranking[:k]]
-                cand = build(layers, by_name)
+                cand = build(layers, by_name, symmetric)
                 score(cand)
                 if result.drop() <= max_map_drop:
                     result.excluded_layers, met = layers, True

@@ -149,13 +149,9 @@ class Pruning:
     def setup_model(self):
         """Ultralytics' model set-up; on resume, the stored pruning run's options take over before anything else.
 
-        An end-to-end model (YOLO26) is validated on its NMS-free head (`nms=False`), the output yolo-opt deploys,
-        so best.pt is the best of that head (Ultralytics' default validates the one-to-many head with NMS)."""
+        An end-to-end model (YOLO26) is validated on the head Ultralytics validates by default (`nms=` as given),
+        the head its export ships by default too, so best.pt is the best of the head that is deployed."""
         ckpt = super().setup_model()
-        from yolo_opt.arch import adapter
-
-        if self.args.nms is None and adapter(student(self.model)).end2end:
-            self.args.nms = False
         stored = meta(student(self.model)).get(RUN_KEY)
         if self.resume and stored:  # the checkpoint keeps them as plain data (a weights_only load rebuilds no class)
             self.opts = TrainOptions.from_dict(stored["opts"])
