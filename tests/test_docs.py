@@ -67,3 +67,24 @@ def test_mkdocs_build_is_strict_and_clean(tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     page = (tmp_path / "site" / "usage" / "index.html").read_text()
     assert "prune_target" in page and mkdocs_hooks.KEYS_MARKER not in page
+
+
+def _slug(title: str) -> str:
+    """Python-Markdown's toc slug (what MkDocs uses for a heading's anchor)."""
+    value = re.sub(r"[^\w\s-]", "", title).strip().lower()
+    return re.sub(r"[-\s]+", "-", value)
+
+
+def test_code_links_to_docs_resolve():
+    """Docstrings state the rule and link the evidence (docs/PAGE.md#section): every such link names a real heading."""
+    links = set()
+    for path in (ROOT / "yolo_opt").rglob("*.py"):
+        links |= {(m[0], m[1], path.name) for m in re.findall(r"docs/([\w-]+\.md)#([\w-]+)", path.read_text())}
+    assert links
+    bad = []
+    for page, anchor, where in sorted(links):
+        file = ROOT / "docs" / page
+        headings = {_slug(h) for h in re.findall(r"^#+ (.+)$", file.read_text(), re.M)} if file.exists() else set()
+        if anchor not in headings:
+            bad.append(f"{where}: docs/{page}#{anchor}")
+    assert not bad, bad
