@@ -1,5 +1,6 @@
 """Write constraints.txt: the exact versions installed now of everything `yolo-opt[dev]` needs (the closure of its
-requirements), i.e. the set a passing CI run tested. How to bump the pins (README, "Tested versions"):
+requirements), i.e. the set a passing CI run tested. How to bump the pins (docs/development.md, "Tested versions,
+drift and pins"):
 
     pip install -U -e ".[dev]"          # the newest versions pyproject's ranges allow
     python -m pytest -q                 # the suite passes with them

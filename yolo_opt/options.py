@@ -344,8 +344,7 @@ class TrainOptions(Options):
     def distilling(self) -> bool:
         """Distillation runs when asked: `distill=True`, or (auto) a named teacher or a distillation setting away from
         its default. Not for pruning alone: from the model before pruning it recovered no better than the labels
-        alone on any benchmark set (behind by up to 0.05 of the reference where `best.pt` was still improving), at
-        ~1.4x the epoch cost."""
+        alone, at a higher epoch cost (measured: docs/benchmarks.md#distillation)."""
         d = self.distill
         if d.distill is None:  # auto: any other key of DistillOptions away from its default (teacher= included)
             return any(getattr(d, k) != default for k, (_, default) in d.specs().items() if k != "distill")

@@ -1,7 +1,7 @@
 """YOLO12: area attention (`AAttn` inside `A2C2f`), left intact like YOLO11's attention.
 
-Tracing AAttn's area reshapes for pruning grew past 14 GB on yolo12n; left alone it takes seconds (0.35x GFLOPs at
-prune=0.5). The large scales' A2C2f scale their output by a bare parameter (`gamma`), pruned with its channels.
+Tracing AAttn's area reshapes for pruning grows without bound; left alone, the trace takes seconds
+(docs/benchmarks.md#pruning-trace-memory). The large scales' A2C2f scale their output by a bare parameter (`gamma`), pruned with its channels.
 """
 
 from __future__ import annotations

@@ -235,8 +235,8 @@ def run_select(kwargs: dict[str, Any]) -> None:
 def wants_deploy(mode: str, kwargs: dict[str, Any]) -> bool:
     """True when `export` needs yolo-opt's deploy path (ONNX, INT8, TensorRT engine, OpenVINO, Jetson bundle).
 
-    An FP32 ONNX goes through it too: our export adds the DFL rewrite (`last_axis_dfl`, 10-14% of ONNX Runtime's
-    FP32 time at 640 px), writes atomically and takes `out=`. Other formats are Ultralytics' own.
+    An FP32 ONNX goes through it too: our export adds the DFL rewrite (`last_axis_dfl`, faster on ONNX Runtime:
+    docs/benchmarks.md#dfl-rewrite), writes atomically and takes `out=`. Other formats are Ultralytics' own.
     """
     if mode == "bundle":
         return True

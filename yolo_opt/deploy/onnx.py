@@ -100,11 +100,11 @@ def last_axis_dfl(model) -> int:
     """Rewrite each DFL decode of a Detect head to take its softmax over the last axis, in place; returns how many.
 
     Ultralytics exports DFL as Reshape (1, 4, 16, A) -> Transpose (0, 2, 1, 3) -> Softmax(axis=1) -> Conv with the
-    fixed weights 0..15. ONNX Runtime computes a softmax over an inner axis by transposing around it, which made
-    this float tail 12% of our INT8 model's time at 640 px. Transposing to (1, 4, A, 16) instead, then Softmax over
-    the last axis and a MatMul with the same weights, gives identical outputs (the Conv's (1, 1, 4, A) and the
-    MatMul's (1, 4, A, 1) hold the same elements in the same order for the Reshape that follows) in a fifth of
-    the time (8.3 -> 1.8 ms for 8400 anchors on one core). Graphs without that pattern are left unchanged.
+    fixed weights 0..15. ONNX Runtime computes a softmax over an inner axis by transposing around it, which makes
+    this float tail slow. Transposing to (1, 4, A, 16) instead, then Softmax over the last axis and a MatMul with
+    the same weights, gives identical outputs (the Conv's (1, 1, 4, A) and the MatMul's (1, 4, A, 1) hold the same
+    elements in the same order for the Reshape that follows) faster (measured: docs/benchmarks.md#dfl-rewrite).
+    Graphs without that pattern are left unchanged.
     """
     from onnx import numpy_helper
 

@@ -4,7 +4,7 @@ INT8 is NNCF's post-training quantization of the FP32 IR, calibrated on the trai
 the Detect head's own ops (box decode, DFL, sigmoid: the float tail) kept in float as Ultralytics does. With
 `max_map_drop` it is NNCF's `quantize_with_accuracy_control(max_drop=)`, scored by mAP50-95 from the Ultralytics
 validator's own pre/post-processing and metrics, so layers go back to float until INT8 is within the bound
-(NNCF's plain INT8 lost 0.05 mAP50-95 on a model pruned to 0.26x GFLOPs here).
+(NNCF's plain INT8 can lose more: docs/benchmarks.md#openvino-int8).
 
 OpenVINO and NNCF are the optional extra `yolo-opt[openvino]`, imported only inside these functions.
 """

@@ -2,8 +2,8 @@
 
 The head's output convs are never pruned, so teacher (the model before pruning) and student predict on the same
 anchors with the same channels: the student can match the teacher anchor for anchor, with no projector to learn
-(Ultralytics' feature distillation starts a projector from random weights, which cost accuracy in short recoveries
-here: 0.357 -> 0.260 at `dis=6`).
+(Ultralytics' feature distillation starts a projector from random weights, which cost accuracy in short recoveries:
+docs/benchmarks.md#distillation).
 
 Every term is a divergence, zero when the student equals the teacher, in the units of the label loss it mirrors and
 with Ultralytics' own gain, so a distillation weight of 1 weighs the teacher like the labels on any dataset:

@@ -18,7 +18,17 @@ from yolo_opt.pipeline.stages import STAGES, check_order
 
 __all__ = ["DEFAULT_RECIPE", "RECIPES_DIR", "Recipe", "available_recipes", "load_recipe"]
 
-RECIPES_DIR = Path(__file__).parent / "recipes"
+
+def _recipes_dir() -> Path:
+    """The shipped recipes' folder: `yolo_opt/recipes/` in an installed wheel (the top-level `recipes/` mapped into
+    the package at build time, see pyproject.toml), else the top-level `recipes/` of the checkout this package runs
+    from (an editable install or PYTHONPATH)."""
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "recipes"
+    return installed if installed.is_dir() else package.parent / "recipes"
+
+
+RECIPES_DIR = _recipes_dir()
 PIPELINE_KEYS = {"stages", "recipe", "name", "project"}
 
 

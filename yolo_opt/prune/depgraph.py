@@ -23,8 +23,8 @@ from yolo_opt.prune.importance import importance
 SEARCH_IMGSZ = 128  # the image size of every trace, GFLOPs search and estimate (ratios do not depend on it)
 MAX_RATIO = 0.9  # torch-pruning's max_pruning_ratio: no group loses more than this
 # The most memory a pruning trace may add before it is stopped (GiB); default: 3/4 of what is free when it starts.
-# A layer DepGraph cannot follow can make it grow without bound (YOLO12's area attention reached 24 GB on a nano
-# model before it was left alone): the run then ends with one clear error instead of the kernel's OOM kill.
+# A layer DepGraph cannot follow can make it grow without bound (docs/benchmarks.md#pruning-trace-memory): the run
+# then ends with one clear error instead of the kernel's OOM kill.
 MEMORY_ENV = "YOLO_OPT_PRUNE_MEMORY_GB"
 
 

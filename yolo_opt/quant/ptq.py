@@ -1,14 +1,15 @@
 """Full-graph INT8 QDQ quantization of YOLO ONNX models with ONNX Runtime, and the accuracy fallback.
 
-What is quantized and why (measured on yolov8n at 640 px, ONNX Runtime 1.32): every Conv (per-channel symmetric INT8 weights) and
-every activation through SiLU (Sigmoid*Mul), Add, Concat, Split, MaxPool and Resize, so that ONNX Runtime fuses the
-whole backbone/neck into QLinear kernels and TensorRT sees one explicit-quantization (QDQ) graph. Left in float:
-the Detect post-processing tail (DFL softmax, anchor/stride math, score sigmoid, final concat), found from the graph
-as every node that no feature Conv depends on. Concat inputs and output share one range (one scale), so a concat is a
-plain copy in INT8 instead of a re-quantization. Activations are UINT8 (what ONNX Runtime's CPU kernels fuse), asymmetric
-by default: one-signed tensors (sigmoid, SiLU) keep all 8 bits (YOLO26n: 0.983 of FP32 mAP50-95 against 0.961
-symmetric, as fast). With `symmetric=True` (zero point 128) this is the model `yolo_opt.quant.tensorrt.to_tensorrt_qdq`
-turns into the TensorRT form (INT8 zero point 0, float biases, Q/DQ only where NVIDIA's placement rules want them).
+What is quantized and why (measured: docs/benchmarks.md#int8-activations-and-weights): every Conv (per-channel
+symmetric INT8 weights) and every activation through SiLU (Sigmoid*Mul), Add, Concat, Split, MaxPool and Resize, so
+that ONNX Runtime fuses the whole backbone/neck into QLinear kernels and TensorRT sees one explicit-quantization
+(QDQ) graph. Left in float: the Detect post-processing tail (DFL softmax, anchor/stride math, score sigmoid, final
+concat), found from the graph as every node that no feature Conv depends on. Concat inputs and output share one
+range (one scale), so a concat is a plain copy in INT8 instead of a re-quantization. Activations are UINT8 (what
+ONNX Runtime's CPU kernels fuse), asymmetric by default: one-signed tensors (sigmoid, SiLU) keep all 8 bits (more
+accurate than symmetric, as fast). With `symmetric=True` (zero point 128) this is the model
+`yolo_opt.quant.tensorrt.to_tensorrt_qdq` turns into the TensorRT form (INT8 zero point 0, float biases, Q/DQ only
+where NVIDIA's placement rules want them).
 """
 
 from __future__ import annotations

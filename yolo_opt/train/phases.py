@@ -112,9 +112,8 @@ def fine_tune_steps(model: str | Path, args: dict[str, Any]) -> None:
 
     Ultralytics accumulates gradients to a nominal batch of 64, which suits training from scratch; a fine-tune on a
     few hundred images then gets ~5 optimizer steps an epoch. Recovery after pruning is limited by steps, not by
-    images seen: on the prune benchmark (YOLOv8n, 300 images, 30 epochs, prune_target=0.5) one step per batch of
-    16 raised the pruned model from 0.727 to 0.756 mAP50-95, and the unpruned reference (the same checkpoint trained
-    the same epochs) from 0.785 to 0.802. Both stages of a pipeline (reference and prune) fine-tune a checkpoint
+    images seen, for the pruned model and the unpruned reference alike (measured:
+    docs/benchmarks.md#fine-tune-optimizer-steps). Both stages of a pipeline (reference and prune) fine-tune a checkpoint
     through here, so they share the schedule; training from a yaml keeps Ultralytics' 64. Weight decay is
     unchanged (Ultralytics scales it by batch x accumulate / nbs = 1).
     """

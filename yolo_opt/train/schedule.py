@@ -51,7 +51,7 @@ def step_layer_ratios(model: nn.Module, opts: PruneOptions, run: dict[str, Any],
     Each step aims at a share of the group's *starting* width, not of the current one: channel rounding
     (prune_round) can leave a narrow group unpruned at an early step (16 channels at 1/6 rounds back to 16), and
     the next steps then take what it still owes, so the last step lands on the one-shot allocation (compounding
-    fractions of the current width left YOLO26n at 0.61x GFLOPs after 3 steps to prune_target=0.5)."""
+    fractions of the current width undershoot the target: docs/benchmarks.md#pruning-in-steps)."""
     from yolo_opt.prune.allocation import run_report, sensitivity_ratios
 
     if "layer_ratios" not in run:
