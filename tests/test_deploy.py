@@ -277,3 +277,83 @@ def test_bad_input_errors(ws, tmp_path):
     assert main(["export", f"model={ws['base']}", "int8=True", f"data={ws['data']}", "calib=kl"]) == 2
     assert main(["bundle", f"model={ws['base']}", f"data={ws['data']}"]) == 2
     assert main(["export", f"model={ws['base']}", "int8=True", f"data={ws['data']}", "calib_images=0"]) == 2
+
+
+def test_int8_activations_chosen_by_measurement(ws, kaiming_fp32, tmp_path, logged):
+    """Unset `symmetric`, a scored INT8 export measures both kinds of activations on the same calibration images and
+    keeps the one that loses less; the log line says which and by how much. Scored here by fidelity to FP32 (the
+    `evaluate` hook: minus the relative output error on val images), which separates the kinds on an untrained model
+    where mAP cannot."""
+    import onnx
+
+    from yolo_opt.quant import quantize_onnx
+
+    batches = _val_batches(ws)
+
+    def fidelity(path):
+        return -rel_error(path, kaiming_fp32, batches)
+
+    r = quantize_onnx(kaiming_fp32, ws["data"], tmp_path / "auto.onnx", calib_images=8, evaluate=fidelity,
+                      progress=False)
+    kinds = {sym: quantize_onnx(kaiming_fp32, ws["data"], tmp_path / f"{sym}.onnx", calib_images=8, validate=False,
+                                symmetric=sym, progress=False).path for sym in (False, True)}
+    errors = {sym: rel_error(path, kaiming_fp32, batches) for sym, path in kinds.items()}
+    assert errors[False] != errors[True]
+    assert r.symmetric == (errors[True] < errors[False])  # the more faithful kind was kept
+    written = {p.key: p.value for p in onnx.load(str(r.path)).metadata_props}["yolo_opt_activations"]
+    assert written == ("symmetric" if r.symmetric else "asymmetric")
+    assert rel_error(r.path, kaiming_fp32, batches) == pytest.approx(min(errors.values()), rel=1e-6)
+    line = next(x for x in logged if "INT8 activations" in x)
+    assert f"INT8 activations {written}" in line and "less loss" in line
+    # asked for one kind, or unscored: no measurement, no choice
+    r = quantize_onnx(kaiming_fp32, ws["data"], tmp_path / "asym.onnx", calib_images=8, validate=False, progress=False)
+    assert r.symmetric is False
+
+
+def test_export_defaults_to_the_checkpoints_training_size(ws, tmp_path):
+    """As `yolo export`: without imgsz=, the size the checkpoint was trained at (here IMGSZ, not 640); nothing
+    else is written, no `runs/` folder in the working directory, and the last line names the file."""
+    import onnx
+
+    from tests.conftest import run_cli
+
+    out = tmp_path / "out" / "m.onnx"
+    out.parent.mkdir()
+    r = run_cli("export", f"model={ws['base']}", "format=onnx", f"out={out}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    dims = [d.dim_value for d in onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 3, IMGSZ, IMGSZ]
+    assert r.stdout.strip().splitlines()[-1] == f"yolo-opt: wrote {out}"
+    assert "updating to 'imgsz=" not in r.stdout + r.stderr
+    r = run_cli("export", f"model={ws['base']}", "int8=True", f"data={ws['data']}", "calib_images=4",
+                f"out={tmp_path / 'out' / 'm_int8.onnx'}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip().splitlines()[-1] == f"yolo-opt: wrote {tmp_path / 'out' / 'm_int8.onnx'}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no runs/detect/val* from the validation
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["m.onnx", "m_int8.onnx"]
+
+
+def test_yolo26_exports_the_head_plain_yolo_export_ships(tmp_path):
+    """An end-to-end model's default export is the head the installed Ultralytics exports by default (the same
+    outputs as `yolo export` of the same checkpoint); end2end=True is the NMS-free head, and the file says which."""
+    import shutil
+
+    from ultralytics import YOLO
+
+    from tests.conftest import kaiming_checkpoint, run_cli
+    from yolo_opt.deploy.onnx import exported_end2end
+
+    base = kaiming_checkpoint("yolo26n.yaml", tmp_path / "y26.pt")
+    ours = tmp_path / "ours.onnx"
+    r = run_cli("export", f"model={base}", "format=onnx", f"imgsz={IMGSZ}", f"out={ours}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    shutil.copy(base, tmp_path / "plain.pt")
+    plain = YOLO(str(tmp_path / "plain.pt")).export(format="onnx", imgsz=IMGSZ, batch=1)
+    assert exported_end2end(ours) == exported_end2end(plain)
+    x = np.random.default_rng(0).random((1, 3, IMGSZ, IMGSZ), dtype=np.float32)
+    for a, b in zip(_outputs(ours, [x]), _outputs(plain, [x]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-4)
+    e2e = tmp_path / "e2e.onnx"
+    r = run_cli("export", f"model={base}", "format=onnx", f"imgsz={IMGSZ}", "end2end=True", f"out={e2e}", cwd=tmp_path)
+    assert r.returncode == 0 and exported_end2end(e2e), r.stderr[-3000:]
+    assert _outputs(e2e, [x])[0].shape[-1] == 6  # (1, max_det, 6): boxes, score, class

@@ -172,7 +172,7 @@ def test_bundle_infer_runs_on_an_image(tmp_path, kaiming, tiny_data):
                        cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     rows = json.loads(r.stdout)
-    assert (tmp_path / "img_det.jpg").exists()
+    assert (tmp_path / "detections" / "img_det.jpg").exists()  # in the current folder, never beside the input
     # the same detections as Ultralytics' own predictor on the same IR
     from ultralytics import YOLO
 

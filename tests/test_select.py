@@ -70,6 +70,9 @@ def test_deploy_measures_every_form_and_delivers_the_fastest(models, tiny_data, 
     assert all(c["pipeline_ms"] >= c["latency_ms"] > 0 and c["runtime"] for c in result["candidates"])
     assert all(c["latency_spread"][0] <= c["latency_ms"] <= c["latency_spread"][1] for c in result["candidates"])
     assert result["reference"]["model"] == "yolo26n" and "the unpruned input" in result["reference"]["why"]
+    # our default export is the head plain `yolo export` ships, scored alike
+    maps = {(c["model"], c["form"]): c["map"] for c in result["candidates"]}
+    assert abs(maps[("yolo26n", "onnx_fp32")] - maps[("yolo26n", "ul_onnx")]) <= 0.01
     assert "held to yolo26n's FP32 mAP50-95" in r.stdout + r.stderr
     # the throughput column: every form timed at batch 8; ONNX forms from their own batch-8 export, whose INT8 is
     # calibrated on the same images as the batch-1 one (the same scales: the same model, another batch)
@@ -147,3 +150,55 @@ def test_benchmark_adds_the_pipeline_latency(models, tiny_data, tmp_path):
     rows = json.loads((tmp_path / "b" / "results.json").read_text())
     assert rows["pruned.onnx"]["pipeline_ms"] > rows["pruned.onnx"]["latency_ms"] * 0.5
     assert "pipeline (ms)" in (tmp_path / "b" / "report.md").read_text()
+
+
+def test_the_bar_is_the_best_unpruned_model_and_a_collapsed_reference_is_flagged():
+    """A short fine-tune can collapse a trained model (its warm-up restarts): such a reference is never the bar."""
+    from yolo_opt.bench.select import bar_of
+
+    collapsed = bar_of({"best": {"map": 0.505}, "reference": {"map": 0.008}}, ["best", "reference"])
+    assert collapsed["model"] == "best" and collapsed["map"] == 0.505
+    assert "below its input" in collapsed["flag"]
+    better = bar_of({"best": {"map": 0.345}, "reference": {"map": 0.634}}, ["best", "reference"])
+    assert better["model"] == "reference" and better["map"] == 0.634 and better["flag"] is None
+    alone = bar_of({"best": {"map": 0.4}}, ["best"])
+    assert alone["model"] == "best" and "reference=" in alone["why"]
+
+
+def test_a_pruned_model_that_misses_the_bar_is_said_and_the_table_still_written(tmp_path):
+    """The unpruned reference is delivered, and one line says by how much the pruned model missed and what would
+    admit it; with nothing within the bound the table, the line and the plot are still written."""
+    from yolo_opt.bench.select import Candidate, bar_of, choose, markdown, plot, verdict
+
+    def c(model, form, m, ms):
+        return Candidate(model, form, f"{model}/{form}", map=m, latency_ms=ms, pipeline_ms=ms + 1,
+                         latency_spread=(ms - 0.1, ms + 0.2), runtime="ONNX Runtime CPU")
+
+    ref = bar_of({"best": {"map": 0.345}, "reference": {"map": 0.634}}, ["best", "reference"])
+    cands = [c("pruned", "onnx_int8", 0.560, 2.0), c("pruned", "onnx_fp32", 0.563, 3.0),
+             c("reference", "onnx_int8", 0.630, 4.0), c("reference", "onnx_fp32", 0.634, 6.0),
+             c("best", "onnx_fp32", 0.345, 6.1), c("best", "ul_onnx", 0.345, 6.5)]
+    best, plain = choose(cands, ref, 0.01)
+    assert (best.model, best.form, plain.form) == ("reference", "onnx_int8", "ul_onnx")
+    line = verdict(cands, ref, 0.01, ["best", "reference"])
+    assert line.startswith("pruned misses the bar") and "0.5630" in line and "max_map_drop=0.072" in line
+
+    from dataclasses import asdict
+
+    result = {"reference": ref, "max_map_drop": 0.01, "lat_imgsz": 160, "rounds": 3, "selected": None,
+              "selected_label": None, "fastest_plain_export": asdict(plain), "verdict": line,
+              "candidates": [{**asdict(x), "label": x.label, "eligible": False} for x in cands]}
+    text = markdown(result)
+    assert "**Nothing selected:**" in text and line in text and "The bar: reference's FP32 mAP50-95 0.6340" in text
+    assert "4.0 (3.9-4.2)" in text  # every latency with its rounds' spread
+    assert plot(result, tmp_path / "p.png").stat().st_size > 5000
+
+
+def test_pipeline_is_never_faster_than_its_model_and_noise_is_named():
+    from yolo_opt.bench.latency import noisy_copies, with_spread
+
+    assert with_spread(12.34, (11.9, 12.8)) == "12.3 (11.9-12.8)" and with_spread(5.0, (5.0, 5.0)) == "5.0"
+    agree = [("a", "k", 30.2, (29.0, 31.0)), ("b", "k", 30.8, (30.0, 31.5))]
+    assert noisy_copies(agree) is None
+    apart = [("a", "k", 30.2, (30.0, 30.5)), ("b", "k", 23.1, (23.0, 23.3)), ("c", None, 1.0, None)]
+    assert "too noisy to rank models less than 31% apart" in noisy_copies(apart)

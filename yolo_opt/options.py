@@ -32,6 +32,7 @@ OV_PRECISIONS = ("f32", "bf16", "f16")  # OpenVINO's CPU INFERENCE_PRECISION_HIN
 TRT_WORKSPACE_GIB = 2.0
 SENS_SCORES = ("map", "err")  # sensitivity: the validator's mAP (and err), or only the head-output change err
 DEFAULT_RECIPE = "cpu-onnx"  # what `optimize` and `demo` run unless told otherwise
+DEFAULT_IMGSZ = 640  # Ultralytics' default image size, where neither the user nor a checkpoint says another
 
 
 @dataclass(frozen=True)
@@ -380,7 +381,8 @@ class ExportOptions(Options):
 
     format: str = key("onnx", str, "export format", EXPORT_MODES, choices=DEPLOY_FORMATS, ultralytics=True)
     int8: bool = key(False, bool, "INT8 quantization", EXPORT_MODES, ultralytics=True)
-    imgsz: int = key(640, int, "export image size", EXPORT_MODES, low=32, high=8192, ultralytics=True)
+    imgsz: int | None = key(None, int, "export image size (default: the size the checkpoint was trained at, as "
+                            "`yolo export`)", EXPORT_MODES, low=32, high=8192, ultralytics=True)
     workspace: float = key(TRT_WORKSPACE_GIB, float, "TensorRT builder workspace (GiB)", EXPORT_MODES, low=0,
                            high=1024, low_open=True, ultralytics=True)
     out: str | None = key(None, str, "output path (.pt for prune, a folder for data, demo, bundle and deploy, the INT8 "
@@ -402,7 +404,8 @@ class ExportOptions(Options):
         if self.format == "openvino" and (self.ptq.calib != "minmax" or not self.ptq.per_channel):
             raise ConfigError("calib= and per_channel= choose ONNX Runtime's calibration; NNCF calibrates "
                               "format=openvino itself (drop them)")
-        check_imgsz(self.imgsz)
+        if self.imgsz is not None:
+            check_imgsz(self.imgsz)
 
     @classmethod
     def take(cls, kwargs: dict[str, Any], mode: str | None = None, **extra: Any) -> ExportOptions:

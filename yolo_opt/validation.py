@@ -39,8 +39,18 @@ def validate(weights: str | Path, data: str | Path, imgsz: int, batch: int = 16,
             path = stack.enter_context(openvino_folder(path))  # Ultralytics tells OpenVINO by the folder's name
         yolo = YOLO(str(path))
         metrics = yolo.val(data=str(data), imgsz=imgsz, batch=batch if path.suffix == ".pt" else 1, plots=False,
-                           verbose=False, device=device, **head)
+                           verbose=False, device=device, **head, **stack.enter_context(_scratch()))
     return figures(yolo.task, metrics)
+
+
+@contextlib.contextmanager
+def _scratch():
+    """Ultralytics' validator makes a `runs/<task>/valN` folder even when it saves nothing: give it a temporary one,
+    removed afterwards, so that validating leaves nothing in the user's working folder."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="yolo-opt-val.") as tmp:
+        yield {"project": tmp, "name": "val", "exist_ok": True}
 
 
 def describe(maps: dict[str, float | None]) -> str:
@@ -83,4 +93,5 @@ def validate_onnx(
         imgsz = onnx_metadata(graph).get("imgsz", 640)
     args = {"data": str(data), "imgsz": imgsz, "plots": False, "batch": 1, "verbose": verbose, "device": "cpu"}
     yolo = YOLO(str(path))
-    return figures(yolo.task, yolo.val(**{**args, **kwargs}))
+    with _scratch() as scratch:
+        return figures(yolo.task, yolo.val(**{**args, **scratch, **kwargs}))

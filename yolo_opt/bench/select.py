@@ -387,20 +387,27 @@ def _bar(pts: dict[str, Path], unpruned: list[str], data: str | Path, imgsz: int
             export_onnx(pts[label], onnx, imgsz=imgsz)
             prebuilt[(label, "onnx_fp32")] = onnx
         known[str(onnx)] = scores[label] = validate(onnx, data, imgsz)
+    return bar_of(scores, unpruned), known
+
+
+def bar_of(scores: dict[str, dict[str, float]], unpruned: list[str]) -> dict[str, Any]:
+    """The bar of a selection from the unpruned models' FP32 figures (`unpruned`: the input first, then the
+    reference where there is one): the higher-scoring one, and why; a reference below its input is flagged."""
     best = max(unpruned, key=lambda k: scores[k]["map"])
     ref = {"model": best, "map": scores[best]["map"], "mask_map": scores[best].get("mask_map"),
-           "scores": {k: v["map"] for k, v in scores.items()}, "flag": None}
+           "scores": {k: scores[k]["map"] for k in unpruned}, "flag": None}
     if len(unpruned) == 1:
         ref["why"] = "the unpruned input, the last model given; reference= adds the input trained as long as the " \
                      "pruned model, held as a candidate and as the bar where it scores higher"
     elif best == unpruned[0]:
-        ref["why"] = f"the unpruned input scores above the reference ({scores[REFERENCE]['map']:.4f})"
-        ref["flag"] = (f"the reference scores below its input ({scores[REFERENCE]['map']:.4f} < "
-                       f"{scores[best]['map']:.4f}): its fine-tune lost accuracy, so it is not the bar")
+        ref["why"] = f"the unpruned input scores above the reference ({scores[unpruned[1]]['map']:.4f})"
+        if scores[unpruned[1]]["map"] < scores[best]["map"]:
+            ref["flag"] = (f"the reference scores below its input ({scores[unpruned[1]]['map']:.4f} < "
+                           f"{scores[best]['map']:.4f}): its fine-tune lost accuracy, so it is not the bar")
     else:
-        ref["why"] = f"the reference, the input trained as long as the pruned model, scores above the input " \
-                     f"({scores[unpruned[0]]['map']:.4f})"
-    return ref, known
+        ref["why"] = (f"the reference, the input trained as long as the pruned model, scores above the input "
+                      f"({scores[unpruned[0]]['map']:.4f})")
+    return ref
 
 
 def choose(candidates: list[Candidate], ref: dict[str, Any],

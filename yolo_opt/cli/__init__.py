@@ -272,7 +272,9 @@ def run_deploy(mode: str, kwargs: dict[str, Any]) -> None:
     if mode == "export" and opts.format == "onnx" and not opts.int8:  # Ultralytics' ONNX keys (opset=, dynamic=, ...)
         onnx_args = {k: kwargs.pop(k) for k in list(kwargs) if k in _ultralytics_keys()}
     refuse_rest(kwargs, mode)  # what is left: typos, and yolo-opt keys of other modes (one line each)
-    export(model, opts, data, bundle=mode == "bundle", onnx_args=onnx_args)
+    report = export(model, opts, data, bundle=mode == "bundle", onnx_args=onnx_args)
+    written = next(report[k] for k in ("bundle", "engine", "openvino", "path", "fp32") if report.get(k))
+    print(f"yolo-opt: wrote {written}")  # the last line names what exists
 
 
 def run_data(kwargs: dict[str, Any]) -> None:

@@ -20,7 +20,7 @@ infer.py + yolo_decode.py (run the engine on an image: letterbox, decode, masks)
 On the device (JetPack with TensorRT; needs only tensorrt, numpy and OpenCV):
 
   1. python3 build_engine.py                 (or: sh build_engine.sh, the same with trtexec)
-  2. python3 infer.py path/to/image.jpg      (writes image_det.jpg)
+  2. python3 infer.py path/to/image.jpg      (writes detections/image_det.jpg)
 
 Default engine: {engine} ({precision_default}). Other precisions: build_engine.py --precision fp16|fp32|int8,
 sh build_engine.sh fp16|fp32|int8; then infer.py --engine model_<precision>.engine.
@@ -254,7 +254,7 @@ infer.py + yolo_decode.py (run a model on an image: letterbox, decode, masks).
 
 On the device (an Intel CPU, iGPU or NPU; needs only openvino, numpy and OpenCV):
 
-  python3 infer.py path/to/image.jpg                    (writes image_det.jpg; default model {default}, device {device})
+  python3 infer.py path/to/image.jpg                    (writes detections/image_det.jpg; default model {default}, device {device})
   python3 infer.py image.jpg --model model_fp32_openvino_model --device GPU
 
 Each model folder also loads in Ultralytics: YOLO("model_int8_openvino_model").predict(...).

@@ -40,15 +40,17 @@ def export(model: str | Path, opts: ExportOptions | None = None, data: str | Pat
     from yolo_opt.deploy.bundle import make_bundle
     from yolo_opt.deploy.onnx import export_onnx
     from yolo_opt.deploy.tensorrt import build_engine
-    from yolo_opt.io.checkpoint import load_model
+    from yolo_opt.io.checkpoint import load_model, trained_imgsz
     from yolo_opt.io.files import check_output
     from yolo_opt.quant.ptq import quantize_onnx
 
     opts = ExportOptions.from_kwargs(opts, **shortcuts)
-    ptq, fmt, int8, imgsz, out = opts.ptq, opts.format, opts.int8, opts.imgsz, opts.out
-    if onnx_args and (int8 or fmt != "onnx"):
+    if onnx_args and (opts.int8 or opts.format != "onnx"):
         raise ConfigError(f"{', '.join(onnx_args)}: Ultralytics ONNX arguments apply to an FP32 format=onnx export only")
     net = load_model(model)
+    if opts.imgsz is None:  # as `yolo export`: the size the checkpoint was trained at
+        opts = opts.replace(imgsz=trained_imgsz(model))
+    ptq, fmt, int8, imgsz, out = opts.ptq, opts.format, opts.int8, opts.imgsz, opts.out
     adapter(net).exporter_args(opts.end2end, (onnx_args or {}).get("nms"))  # a head the model lacks: refused now
     if out:  # an existing folder, the input itself or an unwritable place fails now, not after the calibration
         check_output(out, [model], folder=fmt in ("jetson", "openvino"),

@@ -146,6 +146,18 @@ def read_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
+def trained_imgsz(path: str | Path) -> int:
+    """The image size a checkpoint was trained at (its `train_args`), which `yolo export` and `yolo val` use when
+    not told otherwise; `DEFAULT_IMGSZ` for a checkpoint that does not say."""
+    from yolo_opt.options import DEFAULT_IMGSZ
+
+    args = read_checkpoint(path).get("train_args") or {}
+    size = (args if isinstance(args, dict) else vars(args)).get("imgsz")
+    if isinstance(size, (list, tuple)) and size:
+        size = max(size)
+    return int(size) if isinstance(size, int) and not isinstance(size, bool) and size >= 32 else DEFAULT_IMGSZ
+
+
 def load_model(path: str | Path) -> nn.Module:
     """Load the model of an Ultralytics `.pt` checkpoint (FP32, CPU, eval mode), safely (`read_checkpoint`).
 

@@ -127,7 +127,7 @@ def main():
     ap.add_argument("--onnx", help="run an ONNX file with ONNX Runtime instead of the engine")
     ap.add_argument("--conf", type=float, default=0.25)
     ap.add_argument("--iou", type=float, default=0.45)
-    ap.add_argument("--out", help="annotated image (default: <image>_det.jpg)")
+    ap.add_argument("--out", help="annotated image (default: detections/<image>_det.jpg in the current folder)")
     ap.add_argument("--json", action="store_true", help="print detections as JSON")
     args = ap.parse_args()
 

@@ -135,7 +135,8 @@ def run(image_path, infer, meta, conf=0.25, iou=0.45, out=None, as_json=False):
         cv2.rectangle(image, (x1, y1), (x2, y2), (0, 255, 0), 2)
         cv2.putText(image, f"{row['class']} {d[4]:.2f}", (x1, max(y1 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
                     (0, 255, 0), 1)
-    path = out or str(Path(image_path).with_name(Path(image_path).stem + "_det.jpg"))
-    cv2.imwrite(path, image)
+    path = Path(out) if out else Path("detections") / f"{Path(image_path).stem}_det.jpg"  # never beside the input
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), image)
     print(json.dumps(rows) if as_json else f"{len(rows)} detections -> {path}")
     return rows
