@@ -133,7 +133,7 @@ def test_seg_distilled_epoch_int8_and_bundle_masks(cfg, name, end2end, checkpoin
     assert report["fp32_mask_map"] is not None and report["int8_mask_map"] is not None
     bundle = tmp_path / "bundle"
     export(result["best"], format="jetson", imgsz=IMGSZ, calib_images=4, out=str(bundle), data=str(seg_data),
-           bundle=True)
+           bundle=True, end2end=True if end2end else None)  # the NMS-free head's masks where there is one
     meta = json.loads((bundle / "metadata.json").read_text())
     assert meta["task"] == "segment" and meta["nm"] == 32 and meta["end2end"] == end2end
     detections, prototypes = (o["shape"] for o in meta["outputs"])
@@ -177,7 +177,7 @@ def test_seg_openvino_int8_accuracy_control_and_bundle(checkpoints, seg_data, tm
     bundle's infer.py decodes masks on OpenVINO alone."""
     out = tmp_path / "ov"
     r = run_cli("bundle", "format=openvino", f"model={checkpoints['yolo26n-seg.yaml']}", f"data={seg_data}",
-                f"imgsz={IMGSZ}", "calib_images=8", "max_map_drop=0.5", f"out={out}")
+                f"imgsz={IMGSZ}", "calib_images=8", "max_map_drop=0.5", "end2end=True", f"out={out}")
     assert r.returncode == 0, r.stderr[-3000:]
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["task"] == "segment" and meta["end2end"] and "fp32_mask_map" in meta["accuracy"]
