@@ -159,21 +159,23 @@ def run_prune(kwargs: dict[str, Any]) -> None:
 def run_ultralytics(mode: str, kwargs: dict[str, Any]) -> None:
     from ultralytics import YOLO
 
-    from yolo_opt.data.checks import check_data_arg
-    from yolo_opt.io.checkpoint import load_model
+    from yolo_opt.data.checks import check_source, check_val_inputs
+    from yolo_opt.io.checkpoint import check_model_file
+    from yolo_opt.options import check_ultralytics_args
 
     check_known(kwargs, mode)
     ours = [k for k in kwargs if k not in _ultralytics_keys()]
     if ours:
         raise ConfigError(f"'{ours[0]}' is a yolo-opt key that 'yolo-opt {mode}' does not use; see 'yolo-opt help'")
     model = str(need(kwargs, "model", "best.pt"))
-    if model.endswith(".pt"):
-        load_model(model)  # the clear error for a missing, corrupt or untrusted checkpoint
-    elif not Path(model).exists():
-        raise ModelError(f"model file not found: {model}")
-    if mode == "val":
-        check_data_arg(kwargs.get("data"))
-    getattr(YOLO(model, task="detect"), mode)(**kwargs)
+    check_ultralytics_args(kwargs, mode)
+    ckpt = check_model_file(model)  # the clear error for a missing, corrupt, untrusted or foreign file
+    if mode == "val":  # Ultralytics' own dataset check would download (run `download:`) what is missing
+        kwargs["data"] = str(check_val_inputs(kwargs.get("data"), ckpt, kwargs.get("split", "val")))
+    elif mode == "predict":
+        check_source(kwargs.get("source"))
+    task = ckpt.get("task") if ckpt else None
+    getattr(YOLO(model, task=task or "detect"), mode)(**kwargs)
 
 
 def run_optimize(kwargs: dict[str, Any]) -> None:
@@ -372,7 +374,8 @@ def _dispatch(argv: list[str]) -> int:
         else:
             run_ultralytics(mode, kwargs)
     except YoloOptError as e:
-        print(f"yolo-opt: error: {e}", file=sys.stderr)
+        text = str(e).replace("\r", "\\r").replace("\n", "\\n")  # one line, even for a path holding a newline
+        print(f"yolo-opt: error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"yolo-opt: interrupted ({signal.Signals(_signalled).name})", file=sys.stderr)
