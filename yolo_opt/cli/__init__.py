@@ -241,7 +241,7 @@ def wants_deploy(mode: str, kwargs: dict[str, Any]) -> bool:
 def run_deploy(mode: str, kwargs: dict[str, Any]) -> None:
     """`export` with int8/engine/jetson and `bundle`."""
     from yolo_opt.deploy import export
-    from yolo_opt.options import ExportOptions
+    from yolo_opt.options import ExportOptions, PTQOptions, check_ultralytics_args
 
     if "quantize" in kwargs and "int8" in kwargs:  # one key, two spellings: given twice
         raise ConfigError("give int8=True or quantize=8, not both")
@@ -258,12 +258,21 @@ def run_deploy(mode: str, kwargs: dict[str, Any]) -> None:
         if kwargs["format"] not in ("jetson", "openvino"):
             raise ConfigError(f"bundle format={kwargs['format']!r}: choose jetson (TensorRT) or openvino")
         need(dict(kwargs), "out", f"{kwargs['format']}_bundle")
+    calib_keys = [k for k in PTQOptions.specs() if k in kwargs]
     opts = ExportOptions.take(kwargs, mode)
+    if mode == "export" and not opts.int8 and opts.format in ("onnx", "engine") and calib_keys:
+        raise ConfigError(f"'{calib_keys[0]}' sets up INT8 quantization, which this FP32 export does not do: add "
+                          f"int8=True or drop {calib_keys[0]}=")
     model, data = need(kwargs, "model", "best.pt"), kwargs.pop("data", None)
     onnx_args = {}
     if mode == "export" and opts.format == "onnx" and not opts.int8:  # Ultralytics' ONNX keys (opset=, dynamic=, ...)
         onnx_args = {k: kwargs.pop(k) for k in list(kwargs) if k in _ultralytics_keys()}
+        check_ultralytics_args(onnx_args, mode)
     refuse_rest(kwargs, mode)  # what is left: typos, and yolo-opt keys of other modes (one line each)
+    if opts.format == "engine":  # before the ONNX export and INT8 validation, which would leave their folders
+        from yolo_opt.deploy.tensorrt import import_tensorrt
+
+        import_tensorrt()
     export(model, opts, data, bundle=mode == "bundle", onnx_args=onnx_args)
 
 
@@ -279,7 +288,7 @@ def run_data(kwargs: dict[str, Any]) -> None:
 
 
 def run_sensitivity(kwargs: dict[str, Any]) -> None:
-    from yolo_opt.options import PruneOptions, SensitivityOptions, check_imgsz
+    from yolo_opt.options import PruneOptions, SensitivityOptions, check_imgsz, check_ultralytics_args
     from yolo_opt.prune.sensitivity import pruning_sensitivity
 
     prune = PruneOptions.take(kwargs, "sensitivity")
@@ -288,6 +297,7 @@ def run_sensitivity(kwargs: dict[str, Any]) -> None:
     imgsz = check_imgsz(kwargs.pop("imgsz", 640))
     out = Path(str(kwargs.pop("project", "runs/opt/sensitivity"))) / str(kwargs.pop("name", "exp"))
     check_known(kwargs, "sensitivity")  # what is left are `yolo val` arguments (batch=, workers=, conf=, ...)
+    check_ultralytics_args(kwargs, "val")
     report = pruning_sensitivity(model, data, opts, imgsz, prune.prune_method, prune.prune_round, out=out,
                                  val_args=kwargs)
     print((out / "sensitivity.md").read_text())
@@ -295,11 +305,12 @@ def run_sensitivity(kwargs: dict[str, Any]) -> None:
 
 
 def run_tune(kwargs: dict[str, Any]) -> None:
-    from yolo_opt.options import TuneOptions
+    from yolo_opt.options import TuneOptions, check_ultralytics_args
     from yolo_opt.tune import tune
 
     opts = TuneOptions.take(kwargs, "tune")
     model, data = need(kwargs, "model", "best.pt"), need(kwargs, "data", "data.yaml")
+    check_ultralytics_args(kwargs, "train")  # every trial trains with them
     summary = tune(model, data, opts, project=kwargs.pop("project", "runs/opt/tune"), **kwargs)
     print(f"study '{summary['study']}' ({summary['storage']}): {summary['states']}; recipes: {summary['recipes']}")
 
