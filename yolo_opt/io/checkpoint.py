@@ -171,7 +171,7 @@ def load_model(path: str | Path) -> nn.Module:
     return model
 
 
-def check_model_yaml(model: str | Path) -> dict:
+def check_model_yaml(model: str | Path, key: str = "model") -> dict:
     """The parsed model yaml (Ultralytics' name resolution: `yolov8n.yaml` needs no file), or one ModelError: a
     missing file, bad YAML, or a yaml that is no model (a data.yaml has no `backbone:`)."""
     from ultralytics.nn.tasks import yaml_model_load
@@ -179,12 +179,12 @@ def check_model_yaml(model: str | Path) -> dict:
     try:
         cfg = yaml_model_load(str(model))
     except (FileNotFoundError, OSError, ValueError, SyntaxError) as e:
-        raise ModelError(f"model={model}: {first_line(e)}; pass a .pt checkpoint or a model yaml such as "
+        raise ModelError(f"{key}={model}: {first_line(e)}; pass a .pt checkpoint or a model yaml such as "
                          "yolov8n.yaml") from None
     except Exception as e:  # yaml's parser errors
-        raise ModelError(f"model={model} is not valid YAML ({first_line(e)})") from None
+        raise ModelError(f"{key}={model} is not valid YAML ({first_line(e)})") from None
     if not isinstance(cfg, dict) or "backbone" not in cfg or "head" not in cfg:
-        raise ModelError(f"model={model} is not a model yaml (no backbone: and head:); a dataset goes in data=, the "
+        raise ModelError(f"{key}={model} is not a model yaml (no backbone: and head:); a dataset goes in data=, the "
                          "model is a .pt or e.g. yolov8n.yaml")
     return cfg
 

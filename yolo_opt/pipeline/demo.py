@@ -34,7 +34,7 @@ def run_demo(opts: DemoOptions | None = None, **kwargs: Any) -> dict[str, Any]:
     overrides = {"imgsz": opts.imgsz, "lat_imgsz": bench.lat_imgsz, "ov_precision": bench.ov_precision,
                  "plots": False, "workers": 0, **rest}
     load_recipe(opts.recipe, overrides)  # a bad recipe or override fails before anything is trained
-    check_model_yaml(f"{opts.arch}.yaml")  # arch=yolov99 failed after the dataset was written
+    check_model_yaml(f"{opts.arch}.yaml", key="arch")  # arch=yolov99 failed after the dataset was written
     out = demo_folder(opts.out)
     data = make_dataset(out / "data", seed=0, n_train=opts.n_train, n_val=opts.n_val, imgsz=opts.imgsz)
     LOGGER.info(f"yolo-opt demo: {opts.arch} baseline, {opts.base_epochs} epochs on the CPU (reused when done) ...")
