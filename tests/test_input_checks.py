@@ -182,3 +182,20 @@ def test_sensitivity_refusal_leaves_no_folder(tmp_path, v8_checkpoint, tiny_data
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and "unknown group" in lines[0], r.stderr[-3000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_segmentation_model_needs_a_segment_dataset(tmp_path, tiny_data):
+    """A segmentation model validated on box-only labels failed inside Ultralytics."""
+    from ultralytics.nn.tasks import SegmentationModel
+
+    from yolo_opt.data import CLASS_NAMES
+    from yolo_opt.io.checkpoint import save_model
+
+    net = SegmentationModel("yolov8n-seg.yaml", nc=len(CLASS_NAMES), verbose=False)
+    net.names = dict(enumerate(CLASS_NAMES))
+    seg = save_model(net, tmp_path / "seg.pt", train_args={"imgsz": IMGSZ, "task": "segment"})
+    cases = [["val", f"model={seg}", f"data={tiny_data}", f"imgsz={IMGSZ}"]]
+    results = refusals(cases, tmp_path)
+    assert_refused(results, cases)
+    assert "polygon" in results[0][1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seg.pt"]

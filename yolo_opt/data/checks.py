@@ -11,6 +11,7 @@ from typing import Any
 
 from yolo_opt.errors import DataError, first_line
 
+NO_POLYGONS = "boxes only, no polygons"
 IMG_SUFFIXES = {".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp"}
 
 
@@ -71,7 +72,7 @@ def _first_usable(files: list[Path], classes: int, task: str = "detect") -> str 
         if not corrupt and (task != "segment" or segments):
             return None
         if not corrupt:
-            reason = reason or f"{im.name}: boxes only, no polygons (a segmentation model needs a segment dataset)"
+            reason = reason or f"{im.name}: {NO_POLYGONS}"
             continue
         if reason is None:
             why = msg.split("ignoring corrupt image/label: ", 1)[-1].strip()
@@ -91,6 +92,9 @@ def dataset_images(data: Any, split: str = "train", info: dict[str, Any] | None 
     if not files:
         raise DataError(f"no images found in the '{split}' split of {data}; check its '{split}:' path")
     reason = _first_usable(files, len(info["names"]), task)
+    if reason is not None and reason.endswith(NO_POLYGONS):
+        raise DataError(f"the '{split}' split of {data} has box labels only: a segmentation model needs polygon labels "
+                        "(a segment dataset)")
     if reason is not None:
         raise DataError(f"none of the {len(files)} images of the '{split}' split of {data} is usable (corrupt image "
                         f"or label, e.g. {reason}); fix or replace them")

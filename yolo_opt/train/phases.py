@@ -42,7 +42,12 @@ def _check_inputs(model: str | Path, opts: TrainOptions, args: dict[str, Any]) -
     else:
         raise ModelError(f"model={model} must be a .pt checkpoint or a model .yaml")
     names = getattr(net, "names", None)
-    check_dataset(args.get("data"), names, ("train", "val") if args.get("val", True) else ("train",))
+    task = "detect"
+    if net is not None:
+        from yolo_opt.arch import adapter
+
+        task = adapter(net).task.name  # a segmentation model needs polygons
+    check_dataset(args.get("data"), names, ("train", "val") if args.get("val", True) else ("train",), task=task)
     if args.get("project"):  # Ultralytics would fail with a traceback after loading everything
         from yolo_opt.io.files import check_output
 
