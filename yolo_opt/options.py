@@ -11,6 +11,7 @@ This module imports no torch/Ultralytics: the CLI parses with it before anything
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -98,6 +99,9 @@ def coerce(name: str, spec: Spec, value: Any, default: Any) -> Any:
     except (TypeError, ValueError):
         example = spec.describe_range().replace("x", name) or f"{name}=<{spec.type.__name__}>"
         raise ConfigError(f"{name}={value!r} must be {spec.type.__name__} ({example})") from None
+    if spec.type is float and not math.isfinite(out):  # NaN compares False with every bound: refuse it here, once
+        example = spec.describe_range().replace("x", name) or f"a finite {name}="
+        raise ConfigError(f"{name}={value} is not a finite number; use {example}")
     if spec.choices and out not in spec.choices:
         raise ConfigError(f"unknown {name} '{out}'; choose one of: {', '.join(spec.choices)}")
     bad_low = spec.low is not None and (out <= spec.low if spec.low_open else out < spec.low)
@@ -114,6 +118,60 @@ def check_imgsz(value: Any, name: str = "imgsz") -> int:
     if value % 32:
         raise ConfigError(f"{name}={value} must be a multiple of the model stride 32, e.g. {name}={(value + 31) // 32 * 32}")
     return value
+
+
+SPLITS = ("train", "val", "test")
+
+
+def check_ultralytics_args(args: dict[str, Any], mode: str) -> None:
+    """Ultralytics' own check of its arguments (`get_cfg`), and the few it leaves to the middle of a run, before any
+    work: a bad value is one ConfigError here instead of a traceback after a run folder exists.
+
+    Only the keys Ultralytics knows are checked (ours are the option objects' job); `args` is not changed.
+    """
+    from ultralytics.cfg import DEFAULT_CFG_DICT, get_cfg
+
+    given = {k: v for k, v in args.items() if k in DEFAULT_CFG_DICT and k not in {"model", "data", "source", "cfg"}}
+    for name, value in given.items():  # get_cfg lets NaN through the keys that have no range
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{name}={value} is not a finite number")
+    try:
+        get_cfg(overrides=dict(given))  # its type and range checks (epochs=abc, epochs=0, lr0=nan, conf=abc, ...)
+    except (TypeError, ValueError, SyntaxError) as e:
+        from yolo_opt.errors import first_line
+
+        raise ConfigError(first_line(e)) from None
+    imgsz = given.get("imgsz")
+    sizes = imgsz if isinstance(imgsz, (list, tuple)) else [imgsz]
+    if imgsz is not None and (not 1 <= len(sizes) <= 2 or
+                              any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes)):
+        raise ConfigError(f"imgsz={imgsz} must be a positive integer, e.g. imgsz=640")
+    if mode == "val" and given.get("split", "val") not in SPLITS:
+        raise ConfigError(f"split={given['split']} is not a dataset split; choose one of: {', '.join(SPLITS)}")
+    if mode == "export" and "format" in given:
+        from ultralytics.engine.exporter import export_formats
+
+        formats = [f for f in export_formats()["Argument"] if f != "-"]
+        if str(given["format"]).lower() not in formats:
+            raise ConfigError(f"unknown export format={given['format']}; choose one of: {', '.join(formats)}")
+    if given.get("opset") is not None:
+        import onnx
+        import torch.onnx._constants as onnx_constants
+
+        top = min(onnx.defs.onnx_opset_version(), onnx_constants.ONNX_MAX_OPSET)
+        if not 7 <= given["opset"] <= top:
+            raise ConfigError(f"opset={given['opset']} is not an ONNX opset this torch exports; use 7 <= opset <= "
+                              f"{top}, or leave it out (the best one is chosen)")
+    device = given.get("device")
+    if device not in (None, "", "cpu") and not (mode in ("export", "bundle") and given.get("format") == "openvino"):
+        from ultralytics.utils.torch_utils import select_device
+
+        try:
+            select_device(str(device), verbose=False)
+        except (TypeError, ValueError) as e:
+            from yolo_opt.errors import first_line
+
+            raise ConfigError(f"device={device}: {first_line(e)}") from None
 
 
 # The one opt-in for checkpoints outside the safe-load allow-list (an environment variable, so it reaches every

@@ -165,21 +165,23 @@ def run_prune(kwargs: dict[str, Any]) -> None:
 def run_ultralytics(mode: str, kwargs: dict[str, Any]) -> None:
     from ultralytics import YOLO
 
-    from yolo_opt.data.checks import check_data_arg
-    from yolo_opt.io.checkpoint import load_model
+    from yolo_opt.data.checks import check_source, check_val_inputs
+    from yolo_opt.io.checkpoint import check_model_file
+    from yolo_opt.options import check_ultralytics_args
 
     check_known(kwargs, mode)
     ours = [k for k in kwargs if k not in _ultralytics_keys()]
     if ours:
         raise ConfigError(f"'{ours[0]}' is a yolo-opt key that 'yolo-opt {mode}' does not use; see 'yolo-opt help'")
     model = str(need(kwargs, "model", "best.pt"))
-    if model.endswith(".pt"):
-        load_model(model)  # the clear error for a missing, corrupt or untrusted checkpoint
-    elif not Path(model).exists():
-        raise ModelError(f"model file not found: {model}")
-    if mode == "val":
-        check_data_arg(kwargs.get("data"))
-    getattr(YOLO(model, task="detect"), mode)(**kwargs)
+    check_ultralytics_args(kwargs, mode)
+    ckpt = check_model_file(model)  # the clear error for a missing, corrupt, untrusted or foreign file
+    if mode == "val":  # Ultralytics' own dataset check would download (run `download:`) what is missing
+        kwargs["data"] = str(check_val_inputs(kwargs.get("data"), ckpt, kwargs.get("split", "val")))
+    elif mode == "predict":
+        check_source(kwargs.get("source"))
+    task = ckpt.get("task") if ckpt else None
+    getattr(YOLO(model, task=task or "detect"), mode)(**kwargs)
 
 
 def run_optimize(kwargs: dict[str, Any]) -> None:
@@ -249,7 +251,7 @@ def wants_deploy(mode: str, kwargs: dict[str, Any]) -> bool:
 def run_deploy(mode: str, kwargs: dict[str, Any]) -> None:
     """`export` with int8/engine/jetson and `bundle`."""
     from yolo_opt.deploy import export
-    from yolo_opt.options import ExportOptions
+    from yolo_opt.options import ExportOptions, PTQOptions, check_ultralytics_args
 
     if "quantize" in kwargs and "int8" in kwargs:  # one key, two spellings: given twice
         raise ConfigError("give int8=True or quantize=8, not both")
@@ -266,11 +268,16 @@ def run_deploy(mode: str, kwargs: dict[str, Any]) -> None:
         if kwargs["format"] not in ("jetson", "openvino"):
             raise ConfigError(f"bundle format={kwargs['format']!r}: choose jetson (TensorRT) or openvino")
         need(dict(kwargs), "out", f"{kwargs['format']}_bundle")
+    calib_keys = [k for k in PTQOptions.specs() if k in kwargs]
     opts = ExportOptions.take(kwargs, mode)
+    if mode == "export" and not opts.int8 and opts.format in ("onnx", "engine") and calib_keys:
+        raise ConfigError(f"'{calib_keys[0]}' sets up INT8 quantization, which this FP32 export does not do: add "
+                          f"int8=True or drop {calib_keys[0]}=")
     model, data = need(kwargs, "model", "best.pt"), kwargs.pop("data", None)
     onnx_args = {}
     if mode == "export" and opts.format == "onnx" and not opts.int8:  # Ultralytics' ONNX keys (opset=, dynamic=, ...)
         onnx_args = {k: kwargs.pop(k) for k in list(kwargs) if k in _ultralytics_keys()}
+        check_ultralytics_args(onnx_args, mode)
     refuse_rest(kwargs, mode)  # what is left: typos, and yolo-opt keys of other modes (one line each)
     report = export(model, opts, data, bundle=mode == "bundle", onnx_args=onnx_args)
     written = next(report[k] for k in ("bundle", "engine", "openvino", "path", "fp32") if report.get(k))
@@ -289,7 +296,7 @@ def run_data(kwargs: dict[str, Any]) -> None:
 
 
 def run_sensitivity(kwargs: dict[str, Any]) -> None:
-    from yolo_opt.options import PruneOptions, SensitivityOptions, check_imgsz
+    from yolo_opt.options import PruneOptions, SensitivityOptions, check_imgsz, check_ultralytics_args
     from yolo_opt.prune.sensitivity import pruning_sensitivity
 
     prune = PruneOptions.take(kwargs, "sensitivity")
@@ -298,6 +305,7 @@ def run_sensitivity(kwargs: dict[str, Any]) -> None:
     imgsz = check_imgsz(kwargs.pop("imgsz", 640))
     out = Path(str(kwargs.pop("project", "runs/opt/sensitivity"))) / str(kwargs.pop("name", "exp"))
     check_known(kwargs, "sensitivity")  # what is left are `yolo val` arguments (batch=, workers=, conf=, ...)
+    check_ultralytics_args(kwargs, "val")
     report = pruning_sensitivity(model, data, opts, imgsz, prune.prune_method, prune.prune_round, out=out,
                                  val_args=kwargs)
     print((out / "sensitivity.md").read_text())
@@ -305,11 +313,12 @@ def run_sensitivity(kwargs: dict[str, Any]) -> None:
 
 
 def run_tune(kwargs: dict[str, Any]) -> None:
-    from yolo_opt.options import TuneOptions
+    from yolo_opt.options import TuneOptions, check_ultralytics_args
     from yolo_opt.tune import tune
 
     opts = TuneOptions.take(kwargs, "tune")
     model, data = need(kwargs, "model", "best.pt"), need(kwargs, "data", "data.yaml")
+    check_ultralytics_args(kwargs, "train")  # every trial trains with them
     summary = tune(model, data, opts, project=kwargs.pop("project", "runs/opt/tune"), **kwargs)
     print(f"study '{summary['study']}' ({summary['storage']}): {summary['states']}; recipes: {summary['recipes']}")
 
@@ -393,7 +402,8 @@ def _dispatch(argv: list[str]) -> int:
         else:
             run_ultralytics(mode, kwargs)
     except YoloOptError as e:
-        print(f"yolo-opt: error: {e}", file=sys.stderr)
+        text = str(e).replace("\r", "\\r").replace("\n", "\\n")  # one line, even for a path holding a newline
+        print(f"yolo-opt: error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"yolo-opt: interrupted ({signal.Signals(_signalled).name})", file=sys.stderr)

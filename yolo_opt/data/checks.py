@@ -11,6 +11,7 @@ from typing import Any
 
 from yolo_opt.errors import DataError, first_line
 
+NO_POLYGONS = "boxes only, no polygons"
 IMG_SUFFIXES = {".bmp", ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp"}
 
 
@@ -56,26 +57,31 @@ def split_images(info: dict[str, Any], split: str) -> list[Path]:
     return sorted(set(files))
 
 
-def _first_usable(files: list[Path], classes: int) -> str | None:
+def _first_usable(files: list[Path], classes: int, task: str = "detect") -> str | None:
     """None once one image (and its label) passes Ultralytics' own check, else the reason the first one failed.
 
     Ultralytics drops corrupt images when it builds a dataset and fails with a traceback when none is left; the
-    same check (`verify_image_label`) stops at the first good image, so a usable split costs one image read.
+    same check (`verify_image_label`) stops at the first good image, so a usable split costs one image read. A
+    segmentation model needs an image with polygons: box-only labels fail in Ultralytics' mask loss or metrics.
     """
     from ultralytics.data.utils import img2label_paths, verify_image_label
 
     reason = None
     for im, lb in zip(files, img2label_paths([str(f) for f in files]), strict=True):
-        *_, corrupt, msg = verify_image_label((str(im), lb, "", False, classes, 0, 0, False))
-        if not corrupt:
+        _, _, _, segments, *_, corrupt, msg = verify_image_label((str(im), lb, "", False, classes, 0, 0, False))
+        if not corrupt and (task != "segment" or segments):
             return None
+        if not corrupt:
+            reason = reason or f"{im.name}: {NO_POLYGONS}"
+            continue
         if reason is None:
             why = msg.split("ignoring corrupt image/label: ", 1)[-1].strip()
             reason = f"{im.name}: {'not a readable image' if why.startswith('No module named') else first_line(why, 80)}"
     return reason
 
 
-def dataset_images(data: Any, split: str = "train", info: dict[str, Any] | None = None) -> list[Path]:
+def dataset_images(data: Any, split: str = "train", info: dict[str, Any] | None = None,
+                   task: str = "detect") -> list[Path]:
     """Image files of one split of a data.yaml, of which at least one is usable.
 
     Raises:
@@ -85,7 +91,10 @@ def dataset_images(data: Any, split: str = "train", info: dict[str, Any] | None 
     files = split_images(info, split)
     if not files:
         raise DataError(f"no images found in the '{split}' split of {data}; check its '{split}:' path")
-    reason = _first_usable(files, len(info["names"]))
+    reason = _first_usable(files, len(info["names"]), task)
+    if reason is not None and reason.endswith(NO_POLYGONS):
+        raise DataError(f"the '{split}' split of {data} has box labels only: a segmentation model needs polygon labels "
+                        "(a segment dataset)")
     if reason is not None:
         raise DataError(f"none of the {len(files)} images of the '{split}' split of {data} is usable (corrupt image "
                         f"or label, e.g. {reason}); fix or replace them")
@@ -93,12 +102,61 @@ def dataset_images(data: Any, split: str = "train", info: dict[str, Any] | None 
 
 
 def check_dataset(data: Any, names: dict[int, str] | None, splits: tuple[str, ...] = ("train", "val"),
-                  what: str = "the model") -> dict[str, Any]:
-    """The parsed dataset, after checking its classes against `names` and that each of `splits` has usable images."""
+                  what: str = "the model", task: str = "detect") -> dict[str, Any]:
+    """The parsed dataset, after checking its classes against `names` and that each of `splits` has usable images
+    (with polygons for `task="segment"`)."""
     info = check_classes(data, names, what)
     for split in splits:
-        dataset_images(data, split, info)
+        dataset_images(data, split, info, task)
     return info
+
+
+def check_val_inputs(data: Any, model: dict[str, Any], split: str = "val") -> Path:
+    """The dataset `val` scores a model on, checked as `train` checks it; returns its path.
+
+    `model` is what `check_model_file` read from a .pt (its classes, task and training dataset): without `data=`,
+    Ultralytics validates on the dataset the model was trained on, which must then be a file here (never a
+    download, never a data.yaml's `download:` script).
+    """
+    data = data if data not in (None, "") else model.get("data")
+    if data in (None, ""):
+        raise DataError("data= is required, e.g. data=data.yaml (the model does not name its dataset)")
+    check_dataset(data, model.get("names"), (split,), task=model.get("task") or "detect")
+    return check_data_arg(data)
+
+
+def check_source(source: Any) -> None:
+    """A `predict` source that exists and holds images or videos (URLs, streams and webcams are Ultralytics' own).
+
+    Ultralytics' default source (None: its bundled sample images) is left alone.
+    """
+    from ultralytics.data.utils import IMG_FORMATS, VID_FORMATS
+
+    if source is None or isinstance(source, int) or "://" in str(source) or str(source).isdigit():
+        return
+    text = str(source)
+    media = IMG_FORMATS | VID_FORMATS
+    if any(c in text for c in "*?["):  # a glob pattern
+        import glob
+
+        if not any(Path(p).suffix[1:].lower() in media for p in glob.glob(text, recursive=True)):
+            raise DataError(f"source={text} matches no image or video; check the pattern")
+        return
+    path = Path(text)
+    if not path.exists():
+        raise DataError(f"source not found: {path}; pass source=path/to/images (a folder, an image or a video)")
+    if path.is_dir():
+        if not any(p.suffix[1:].lower() in media for p in path.iterdir() if p.is_file()):
+            raise DataError(f"source={path} holds no images or videos; pass a folder of images")
+        return
+    if path.suffix == ".txt":  # Ultralytics' list of sources, one a line
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        if not lines or not all(Path(line).suffix[1:].lower() in media and Path(line).exists() for line in lines):
+            raise DataError(f"source={path} is a text file but not a list of existing image/video paths (one a line)")
+        return
+    if path.suffix[1:].lower() not in media:
+        raise DataError(f"source={path} is not an image or video ({path.suffix or 'no suffix'}); pass an image, a "
+                        "video or a folder of them")
 
 
 def check_classes(data: Any, names: dict[int, str] | None, what: str = "the model") -> dict[str, Any]:

@@ -47,6 +47,10 @@ def export(model: str | Path, opts: ExportOptions | None = None, data: str | Pat
     opts = ExportOptions.from_kwargs(opts, **shortcuts)
     if onnx_args and (opts.int8 or opts.format != "onnx"):
         raise ConfigError(f"{', '.join(onnx_args)}: Ultralytics ONNX arguments apply to an FP32 format=onnx export only")
+    if opts.format == "engine":  # before the ONNX export and INT8 validation, which would leave their folders
+        from yolo_opt.deploy.tensorrt import import_tensorrt
+
+        import_tensorrt()
     net = load_model(model)
     if opts.imgsz is None:  # as `yolo export`: the size the checkpoint was trained at
         opts = opts.replace(imgsz=trained_imgsz(model))

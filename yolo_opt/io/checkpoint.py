@@ -7,6 +7,7 @@ import re
 import warnings
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -180,6 +181,58 @@ def load_model(path: str | Path) -> nn.Module:
     except YoloOptError as e:
         raise ModelError(f"{path}: {e}") from e
     return model
+
+
+def check_model_yaml(model: str | Path, key: str = "model") -> dict:
+    """The parsed model yaml (Ultralytics' name resolution: `yolov8n.yaml` needs no file), or one ModelError: a
+    missing file, bad YAML, or a yaml that is no model (a data.yaml has no `backbone:`)."""
+    from ultralytics.nn.tasks import yaml_model_load
+
+    try:
+        cfg = yaml_model_load(str(model))
+    except (FileNotFoundError, OSError, ValueError, SyntaxError) as e:
+        raise ModelError(f"{key}={model}: {first_line(e)}; pass a .pt checkpoint or a model yaml such as "
+                         "yolov8n.yaml") from None
+    except Exception as e:  # yaml's parser errors
+        raise ModelError(f"{key}={model} is not valid YAML ({first_line(e)})") from None
+    if not isinstance(cfg, dict) or "backbone" not in cfg or "head" not in cfg:
+        raise ModelError(f"{key}={model} is not a model yaml (no backbone: and head:); a dataset goes in data=, the "
+                         "model is a .pt or e.g. yolov8n.yaml")
+    return cfg
+
+
+# Model files and folders Ultralytics loads besides a .pt (its export formats), by suffix
+MODEL_SUFFIXES = (".torchscript", ".onnx", ".engine", ".mlpackage", ".pb", ".tflite", ".mnn", ".xml", ".pte")
+MODEL_FOLDERS = ("_openvino_model", "_saved_model", "_web_model", "_paddle_model", "_ncnn_model", "_imx_model",
+                 "_rknn_model", "_executorch_model", "_axelera_model", "_mlpackage")
+
+
+def check_model_file(model: str | Path) -> dict[str, Any]:
+    """Check a `model=` of `val`/`predict` before Ultralytics opens it; one ModelError for a missing file, a folder
+    or file that is no model (a text file, a data.yaml), or a bad checkpoint.
+
+    Returns:
+        For a `.pt`: {"task", "names", "data" (the dataset it was trained on, or None)}; {} for other formats.
+    """
+    path = Path(str(model))
+    if path.suffix == ".pt":
+        net = load_model(path)
+        args = read_checkpoint(path).get("train_args") or {}
+        return {"task": adapter(net).task.name, "names": getattr(net, "names", None), "data": args.get("data")}
+    if path.suffix in {".yaml", ".yml"}:
+        check_model_yaml(path)
+        return {}
+    if not path.exists():
+        raise ModelError(f"model file not found: {path}; pass model=path/to/best.pt")
+    if path.is_dir():
+        if path.name.endswith(MODEL_FOLDERS) or any(path.glob("*.xml")):
+            return {}
+        raise ModelError(f"model={path} is a folder, not a model; pass a .pt, .onnx, .engine or an exported model "
+                         "folder")
+    if path.suffix.lower() not in MODEL_SUFFIXES:
+        raise ModelError(f"model={path} is not a model file ({path.suffix or 'no suffix'}); pass a .pt, .onnx, "
+                         ".engine or an exported model folder")
+    return {}
 
 
 def save_model(model: nn.Module, path: str | Path, train_args: dict | None = None) -> Path:

@@ -84,6 +84,10 @@ def check_output(path: str | Path, inputs: Iterable[str | Path] = (), folder: bo
     `inputs` (an input is never overwritten), and the nearest existing folder (above it) must be writable.
     """
     path = Path(path)
+    long = next((part for part in path.parts if len(os.fsencode(part)) > 255), None)  # NAME_MAX of Linux, macOS
+    if long is not None:
+        raise ConfigError(f"{key}= names a file or folder of {len(os.fsencode(long))} bytes; the file system allows "
+                          "255: choose a shorter name")
     if not folder and path.is_dir():
         raise ConfigError(f"{key}={path} is an existing folder; name the file to write, e.g. {key}={path / example}")
     if folder and path.exists() and not path.is_dir():
@@ -100,6 +104,29 @@ def check_output(path: str | Path, inputs: Iterable[str | Path] = (), folder: bo
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ConfigError(f"{key}={path}: folder {parent} is not writable; choose a writable location")
     return path
+
+
+@contextlib.contextmanager
+def made_folder(folder: str | Path) -> Iterator[Path]:
+    """Make `folder` (and its missing parents) for the block; a refusal (`YoloOptError`) in the block removes what
+    was made here, so a refused command leaves no folder behind. An existing folder is never removed."""
+    from yolo_opt.errors import YoloOptError
+
+    folder = Path(folder)
+    made = folder.absolute()
+    while not made.parent.exists():
+        made = made.parent
+    made = None if folder.exists() else made
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _unwritable(folder, e) from e
+    try:
+        yield folder
+    except YoloOptError:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+        raise
 
 
 @contextlib.contextmanager

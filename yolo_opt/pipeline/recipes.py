@@ -12,7 +12,14 @@ from typing import Any
 import yaml
 
 from yolo_opt.errors import ConfigError, first_line
-from yolo_opt.options import DEFAULT_RECIPE, BenchOptions, DeployOptions, PTQOptions, TrainOptions
+from yolo_opt.options import (
+    DEFAULT_RECIPE,
+    BenchOptions,
+    DeployOptions,
+    PTQOptions,
+    TrainOptions,
+    check_ultralytics_args,
+)
 from yolo_opt.pipeline.recipe import Recipe
 from yolo_opt.pipeline.stages import STAGES, check_order
 
@@ -83,6 +90,10 @@ def load_recipe(recipe: str | Path, overrides: dict[str, Any] | None = None) -> 
     bad = [k for k in rest if k not in DEFAULT_CFG_DICT]
     if bad:
         raise ConfigError(f"recipe {path.name}: unknown key '{bad[0]}'; see 'yolo-opt help' and 'yolo cfg'")
+    try:
+        check_ultralytics_args(rest, "train")
+    except ConfigError as e:
+        raise ConfigError(f"recipe {path.name}: {e}") from None
     for key in ("imgsz", "epochs", "batch"):
         if key in rest and (isinstance(rest[key], bool) or not isinstance(rest[key], int) or rest[key] < 1):
             raise ConfigError(f"recipe {path.name}: {key}={rest[key]!r} must be a positive integer")

@@ -7,18 +7,19 @@ through Ultralytics' resume), and a run folder made for another model, dataset o
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from yolo_opt.errors import DeployError, ModelError
-from yolo_opt.io.files import atomic_write_bytes, check_output
+from yolo_opt.io.files import atomic_write_bytes, check_output, made_folder
 from yolo_opt.options import DEFAULT_RECIPE
 from yolo_opt.pipeline.recipe import Recipe
 from yolo_opt.pipeline.recipes import load_recipe
 from yolo_opt.pipeline.stages import STAGES
-from yolo_opt.pipeline.state import Run, RunLock
+from yolo_opt.pipeline.state import Run, RunLock, check_run_folder
 
 
 def _sha256(path: Path) -> str:
@@ -49,16 +50,18 @@ def optimize(model: str | Path, data: str | Path, recipe: str | Path = DEFAULT_R
     net = load_model(model)
     check_dataset(data, getattr(net, "names", None))
     folder = check_output((Path(project) / (name or recipe.name)).resolve(), folder=True, key="name").resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    with RunLock(folder):
-        return _run_stages(folder, model, data, recipe)
+    fingerprint = {"model": _sha256(model), "data": str(data.resolve()), "data_yaml": _sha256(data)}
+    check_run_folder(folder, fingerprint, recipe.raw)  # a folder that is not this run's is refused untouched
+    with contextlib.ExitStack() as held:  # the lock is held from before the state is read to the last stage
+        with made_folder(folder):  # a refusal here removes the folder this call made; a stage's failure does not
+            held.enter_context(RunLock(folder))
+            run = Run(folder, fingerprint, recipe.raw, data.resolve())
+        return _run_stages(folder, model, recipe, run)
 
 
-def _run_stages(folder: Path, model: Path, data: Path, recipe: Recipe) -> dict[str, Any]:
+def _run_stages(folder: Path, model: Path, recipe: Recipe, run: Run) -> dict[str, Any]:
     from ultralytics.utils import TQDM as tqdm  # noqa: N812 (Ultralytics ships its own progress bar)
 
-    fingerprint = {"model": _sha256(model), "data": str(data.resolve()), "data_yaml": _sha256(data)}
-    run = Run(folder, fingerprint, recipe.raw, data.resolve())
     if "pt" not in run.state["artefacts"]:
         src = folder / "input.pt"
         atomic_write_bytes(src, model.read_bytes())

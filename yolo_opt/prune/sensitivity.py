@@ -162,19 +162,20 @@ def pruning_sensitivity(
     Returns:
         The report of `layer_sensitivity`.
     """
-    from yolo_opt.data.checks import check_classes
+    from yolo_opt.data.checks import check_dataset
     from yolo_opt.io.checkpoint import load_model
-    from yolo_opt.io.files import check_output
+    from yolo_opt.io.files import check_output, made_folder
     from yolo_opt.prune.report import write_sensitivity_report
 
     opts = SensitivityOptions.from_kwargs(opts, **shortcuts)
     check_method(prune_method)
     net = load_model(model)
-    check_classes(data, getattr(net, "names", None))
+    check_dataset(data, getattr(net, "names", None), ("val",), task=adapter(net).task.name)
     out = check_output(out, [model, data], folder=True, key="name")
-    out.mkdir(parents=True, exist_ok=True)
-    report = {"model": str(model), **layer_sensitivity(net, data, opts, imgsz, prune_method, prune_round, out, val_args)}
-    write_sensitivity_report(report, out)
+    with made_folder(out):  # a refusal (unknown group, ...) leaves no folder behind
+        report = {"model": str(model),
+                  **layer_sensitivity(net, data, opts, imgsz, prune_method, prune_round, out, val_args)}
+        write_sensitivity_report(report, out)
     return report
 
 

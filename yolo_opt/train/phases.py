@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from yolo_opt.errors import ConfigError, ModelError
-from yolo_opt.options import QATOptions, SensitivityOptions, TrainOptions
+from yolo_opt.options import QATOptions, SensitivityOptions, TrainOptions, check_ultralytics_args
 
 
 def _ultralytics_run(model: str | Path, opts: TrainOptions | None = None, after: QATOptions | None = None,
@@ -35,10 +35,19 @@ def _check_inputs(model: str | Path, opts: TrainOptions, args: dict[str, Any]) -
     net = None
     if str(model).endswith(".pt"):
         net = load_model(model)  # a clear error for a missing, corrupt or non-detection file
-    elif not str(model).endswith((".yaml", ".yml")):
+    elif str(model).endswith((".yaml", ".yml")):
+        from yolo_opt.io.checkpoint import check_model_yaml
+
+        check_model_yaml(model)  # a data.yaml as model= failed deep in Ultralytics (KeyError: 'backbone')
+    else:
         raise ModelError(f"model={model} must be a .pt checkpoint or a model .yaml")
     names = getattr(net, "names", None)
-    check_dataset(args.get("data"), names, ("train", "val") if args.get("val", True) else ("train",))
+    task = "detect"
+    if net is not None:
+        from yolo_opt.arch import adapter
+
+        task = adapter(net).task.name  # a segmentation model needs polygons
+    check_dataset(args.get("data"), names, ("train", "val") if args.get("val", True) else ("train",), task=task)
     if args.get("project"):  # Ultralytics would fail with a traceback after loading everything
         from yolo_opt.io.files import check_output
 
@@ -69,6 +78,19 @@ def _check_inputs(model: str | Path, opts: TrainOptions, args: dict[str, Any]) -
         args["distill_model"] = check_teacher(teacher, names, net, int(args.get("imgsz", 640)) if explicit else None)
 
 
+def _check_resume(model: str | Path) -> None:
+    """A resumable last.pt whose dataset is here: Ultralytics would otherwise try to download a named dataset
+    (`coco8.yaml`) of a finished run before it says there is nothing to resume."""
+    from yolo_opt.data.checks import read_dataset
+    from yolo_opt.io.checkpoint import read_checkpoint
+
+    ckpt = read_checkpoint(model)  # refused unless safe, before Ultralytics' resume opens it
+    if ckpt.get("epoch", -1) == -1:  # Ultralytics marks a finished run's last.pt with -1
+        raise ConfigError(f"{model} is a finished training run: nothing to resume; fine-tune it with model={model} "
+                          "(without resume=)")
+    read_dataset((ckpt.get("train_args") or {}).get("data"))
+
+
 def train(model: str | Path, opts: TrainOptions | None = None, **kwargs: Any) -> dict[str, Any]:
     """Train (fine-tune) `model` with Ultralytics, with yolo-opt's pruning, distillation and QAT.
 
@@ -86,11 +108,10 @@ def train(model: str | Path, opts: TrainOptions | None = None, **kwargs: Any) ->
         Dict with `save_dir`, `best` and `last` of the last phase (the trainer's own paths), `metrics`
         (Ultralytics), and `qat_onnx` when qat=True.
     """
-    opts, rest = TrainOptions.resolve(opts, kwargs)  # what is left is Ultralytics' (which checks its own keys)
+    opts, rest = TrainOptions.resolve(opts, kwargs)  # what is left is Ultralytics' arguments
+    check_ultralytics_args(rest, "train")  # its own checks, before anything is loaded or written
     if rest.get("resume"):  # Ultralytics restores its arguments, the trainer the pruning run, from last.pt
-        from yolo_opt.io.checkpoint import read_checkpoint
-
-        read_checkpoint(model)  # refused unless safe, before Ultralytics' resume opens it
+        _check_resume(model)
         trainer = _ultralytics_run(model, **rest)
         after = trainer.schedule.after
         if after:  # the run was the prune + recover phase of a phased run: QAT follows
