@@ -54,7 +54,6 @@ def run_demo(opts: DemoOptions | None = None, **kwargs: Any) -> dict[str, Any]:
 def demo_folder(out: str | Path) -> Path:
     """The demo's `out=`, made and marked as ours: absent, empty, or an earlier demo (its marker, or the run state of
     a demo made before the marker); anything else is refused before the first write."""
-    from yolo_opt.errors import ConfigError
     from yolo_opt.io.files import MARKER, check_output
 
     out = check_output(Path(str(out)), folder=True).resolve()
