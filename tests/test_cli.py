@@ -99,6 +99,21 @@ def test_help_lists_every_key():
         assert name in result.stdout
 
 
+def test_help_like_every_cli():
+    """`--help` and `-h` as every CLI; `MODE help` (or `MODE --help`) lists that mode's keys only."""
+    from yolo_opt.cli import main
+
+    for flag in ("--help", "-h"):
+        r = run_cli(flag)
+        assert r.returncode == 0 and r.stdout.startswith("usage: yolo-opt MODE") and "max_map_drop" in r.stdout
+    r = run_cli("deploy", "help")
+    assert r.returncode == 0 and r.stdout.startswith("usage: yolo-opt deploy")
+    assert "keep_candidates" in r.stdout and "prune_steps" not in r.stdout  # deploy's keys, not train's
+    r = run_cli("data", "--help")
+    assert r.returncode == 0 and "n_train" in r.stdout and "max_map_drop" not in r.stdout
+    assert main(["nope", "help"]) == 2  # an unknown mode stays an error
+
+
 def test_train_unreachable_target_writes_nothing(tmp_path, v8_checkpoint, tiny_data):
     r = run_cli("train", f"model={v8_checkpoint}", f"data={tiny_data}", "prune_target=0.01", f"project={tmp_path}",
                 "name=never", "imgsz=64")

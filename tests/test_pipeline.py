@@ -203,3 +203,18 @@ def test_rerun_of_finished_run_reports_and_other_keys_are_refused(optimized, v8_
     assert "stage 'benchmark' already done" in again.stdout + again.stderr
     other = run_cli(*args, "prune_target=0.3")
     assert other.returncode == 2 and "other recipe keys" in other.stderr
+
+
+def test_demo_takes_every_key_it_documents(tmp_path):
+    """`yolo-opt demo` end to end on a tiny scale through the CLI, with the keys its messages name (name=,
+    max_map_drop=): the report is written and names the deployed form, and nothing lands outside out=."""
+    out = tmp_path / "demo"
+    r = run_cli("demo", f"out={out}", "name=x", "max_map_drop=0.1", "n_train=16", "n_val=8", "imgsz=64",
+                "base_epochs=2", "epochs=1", "batch=8", "warmup_epochs=0", "calib_images=4", "runtimes=onnx",
+                "throughput_batch=0", "rounds=1", cwd=tmp_path, timeout=1200)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    report = (out / "x" / "report.md").read_text()
+    assert "## Deployed form (chosen by measurement here)" in report and "The bar: " in report
+    assert f"report: {out / 'x' / 'report.md'}" in r.stdout + r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]  # no runs/ in the working folder
+    assert not (out / "x" / "deploy" / "candidates").exists()  # intermediates removed once measured

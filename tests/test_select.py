@@ -202,3 +202,4 @@ def test_pipeline_is_never_faster_than_its_model_and_noise_is_named():
     assert noisy_copies(agree) is None
     apart = [("a", "k", 30.2, (30.0, 30.5)), ("b", "k", 23.1, (23.0, 23.3)), ("c", None, 1.0, None)]
     assert "too noisy to rank models less than 31% apart" in noisy_copies(apart)
+    assert noisy_copies([("a", "k", 30.2, (30.2, 30.2)), ("b", "k", 23.1, (23.1, 23.1))]) is None  # one round each

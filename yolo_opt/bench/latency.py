@@ -280,12 +280,13 @@ def noisy_copies(entries: list[tuple[str, Any, float | None, Any]]) -> str | Non
     (then this machine was too noisy to rank models that close), else None.
 
     Args:
-        entries: (label, what makes two entries copies: architecture and runtime, ms, (fastest, slowest) round).
+        entries: (label, what makes two entries copies: architecture and runtime, ms, (fastest, slowest) round);
+            an entry timed in one round (no spread) cannot be judged and is left out.
     """
     groups: dict[Any, list[tuple[str, float, Any]]] = {}
     for label, key, ms, spread in entries:
-        if ms is not None and key is not None:
-            groups.setdefault(key, []).append((label, ms, spread or (ms, ms)))
+        if ms is not None and key is not None and spread and spread[0] < spread[1]:  # one round shows no spread
+            groups.setdefault(key, []).append((label, ms, spread))
     worst = None
     for copies in groups.values():
         for i, (a, ms_a, sa) in enumerate(copies):

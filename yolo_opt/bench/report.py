@@ -206,7 +206,7 @@ def markdown_table(rows: dict[str, dict[str, Any]]) -> str:
     rounds = max((r.get("rounds") or 1 for r in rows.values()), default=1)
     lines.append(f"Latency: batch 1, {'/'.join(map(str, sorted(threads)))} threads, input "
                  f"{'/'.join(map(str, sorted(s for s in sizes if s)))} px; each file timed once for this report, in a "
-                 f"process of its own, the files taking turns over {rounds} rounds: the median, and in brackets the "
+                 f"process of its own, the files taking turns over {rounds} round(s): the median, and in brackets the "
                  f"fastest and slowest round. mAP from the Ultralytics validator on the val split (boxes"
                  f"{', and masks' if masks else ''}), each model on the head it ships with. 'pipeline' is what a "
                  f"user's loop spends per frame: letterbox of a real image + the model + decode (and NMS where the "

@@ -400,7 +400,7 @@ def bar_of(scores: dict[str, dict[str, float]], unpruned: list[str]) -> dict[str
         ref["why"] = "the unpruned input, the last model given; reference= adds the input trained as long as the " \
                      "pruned model, held as a candidate and as the bar where it scores higher"
     elif best == unpruned[0]:
-        ref["why"] = f"the unpruned input scores above the reference ({scores[unpruned[1]]['map']:.4f})"
+        ref["why"] = f"the unpruned input scores at or above the reference ({scores[unpruned[1]]['map']:.4f})"
         if scores[unpruned[1]]["map"] < scores[best]["map"]:
             ref["flag"] = (f"the reference scores below its input ({scores[unpruned[1]]['map']:.4f} < "
                            f"{scores[best]['map']:.4f}): its fine-tune lost accuracy, so it is not the bar")
@@ -513,7 +513,7 @@ def markdown(result: dict[str, Any]) -> str:
     if noise:
         lines.append(f"**Noise:** {noise}.")
     lines.append(f"Latency: batch 1 at {result['lat_imgsz']} px; each model in a process of its own, the models "
-                 f"taking turns over {result.get('rounds', 1)} rounds: the median, and in brackets the fastest and "
+                 f"taking turns over {result.get('rounds', 1)} round(s): the median, and in brackets the fastest and "
                  "slowest round. 'pipeline' is one frame of a real image: letterbox, the model (the 'model ms' is "
                  "timed inside those same frames), decode and NMS (none for an NMS-free output)."
                  + (f" Throughput: images/s of one call on {batch} images, timed in the same rounds (higher is "

@@ -242,7 +242,7 @@ def _benchmark(run: Run, recipe: Recipe) -> dict[str, Any]:
     timed = timings(result) if result and recipe.bench.ov_precision is None else {}  # one figure per file
     rows = benchmark(chosen.values(), run.data, recipe.imgsz, out=run.folder, lat_imgsz=recipe.bench.lat_imgsz,
                      names=chosen.keys(), references=("reference", "reference onnx", "reference openvino"),
-                     ov_precision=recipe.bench.ov_precision, timed=timed)
+                     ov_precision=recipe.bench.ov_precision, timed=timed, rounds=recipe.deploy.rounds)
     if result is not None:  # which form won here, and by how much
         report = run.folder / "report.md"
         text = (selection / "selection.md").read_text()
