@@ -325,6 +325,7 @@ def test_export_defaults_to_the_checkpoints_training_size(ws, tmp_path):
     assert dims == [1, 3, IMGSZ, IMGSZ]
     assert r.stdout.strip().splitlines()[-1] == f"yolo-opt: wrote {out}"
     assert "updating to 'imgsz=" not in r.stdout + r.stderr
+    assert f".{out.name}.yolo-opt" not in r.stdout + r.stderr  # no hint names the temporary folder it was made in
     r = run_cli("export", f"model={ws['base']}", "int8=True", f"data={ws['data']}", "calib_images=4",
                 f"out={tmp_path / 'out' / 'm_int8.onnx'}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -222,7 +222,7 @@ def _time(candidates: list[Candidate], imgsz: int, rounds: int, runs: int, threa
         c.runtime, c.threads, c.throughput = t["runtime"], t["threads"], t.get("throughput")
 
 
-def select_with(models: dict[str, str | Path], data: str | Path, out: str | Path, imgsz: int,
+def select_with(models: dict[str, str | Path], data: str | Path, out: str | Path, imgsz: int | None,
                 deploy: DeployOptions, ptq: PTQOptions, *, lat_imgsz: int | None = None,
                 reference: str | Path | None = None,
                 prebuilt: dict[tuple[str, str], Path] | None = None) -> dict[str, Any]:
@@ -238,7 +238,7 @@ def select_with(models: dict[str, str | Path], data: str | Path, out: str | Path
 REFERENCE = "reference"  # the label of `reference=` among the candidates
 
 
-def select_deployment(models: dict[str, str | Path], data: str | Path, out: str | Path, imgsz: int = 640, *,
+def select_deployment(models: dict[str, str | Path], data: str | Path, out: str | Path, imgsz: int | None = None, *,
                       target: str = "cpu", max_map_drop: float = 0.01, reference: str | Path | None = None,
                       runtimes: tuple[str, ...] = ("onnx", "openvino"), calib_images: int = 256,
                       lat_imgsz: int | None = None, rounds: int = 3, runs: int = 20,
@@ -257,7 +257,7 @@ def select_deployment(models: dict[str, str | Path], data: str | Path, out: str 
         data: data.yaml (calibration: train split; accuracy: val split).
         out: Folder for the selected model (`model.onnx` or `model_openvino_model/`), `selection.json`,
             `selection.md` and `selection.png` (and `candidates/` with `keep_candidates`).
-        imgsz: Export and validation size.
+        imgsz: Export and validation size (default: the size the unpruned input was trained at, as `yolo export`).
         target: "cpu" (measured here), or "jetson"/"gpu" (TensorRT: not measurable here, the bundle is written).
         max_map_drop: Largest accepted mAP50-95 drop (masks' too for segmentation) below the bar.
         reference: The input trained as long as the pruned model (unpruned): a candidate, and the bar if it beats
@@ -277,7 +277,7 @@ def select_deployment(models: dict[str, str | Path], data: str | Path, out: str 
     from ultralytics.utils import LOGGER
 
     from yolo_opt.data.checks import check_dataset, dataset_images
-    from yolo_opt.io.checkpoint import load_model
+    from yolo_opt.io.checkpoint import load_model, trained_imgsz
     from yolo_opt.io.files import atomic_folder, atomic_write_bytes, check_output
 
     if target not in TARGETS:
@@ -297,6 +297,7 @@ def select_deployment(models: dict[str, str | Path], data: str | Path, out: str 
         unpruned.append(REFERENCE)
     for pt in pts.values():
         check_dataset(data, getattr(load_model(pt), "names", None))  # a bad model or dataset: before any work
+    imgsz = imgsz or trained_imgsz(pts[labels[-1]])
     out = check_output(out, list(pts.values()), folder=True)
     if target != "cpu":
         from yolo_opt.deploy.bundle import make_bundle

@@ -222,7 +222,7 @@ def run_select(kwargs: dict[str, Any]) -> None:
     models = str(need(kwargs, "model", "pruned.pt,best.pt")).split(",")
     data = check_data_arg(need(kwargs, "data", "data.yaml"))
     out = need(kwargs, "out", "deploy")
-    imgsz = check_imgsz(kwargs.pop("imgsz", 640))
+    imgsz = check_imgsz(kwargs.pop("imgsz")) if "imgsz" in kwargs else None  # None: the input's training size
     refuse_rest(kwargs, "deploy")
     result = select_with(model_labels(models), data, out, imgsz, opts, ptq, lat_imgsz=bench.lat_imgsz,
                          reference=bench.reference)

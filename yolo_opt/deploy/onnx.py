@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from yolo_opt.errors import ConfigError, DeployError, first_line
-from yolo_opt.io.files import temporary_dir
+from yolo_opt.io.files import hints_outside, temporary_dir
 
 
 def export_onnx(
@@ -68,7 +68,8 @@ def export_onnx(
         if opset:
             args["opset"] = opset
         try:
-            written = Path(yolo.export(**args))
+            with hints_outside(tmpdir):
+                written = Path(yolo.export(**args))
         except Exception as e:
             first = first_line(e)
             raise DeployError(f"Ultralytics ONNX export of {model} failed: {first}") from e

@@ -50,11 +50,14 @@ def _ultralytics_fp32(model: Path, folder: Path, imgsz: int, head: dict[str, Any
     folder Ultralytics says it wrote."""
     from ultralytics import YOLO
 
+    from yolo_opt.io.files import hints_outside
+
     yolo = YOLO(str(model))  # its task from the checkpoint
     yolo.model.pt_path = str(folder / model.name)  # Ultralytics writes next to pt_path
     try:
-        written = Path(yolo.export(format="openvino", imgsz=imgsz, batch=1, dynamic=False, half=False, int8=False,
-                                   device="cpu", **head))
+        with hints_outside(folder):
+            written = Path(yolo.export(format="openvino", imgsz=imgsz, batch=1, dynamic=False, half=False, int8=False,
+                                       device="cpu", **head))
     except Exception as e:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise DeployError(f"Ultralytics OpenVINO export of {model} failed: {first}") from e

@@ -64,6 +64,33 @@ def _unwritable(path: Path, e: OSError) -> ConfigError:
     return ConfigError(f"cannot write {path}: {e.strerror or e}; choose a writable location for the output")
 
 
+@contextlib.contextmanager
+def hints_outside(folder: str | Path) -> Iterator[None]:
+    """Ultralytics' exporter ends with 'Results saved to', 'Predict:' and 'Validate:' lines that name the file it
+    wrote; ours are written in a temporary `folder` and moved, so those lines would name a path that no longer
+    exists: while this context is open, lines naming `folder` are left out of its log."""
+    import logging
+
+    from ultralytics.utils import LOGGER
+
+    names = {str(Path(folder)), str(Path(folder).resolve())}
+
+    class Hints(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            message = record.getMessage()
+            if any(n in message for n in names):
+                record.msg, record.args = "\n".join(ln for ln in message.splitlines()
+                                                     if not any(n in ln for n in names)), ()
+            return True
+
+    hints = Hints()
+    LOGGER.addFilter(hints)
+    try:
+        yield
+    finally:
+        LOGGER.removeFilter(hints)
+
+
 def temporary_dir(dest: str | Path) -> Path:
     """A new hidden temporary folder next to `dest` (same file system: its contents can be renamed into place)."""
     dest = Path(dest)
