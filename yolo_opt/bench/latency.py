@@ -149,7 +149,7 @@ def pipeline(infer: Callable[[np.ndarray], Any], meta: dict[str, Any], image: st
         t1 = time.perf_counter()
         out = infer(x)
         t2 = time.perf_counter()
-        yolo_decode.postprocess(out, meta, gain, pad, frame.shape[:2])
+        yolo_decode.postprocess(out, meta, gain, pad, image_shape=frame.shape[:2])
         t3 = time.perf_counter()
         return {"ms": (t2 - t1) * 1000, "pipeline_ms": (t3 - t0) * 1000}
 
@@ -167,7 +167,7 @@ def _timed(fn: Callable[[], Any], key: str) -> Callable[[], dict[str, float]]:
     return run
 
 
-def interleaved(paths: list[str | Path], imgsz: int | None = None, runs: int = 30, rounds: int = 3,
+def interleaved(paths: list[str | Path], imgsz: int | None = None, *, runs: int = 30, rounds: int = 3,
                 warmup: int = 5, threads: int | None = None, precision: str | None = None,
                 image: str | Path | None = None, batch: int = 0,
                 batch_paths: list[str | Path | None] | None = None, batch_only: bool = False) -> list[dict[str, Any]]:
@@ -221,7 +221,7 @@ def interleaved(paths: list[str | Path], imgsz: int | None = None, runs: int = 3
     return results
 
 
-def time_apart(items: list[dict[str, Any]], imgsz: int | None = None, rounds: int = 3, runs: int = 20,
+def time_apart(items: list[dict[str, Any]], imgsz: int | None = None, *, rounds: int = 3, runs: int = 20,
                warmup: int = 3, threads: int | None = None, image: str | Path | None = None,
                timeout: float = 3600) -> list[dict[str, Any]]:
     """The one timing protocol of reports: each model in a fresh process of its own, the models taking turns round
@@ -302,7 +302,7 @@ def noisy_copies(entries: list[tuple[str, Any, float | None, Any]]) -> str | Non
             "(more rounds=, or an idle machine)")
 
 
-def latency_in_process(paths: list[str | Path], imgsz: int | None = None, runs: int = 30, rounds: int = 3,
+def latency_in_process(paths: list[str | Path], imgsz: int | None = None, *, runs: int = 30, rounds: int = 3,
                        warmup: int = 5, threads: int | None = None, timeout: float = 3600,
                        precision: str | None = None, pipeline: str | None = None, batch: int = 0,
                        batch_paths: list[str | Path | None] | None = None,
@@ -337,7 +337,7 @@ def phases_in_process(requests: list[dict[str, Any]], timeout: float = 3600) -> 
     return json.loads(lines[-1])["phases"]
 
 
-def by_runtime(paths: list[str | Path], imgsz: int | None = None, runs: int = 30, rounds: int = 3,
+def by_runtime(paths: list[str | Path], imgsz: int | None = None, *, runs: int = 30, rounds: int = 3,
                threads: int | None = None, precision: str | None = None, pipeline: str | None = None,
                **kwargs: Any) -> list[dict[str, Any] | None]:
     """Latency of each model by the one protocol of reports (`time_apart`), None for a file no CPU runtime runs;

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from yolo_opt.errors import ConfigError
+from yolo_opt.options import DEFAULT_IMGSZ
 
 CANDIDATES = (8, 16, 32)
 MARGIN = 0.03  # a coarser rounding must be this much faster to be chosen
@@ -47,14 +48,14 @@ def machine() -> str:
     return f"{name} [{' '.join(wanted)}] x{os.cpu_count()}"
 
 
-def _key(model: Path, target: float, runtime: str, imgsz: int, per_layer: bool) -> str:
+def _key(model: Path, target: float, runtime: str, imgsz: int, *, per_layer: bool) -> str:
     digest = hashlib.sha256(model.read_bytes()).hexdigest()[:16]
     # per-layer copies follow the allocation, so its score's version is part of their key ("err2": output_change)
     extra = ["per-layer", "err2"] if per_layer else []
     return json.dumps([digest, round(target, 4), runtime, imgsz, machine(), *extra])
 
 
-def measured_round(model: str | Path, target: float, runtime: str, imgsz: int = 640,
+def measured_round(model: str | Path, target: float, runtime: str, imgsz: int = DEFAULT_IMGSZ, *,
                    candidates: tuple[int, ...] = CANDIDATES, runs: int = 20, rounds: int = 3,
                    threads: int | None = None, use_cache: bool = True,
                    data: str | Path | None = None) -> tuple[int, dict[str, Any]]:
@@ -77,7 +78,7 @@ def measured_round(model: str | Path, target: float, runtime: str, imgsz: int = 
     if not 0 < target < 1:
         raise ConfigError(f"choosing a rounding needs a GFLOPs target below 1 (got {target}); give prune_target=")
     model = Path(model)
-    key = _key(model, target, runtime, imgsz, data is not None)
+    key = _key(model, target, runtime, imgsz, per_layer=data is not None)
     cache = cache_file()
     table = json.loads(cache.read_text()) if cache.exists() else {}
     if use_cache and key in table:
@@ -94,7 +95,7 @@ def measured_round(model: str | Path, target: float, runtime: str, imgsz: int = 
             else:
                 from yolo_opt.deploy.openvino import export_openvino
 
-                files.append(export_openvino(pt, Path(tmp) / f"round{r}_openvino_model", imgsz, validate=False,
+                files.append(export_openvino(pt, Path(tmp) / f"round{r}_openvino_model", imgsz=imgsz, validate=False,
                                              progress=False).path)
         timed = latency_in_process(files, imgsz, runs=runs, rounds=rounds, threads=threads)
     ms = {r: t["ms"] for r, t in zip(candidates, timed, strict=True)}

@@ -222,7 +222,7 @@ def run_select(kwargs: dict[str, Any]) -> None:
     out = need(kwargs, "out", "deploy")
     imgsz = check_imgsz(kwargs.pop("imgsz", 640))
     refuse_rest(kwargs, "deploy")
-    result = select_with(model_labels(models), data, out, imgsz, opts, ptq, lat_imgsz=bench.lat_imgsz,
+    result = select_with(model_labels(models), data, out, imgsz, deploy=opts, ptq=ptq, lat_imgsz=bench.lat_imgsz,
                          reference=bench.reference)
     if result["measured"]:
         print((Path(result["out"]) / "selection.md").read_text())
@@ -283,8 +283,8 @@ def run_data(kwargs: dict[str, Any]) -> None:
 
     opts = DataOptions.take(kwargs, "data")
     refuse_rest(kwargs, "data")
-    path = make_dataset(opts.out, opts.seed, opts.n_train, opts.n_val, opts.imgsz, opts.max_objects, opts.task,
-                        opts.kind)
+    path = make_dataset(opts.out, seed=opts.seed, n_train=opts.n_train, n_val=opts.n_val, imgsz=opts.imgsz,
+                        max_objects=opts.max_objects, task=opts.task, kind=opts.kind)
     print(f"dataset written: {path}")
 
 
@@ -298,8 +298,8 @@ def run_sensitivity(kwargs: dict[str, Any]) -> None:
     imgsz = check_imgsz(kwargs.pop("imgsz", 640))
     out = Path(str(kwargs.pop("project", "runs/opt/sensitivity"))) / str(kwargs.pop("name", "exp"))
     check_known(kwargs, "sensitivity")  # what is left are `yolo val` arguments (batch=, workers=, conf=, ...)
-    report = pruning_sensitivity(model, data, opts, imgsz, prune.prune_method, prune.prune_round, out=out,
-                                 val_args=kwargs)
+    report = pruning_sensitivity(model, data, opts, imgsz, prune_method=prune.prune_method,
+                                 prune_round=prune.prune_round, out=out, val_args=kwargs)
     print((out / "sensitivity.md").read_text())
     print(f"sensitivity of {len(report['groups'])} groups in {report['seconds']}s: {out}/sensitivity.json, .md, .png")
 

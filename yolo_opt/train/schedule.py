@@ -31,18 +31,19 @@ def step_fraction(final: float, step: int, steps: int) -> float:
     return max(0.0, 1 - keep_next / keep_now)
 
 
-def step_ratio(model: nn.Module, opts: PruneOptions, run: dict[str, Any], step: int, steps: int, imgsz: int) -> float:
+def step_ratio(model: nn.Module, opts: PruneOptions, run: dict[str, Any], *, step: int, steps: int, imgsz: int) -> float:
     """This step's ratio of the current channels, so that after `steps` steps the goal (prune or GFLOPs) is met."""
     from yolo_opt.prune.targets import count_macs, ratio_for_macs
 
     if opts.prune_target is not None:
         goal = 1 - (1 - opts.prune_target) * step / steps  # of the run's starting MACs
         current = count_macs(model, imgsz)[0] / run["base_macs"]
-        return ratio_for_macs(model, min(1.0, goal / current), opts.prune_method, opts.prune_round, opts.prune_global)
+        return ratio_for_macs(model, min(1.0, goal / current), prune_method=opts.prune_method,
+                              prune_round=opts.prune_round, prune_global=opts.prune_global)
     return step_fraction(opts.prune, step, steps)
 
 
-def step_layer_ratios(model: nn.Module, opts: PruneOptions, run: dict[str, Any], step: int, steps: int,
+def step_layer_ratios(model: nn.Module, opts: PruneOptions, run: dict[str, Any], *, step: int, steps: int,
                       imgsz: int, data: str | None, folder: Path) -> dict[str, float]:
     """Per-group ratios of one step. The final allocation is computed once, at the first step, from the
     sensitivity report (`sensitivity=`, or an analysis of the model before pruning saved in `folder`), and kept in
@@ -55,9 +56,9 @@ def step_layer_ratios(model: nn.Module, opts: PruneOptions, run: dict[str, Any],
     from yolo_opt.prune.allocation import run_report, sensitivity_ratios
 
     if "layer_ratios" not in run:
-        report = run_report(model, opts, data, imgsz, folder)
-        start_allocation(run, model, *sensitivity_ratios(model, report, opts.prune or None, opts.prune_target,
-                                                         opts.prune_round))
+        report = run_report(model, opts, data, imgsz, folder=folder)
+        start_allocation(run, model, *sensitivity_ratios(model, report, prune=opts.prune or None,
+                                                         prune_target=opts.prune_target, round_to=opts.prune_round))
     return layer_step(model, run, step, steps)
 
 

@@ -315,15 +315,15 @@ class Pruning:
         step, steps = run["steps_done"] + 1, len(run["epochs"])
         if opts.per_layer:
             ratio = 0.0
-            layer_ratios = step_layer_ratios(model, opts, run, step, steps, imgsz, self.args.data,
-                                             self.save_dir / "sensitivity")
+            layer_ratios = step_layer_ratios(model, opts, run, step=step, steps=steps, imgsz=imgsz, data=self.args.data,
+                                             folder=self.save_dir / "sensitivity")
         else:
-            ratio, layer_ratios = step_ratio(model, opts, run, step, steps, imgsz), None
+            ratio, layer_ratios = step_ratio(model, opts, run, step=step, steps=steps, imgsz=imgsz), None
         batches = loss_fn = None
         if opts.prune_method in NEEDS_DATA:
             batches = (self.preprocess_batch(b) for b in islice(self.train_loader, opts.prune_batches))
             loss_fn = detection_loss
-        prune_model(model, ratio, opts.prune_method, opts.prune_round, opts.prune_global, batches=batches,
+        prune_model(model, ratio, opts.prune_method, opts.prune_round, prune_global=opts.prune_global, batches=batches,
                     loss_fn=loss_fn, layer_ratios=layer_ratios)
         macs, params = count_macs(model, imgsz)
         run["steps_done"] = step
