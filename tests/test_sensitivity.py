@@ -273,7 +273,7 @@ def test_per_layer_steps_land_on_the_one_shot_allocation(cfg):
     from yolo_opt.arch import adapter
     from yolo_opt.prune import count_macs, prune_model
     from yolo_opt.prune.groups import plans
-    from yolo_opt.train.schedule import group_width, layer_step, start_allocation
+    from yolo_opt.training.schedule import group_width, layer_step, start_allocation
 
     torch.manual_seed(0)
     model = DetectionModel(cfg, nc=5, verbose=False).eval()

@@ -121,7 +121,7 @@ def need(kwargs: dict[str, Any], key: str, example: str) -> Any:
 
 def run_train(kwargs: dict[str, Any]) -> None:
     from yolo_opt.options import DeployOptions, TrainOptions
-    from yolo_opt.train import train
+    from yolo_opt.training import train
 
     check_known(kwargs, "train")
     opts = TrainOptions.take(kwargs, "train")
@@ -210,8 +210,8 @@ def run_benchmark(kwargs: dict[str, Any]) -> None:
 
 
 def run_select(kwargs: dict[str, Any]) -> None:
-    from yolo_opt.bench.select import model_labels, select_with
     from yolo_opt.data.checks import check_data_arg
+    from yolo_opt.deploy.select import model_labels, select_with
     from yolo_opt.options import BenchOptions, DeployOptions, PTQOptions, check_imgsz
 
     opts = DeployOptions.take(kwargs, "deploy")
@@ -306,7 +306,7 @@ def run_sensitivity(kwargs: dict[str, Any]) -> None:
 
 def run_tune(kwargs: dict[str, Any]) -> None:
     from yolo_opt.options import TuneOptions
-    from yolo_opt.tune import tune
+    from yolo_opt.tuning import tune
 
     opts = TuneOptions.take(kwargs, "tune")
     model, data = need(kwargs, "model", "best.pt"), need(kwargs, "data", "data.yaml")

@@ -65,7 +65,7 @@ def check_order(recipe: Recipe, source: str) -> None:
 def _train_stage(run: Run, recipe: Recipe, name: str, model: Path, opts: TrainOptions | None = None,
                  **args: Any) -> Path:
     """A training stage in `run/<name>/`, resumed through Ultralytics when a previous attempt was killed."""
-    from yolo_opt.train.phases import train_in
+    from yolo_opt.training.phases import train_in
 
     trained = train_in(run.folder, name, model, opts, **{**recipe.ultralytics, "data": run.data, **args})
     out = run.folder / f"{name}.pt"
@@ -205,7 +205,7 @@ def _engine(run: Run, recipe: Recipe) -> None:
        "model (input or reference), chosen by measurement (ONNX Runtime FP32/INT8, OpenVINO default/f32/INT8; pruned "
        "and unpruned): deploy/")
 def _select(run: Run, recipe: Recipe) -> None:
-    from yolo_opt.bench.select import REFERENCE, select_with
+    from yolo_opt.deploy.select import REFERENCE, select_with
 
     models = {"pruned": run.path("pruned_pt") or run.path("pt")}
     unpruned = run.path("baseline_pt") or run.path("pt")
@@ -229,7 +229,7 @@ def _select(run: Run, recipe: Recipe) -> None:
 @stage("benchmark", (), (), "measure every artefact: report.md, report.png, results.json")
 def _benchmark(run: Run, recipe: Recipe) -> dict[str, Any]:
     from yolo_opt.bench.report import benchmark
-    from yolo_opt.bench.select import timings
+    from yolo_opt.deploy.select import timings
 
     labels = {"baseline_pt": "baseline", "reference_pt": "reference", "pruned_pt": "pruned",
               "baseline_onnx": "baseline onnx", "reference_onnx": "reference onnx", "fp32_onnx": "fp32 onnx",

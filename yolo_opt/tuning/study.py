@@ -55,8 +55,8 @@ def _measure(weights: Path, data: str, imgsz: int, *, latency: bool, metrics: di
 def run_trial(trial, model: str, data: str, *, fixed: dict[str, Any], ultralytics_args: dict[str, Any],
               run_dir: Path, objectives: str, max_epochs: int) -> tuple[float, float]:
     """Fine-tune with the trial's keys in `run_dir/trials/<number>`, then measure; returns the objectives."""
-    from yolo_opt.train.phases import train
-    from yolo_opt.tune.space import suggest
+    from yolo_opt.training.phases import train
+    from yolo_opt.tuning.space import suggest
 
     params = suggest(trial, fixed, max_epochs)
     folder = run_dir / "trials" / f"{trial.number:04d}"
@@ -154,8 +154,8 @@ def tune(
     from yolo_opt.data.checks import check_dataset
     from yolo_opt.io.checkpoint import load_model
     from yolo_opt.io.files import check_output
-    from yolo_opt.tune.report import report
-    from yolo_opt.tune.storage import open_storage, redact
+    from yolo_opt.tuning.report import report
+    from yolo_opt.tuning.storage import open_storage, redact
 
     opts, rest = TuneOptions.resolve(opts, kwargs)
     trials, storage, study, objectives = opts.trials, opts.storage, opts.study, opts.objectives

@@ -2,7 +2,7 @@
 while they train (one mixin, `Pruning`, over each of Ultralytics' trainers; `trainer_for(task)` picks one).
 
     from ultralytics import YOLO
-    from yolo_opt.train import PruneTrainer
+    from yolo_opt.training import PruneTrainer
     YOLO("best.pt").train(trainer=PruneTrainer, data="data.yaml", epochs=30, prune_target=0.5)
 
 What it adds, through the trainer's public methods (and one callback for the epoch start, which has no method):
@@ -115,7 +115,7 @@ class Pruning:
 
     def _record_run(self) -> None:
         """Write where this trainer keeps its checkpoints into its run folder (`RUN_RECORD`), so whoever continues
-        the run (`yolo_opt.train.train_in`) asks the trainer instead of assuming Ultralytics' folder layout."""
+        the run (`yolo_opt.training.train_in`) asks the trainer instead of assuming Ultralytics' folder layout."""
         import json
 
         from ultralytics.utils import RANK
@@ -194,7 +194,7 @@ class Pruning:
         if (self.resume and meta(model).get(RUN_KEY)) or not self.opts.prune.active:
             return  # a resumed run keeps its record (its options were restored in setup_model)
         from yolo_opt.prune.targets import count_macs
-        from yolo_opt.train.schedule import prune_epochs, sparsity_epochs
+        from yolo_opt.training.schedule import prune_epochs, sparsity_epochs
 
         macs, params = count_macs(model, self.args.imgsz)
         meta(model)[RUN_KEY] = {
@@ -219,7 +219,7 @@ class Pruning:
         return meta(student(self.model)).get(RUN_KEY)
 
     def _sparsity_on(self) -> bool:
-        from yolo_opt.train.schedule import sparsity_epochs
+        from yolo_opt.training.schedule import sparsity_epochs
 
         run = self._run()
         return (bool(self.opts.prune.sparsity) and run is not None and run["steps_done"] == 0
@@ -309,7 +309,7 @@ class Pruning:
         from yolo_opt.prune.importance import NEEDS_DATA
         from yolo_opt.prune.pruner import prune_model
         from yolo_opt.prune.targets import count_macs
-        from yolo_opt.train.schedule import step_layer_ratios, step_ratio
+        from yolo_opt.training.schedule import step_layer_ratios, step_ratio
 
         opts, run, imgsz = self.opts.prune, self._run(), self.args.imgsz
         step, steps = run["steps_done"] + 1, len(run["epochs"])

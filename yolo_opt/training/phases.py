@@ -18,7 +18,7 @@ def _ultralytics_run(model: str | Path, opts: TrainOptions | None = None, after:
     """One Ultralytics training run with yolo-opt's trainer, given `opts` (and the QAT phase to follow)."""
     from ultralytics import YOLO
 
-    from yolo_opt.train.trainer import PruneSchedule, trainer_for
+    from yolo_opt.training.trainer import PruneSchedule, trainer_for
 
     yolo = YOLO(str(model))  # its task from the checkpoint or yaml: the pruning trainer of that task
     if opts is not None:  # the trainer takes its options from this callback (how they also reach DDP workers)
@@ -168,7 +168,7 @@ def train_in(project: str | Path, name: str, model: str | Path, opts: TrainOptio
 
     from yolo_opt.errors import YoloOptError
     from yolo_opt.io.checkpoint import read_checkpoint
-    from yolo_opt.train.trainer import RUN_RECORD
+    from yolo_opt.training.trainer import RUN_RECORD
 
     folder = Path(project).resolve() / name
     record = folder / RUN_RECORD  # written by the trainer: where it keeps last.pt and best.pt
@@ -195,7 +195,7 @@ def attach(model, **opts: Any):
     """
     import functools
 
-    from yolo_opt.train.trainer import trainer_for
+    from yolo_opt.training.trainer import trainer_for
 
     options, rest = TrainOptions.resolve(None, opts)
     if rest:
