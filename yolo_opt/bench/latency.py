@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from yolo_opt.options import DEFAULT_IMGSZ
+
 RUNTIMES = {"pt": "PyTorch CPU", "onnx": "ONNX Runtime CPU", "openvino": "OpenVINO CPU"}
 
 
@@ -75,7 +77,7 @@ def runner(path: str | Path, imgsz: int | None = None, threads: int | None = Non
 
         from yolo_opt.io.checkpoint import load_model
 
-        size = imgsz or 640
+        size = imgsz or DEFAULT_IMGSZ
         model = load_model(path).fuse(verbose=False).eval()
         torch.set_num_threads(threads)
 
@@ -93,7 +95,7 @@ def runner(path: str | Path, imgsz: int | None = None, threads: int | None = Non
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         inp = session.get_inputs()[0]
-        shape = [d if isinstance(d, int) else (imgsz or 640) for d in inp.shape]
+        shape = [d if isinstance(d, int) else (imgsz or DEFAULT_IMGSZ) for d in inp.shape]
         if isinstance(inp.shape[0], int) and inp.shape[0] != batch:
             raise ValueError(f"{path} has a static batch of {inp.shape[0]}; export it at batch={batch}")
         shape[0] = batch
@@ -109,7 +111,7 @@ def runner(path: str | Path, imgsz: int | None = None, threads: int | None = Non
         model = core.read_model(str(model_xml(path)))
         partial = model.input(0).get_partial_shape()
         if partial.is_dynamic:
-            model.reshape([batch, 3, imgsz or 640, imgsz or 640])
+            model.reshape([batch, 3, imgsz or DEFAULT_IMGSZ, imgsz or DEFAULT_IMGSZ])
         elif partial[0].get_length() != batch:
             model.reshape([batch, *list(model.input(0).get_shape())[1:]])
         shape = list(model.input(0).get_shape())

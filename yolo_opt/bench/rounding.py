@@ -21,10 +21,13 @@ import os
 import platform
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from yolo_opt.errors import ConfigError
 from yolo_opt.options import DEFAULT_IMGSZ
+
+if TYPE_CHECKING:
+    from yolo_opt.options import PruneOptions
 
 CANDIDATES = (8, 16, 32)
 MARGIN = 0.03  # a coarser rounding must be this much faster to be chosen
@@ -113,3 +116,17 @@ def measured_round(model: str | Path, target: float, runtime: str, imgsz: int = 
     table[key] = record
     atomic_write_bytes(cache, json.dumps(table, indent=1).encode())
     return best, record
+
+
+def round_for(model: str | Path, prune: PruneOptions, runtime: str, *, imgsz: int, lat_imgsz: int | None = None,
+              data: str | Path | None = None) -> tuple[PruneOptions, dict[str, Any]]:
+    """`round_for=`: the pruning options with the `prune_round` measured fastest on `runtime`, and its record.
+
+    The one home of the decision for the CLI's `train` and the pipeline's `prune` stage: timed at `lat_imgsz` where
+    given (the size the deployed model runs at), else `imgsz`; per-layer runs prune the copies with per-layer ratios
+    from `data`, as the run will."""
+    if prune.prune_target is None:
+        raise ConfigError("round_for= measures roundings at a GFLOPs target: add prune_target=")
+    chosen, record = measured_round(model, prune.prune_target, runtime, lat_imgsz or imgsz,
+                                    data=data if prune.per_layer else None)
+    return prune.replace(prune_round=chosen), record

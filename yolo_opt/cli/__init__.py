@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from yolo_opt.errors import ConfigError, DeployError, ModelError, YoloOptError
+from yolo_opt.options import DEFAULT_IMGSZ
 
 MODES = {
     "train": "fine-tune with Ultralytics, pruning as asked (prune=, prune_target=, prune_steps=, ...)",
@@ -128,13 +129,11 @@ def run_train(kwargs: dict[str, Any]) -> None:
     round_for = DeployOptions.take(kwargs, "train").round_for
     model = need(kwargs, "model", "best.pt")
     if round_for:
-        from yolo_opt.bench.rounding import measured_round
+        from yolo_opt.bench.rounding import round_for as measured
 
-        if opts.prune.prune_target is None:
-            raise ConfigError("round_for= measures roundings at a GFLOPs target: add prune_target=")
-        chosen, _ = measured_round(model, opts.prune.prune_target, round_for, int(kwargs.get("imgsz", 640)),
-                                   data=kwargs.get("data") if opts.prune.per_layer else None)
-        opts = opts.replace(prune=opts.prune.replace(prune_round=chosen))
+        prune, _ = measured(model, opts.prune, round_for, imgsz=int(kwargs.get("imgsz", DEFAULT_IMGSZ)),
+                            data=kwargs.get("data"))
+        opts = opts.replace(prune=prune)
     resume = kwargs.get("resume")
     if isinstance(resume, str):  # yolo grammar: resume=path/to/last.pt
         model, kwargs["resume"] = resume, True
@@ -150,7 +149,7 @@ def run_prune(kwargs: dict[str, Any]) -> None:
 
     opts = PruneOptions.take(kwargs, "prune")
     model, out = need(kwargs, "model", "best.pt"), need(kwargs, "out", "pruned.pt")
-    imgsz = check_imgsz(kwargs.pop("imgsz", 640))
+    imgsz = check_imgsz(kwargs.pop("imgsz", DEFAULT_IMGSZ))
     data = kwargs.pop("data", None)
     refuse_rest(kwargs, "prune")
     summary = prune_checkpoint(model, out, opts, imgsz=imgsz, data=data)
@@ -200,7 +199,7 @@ def run_benchmark(kwargs: dict[str, Any]) -> None:
     bench = BenchOptions.take(kwargs, "benchmark")
     models = need(kwargs, "model", "best.pt,pruned.pt,pruned_int8.onnx")
     data = check_data_arg(need(kwargs, "data", "data.yaml"))
-    imgsz = check_imgsz(kwargs.pop("imgsz", 640))
+    imgsz = check_imgsz(kwargs.pop("imgsz", DEFAULT_IMGSZ))
     out = Path(str(kwargs.pop("project", "runs/opt"))) / str(kwargs.pop("name", "benchmark"))
     refuse_rest(kwargs, "benchmark")
     rows = benchmark(str(models).split(","), data, imgsz, out=out, lat_imgsz=bench.lat_imgsz, reference=bench.reference,
@@ -220,7 +219,7 @@ def run_select(kwargs: dict[str, Any]) -> None:
     models = str(need(kwargs, "model", "pruned.pt,best.pt")).split(",")
     data = check_data_arg(need(kwargs, "data", "data.yaml"))
     out = need(kwargs, "out", "deploy")
-    imgsz = check_imgsz(kwargs.pop("imgsz", 640))
+    imgsz = check_imgsz(kwargs.pop("imgsz", DEFAULT_IMGSZ))
     refuse_rest(kwargs, "deploy")
     result = select_with(model_labels(models), data, out, imgsz, deploy=opts, ptq=ptq, lat_imgsz=bench.lat_imgsz,
                          reference=bench.reference)
@@ -295,7 +294,7 @@ def run_sensitivity(kwargs: dict[str, Any]) -> None:
     prune = PruneOptions.take(kwargs, "sensitivity")
     opts = SensitivityOptions.take(kwargs, "sensitivity")
     model, data = need(kwargs, "model", "best.pt"), need(kwargs, "data", "data.yaml")
-    imgsz = check_imgsz(kwargs.pop("imgsz", 640))
+    imgsz = check_imgsz(kwargs.pop("imgsz", DEFAULT_IMGSZ))
     out = Path(str(kwargs.pop("project", "runs/opt/sensitivity"))) / str(kwargs.pop("name", "exp"))
     check_known(kwargs, "sensitivity")  # what is left are `yolo val` arguments (batch=, workers=, conf=, ...)
     report = pruning_sensitivity(model, data, opts, imgsz, prune_method=prune.prune_method,

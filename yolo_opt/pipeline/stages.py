@@ -102,12 +102,11 @@ def _prune(run: Run, recipe: Recipe) -> None:
     first = opts.replace(distill=distill, qat=opts.qat.replace(qat=False))
     info = {}
     if recipe.deploy.round_for and opts.prune.prune_target is not None:  # measured on the runtime it will run on
-        from yolo_opt.bench.rounding import measured_round
+        from yolo_opt.bench.rounding import round_for
 
-        lat_imgsz = recipe.bench.lat_imgsz or recipe.imgsz
-        chosen, info = measured_round(run.path("pt"), opts.prune.prune_target, recipe.deploy.round_for, lat_imgsz,
-                                      data=run.data if opts.prune.per_layer else None)
-        first = first.replace(prune=first.prune.replace(prune_round=chosen))
+        prune, info = round_for(run.path("pt"), first.prune, recipe.deploy.round_for, imgsz=recipe.imgsz,
+                                lat_imgsz=recipe.bench.lat_imgsz, data=run.data)
+        first = first.replace(prune=prune)
     out = _train_stage(run, recipe, "prune", run.path("pt"), opts=first)
     run.record("prune", {"pt": out, "pruned_pt": out}, **({"prune_round": info} if info else {}))
 

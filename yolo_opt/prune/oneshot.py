@@ -7,14 +7,14 @@ from typing import Any
 
 from yolo_opt.arch import SplitTwin, adapter
 from yolo_opt.errors import ConfigError, PruneError
-from yolo_opt.options import PruneOptions
+from yolo_opt.options import DEFAULT_IMGSZ, PruneOptions
 
 
 def prune_checkpoint(
     model: str | Path,
     out: str | Path,
     opts: PruneOptions | None = None,
-    imgsz: int = 640,
+    imgsz: int = DEFAULT_IMGSZ,
     data: str | Path | None = None,
     **shortcuts: Any,
 ) -> dict[str, Any]:

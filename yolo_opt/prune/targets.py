@@ -10,6 +10,7 @@ import torch_pruning as tp
 from torch import nn
 
 from yolo_opt.errors import PruneError
+from yolo_opt.options import DEFAULT_IMGSZ
 from yolo_opt.prune.depgraph import SEARCH_IMGSZ, eval_mode, example_input, n_pruned, no_forward_hooks
 from yolo_opt.prune.groups import plans
 from yolo_opt.prune.pruner import prune_model
@@ -19,7 +20,7 @@ SEARCH_MAX_RATIO = 0.7
 SEARCH_METHODS = ("l1", "l2", "bn")  # deterministic criteria: the searched ratio does not depend on data
 
 
-def count_macs(model: nn.Module, imgsz: int = 640) -> tuple[float, int]:
+def count_macs(model: nn.Module, imgsz: int = DEFAULT_IMGSZ) -> tuple[float, int]:
     """MACs of one forward pass at `imgsz` and the parameter count."""
     with eval_mode(model), no_forward_hooks(model), torch.no_grad():
         macs, params = tp.utils.count_ops_and_params(model, example_input(model, imgsz))

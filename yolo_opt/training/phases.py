@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from yolo_opt.errors import ConfigError, ModelError
-from yolo_opt.options import QATOptions, SensitivityOptions, TrainOptions
+from yolo_opt.options import DEFAULT_IMGSZ, QATOptions, SensitivityOptions, TrainOptions
 
 
 def _ultralytics_run(model: str | Path, opts: TrainOptions | None = None, after: QATOptions | None = None,
@@ -66,7 +66,7 @@ def _check_inputs(model: str | Path, opts: TrainOptions, args: dict[str, Any]) -
 
             names = read_dataset(args.get("data"))["names"]
         explicit = opts.distill.teacher is not None  # the model itself teaches at whatever size it is fine-tuned
-        args["distill_model"] = check_teacher(teacher, names, net, int(args.get("imgsz", 640)) if explicit else None)
+        args["distill_model"] = check_teacher(teacher, names, net, int(args.get("imgsz", DEFAULT_IMGSZ)) if explicit else None)
 
 
 def train(model: str | Path, opts: TrainOptions | None = None, **kwargs: Any) -> dict[str, Any]:
