@@ -152,7 +152,7 @@ F32_ROWS = [(v, "OpenVINO f32", f"{label}, f32 math") for v, runtime, label in R
 
 def selection(pts: dict[str, Path], data: Path, out: Path, args: argparse.Namespace) -> list[str]:
     """What `yolo-opt deploy` delivers for the pruned and the unpruned model here, and its table."""
-    from yolo_opt.bench.select import select_deployment
+    from yolo_opt.deploy.select import select_deployment
     from yolo_opt.errors import DeployError
 
     if out.exists():

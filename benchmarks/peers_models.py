@@ -13,7 +13,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 
 def train_run(model: str, data: Path, project: Path, name: str, epochs: int, imgsz: int, **opts) -> Path:
     """One cached training run with the benchmark's fixed settings."""
-    from yolo_opt.train import train_in
+    from yolo_opt.training import train_in
 
     return train_in(project, name, model, data=str(data), epochs=epochs, imgsz=imgsz, batch=16, workers=0,
                     plots=False, close_mosaic=max(1, epochs // 4), seed=0, deterministic=False, device="cpu", **opts)

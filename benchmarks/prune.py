@@ -104,7 +104,7 @@ HARD_SCHEDULE = {"optimizer": "AdamW", "lr0": 0.001}
 
 def train(project: Path, name: str, model: str | Path, data: Path, **kwargs) -> Path:
     """Train (or reuse / resume) a run on `data`; returns its best.pt."""
-    from yolo_opt.train import train_in
+    from yolo_opt.training import train_in
 
     return train_in(project, name, model, **{**TRAIN, "data": str(data), **kwargs})
 

@@ -32,8 +32,8 @@ RANK_SCRIPT = textwrap.dedent(r'''
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     from torch.nn.parallel import DistributedDataParallel as DDP
-    from yolo_opt.train import PruneTrainer
-    from yolo_opt.train.trainer import student
+    from yolo_opt.training import PruneTrainer
+    from yolo_opt.training.trainer import student
 
     trainer = PruneTrainer(overrides=dict(
         model=ckpt, data=data, epochs=2, imgsz=IMGSZ, batch=8, workers=0, plots=False, val=False, device="cpu",
@@ -114,7 +114,7 @@ def test_ddp_file_recreates_trainer_with_options(tmp_path, v8_checkpoint, tiny_d
     code = textwrap.dedent(f'''
         import json, runpy
         from ultralytics.utils.dist import ddp_cleanup, generate_ddp_file
-        from yolo_opt.train import PruneTrainer
+        from yolo_opt.training import PruneTrainer
 
         trainer = PruneTrainer(overrides=dict(model=r"{v8_checkpoint}", data=r"{tiny_data}", epochs=3, imgsz={IMGSZ},
                                               project=r"{tmp_path}", name="ddpfile", prune_target=0.6,

@@ -101,7 +101,7 @@ def output_distillation_grad(wrapper, batch) -> float:
 def _run_record(path):
     """The pruning run's record in a checkpoint (a distilled run's last.pt holds the wrapper around the student)."""
     from yolo_opt.io.checkpoint import meta, read_checkpoint
-    from yolo_opt.train.trainer import RUN_KEY, student
+    from yolo_opt.training.trainer import RUN_KEY, student
 
     ckpt = read_checkpoint(path)
     return meta(student(ckpt.get("ema") or ckpt["model"]))[RUN_KEY]

@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1] / "yolo_opt"
 # as long as no module cycle forms.
 LAYERS = [
     ("errors",), ("options",), ("arch",), ("io",), ("data",), ("validation",), ("quant",), ("prune", "distill"),
-    ("train",), ("deploy",), ("bench",), ("tune",), ("pipeline",), ("cli",),
+    ("training",), ("deploy", "bench"), ("tuning",), ("pipeline",), ("cli",),
 ]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
 
@@ -81,3 +81,35 @@ def test_no_import_cycles():
         if module not in state:
             visit(module, [module])
     assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+def _functions_and_calls():
+    for path in sorted(ROOT.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Call)):
+                yield path.relative_to(ROOT.parent), node
+
+
+def test_long_signatures_are_keyword_only():
+    """No function takes more than 8 parameters without a `*`: past that, a positional call is unreadable."""
+    long = [f"{path}:{node.lineno} {node.name}" for path, node in _functions_and_calls()
+            if not isinstance(node, ast.Call) and not node.args.kwonlyargs and node.args.vararg is None
+            and len(node.args.posonlyargs) + len(node.args.args) > 8]
+    assert not long, "more than 8 parameters and no `*`:\n" + "\n".join(long)
+
+
+def test_no_call_of_ours_passes_more_than_four_positional_arguments():
+    """Calls of yolo_opt's own functions name what they pass after the fourth argument (library calls such as
+    cv2's drawing functions keep their own conventions)."""
+    ours = {node.name for _, node in _functions_and_calls() if not isinstance(node, ast.Call)}
+    long = []
+    for path, node in _functions_and_calls():
+        if isinstance(node, ast.Call) and len(node.args) > 4:
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+            # a module's attribute (cv2.ellipse, nn.Conv2d) is a library's, unless it is one of our modules
+            library = isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and \
+                func.value.id in {"cv2", "nn", "np", "torch", "F"}
+            if name in ours and not library:
+                long.append(f"{path}:{node.lineno} {ast.unparse(func)}")
+    assert not long, "calls with more than 4 positional arguments:\n" + "\n".join(long)

@@ -68,12 +68,12 @@ def test_package_docstring_examples_build_valid_options():
 
 
 def test_verbs_stay_verbs_after_their_subpackage_loads():
-    """`train` and `tune` are verbs and subpackages: the README's `from yolo_opt import attach, train` gave the module
-    `yolo_opt.train` instead of the function once anything had loaded that subpackage."""
+    """`train` and `tune` are verbs; their subpackages are `training` and `tuning`, so loading one never replaces the
+    verb (the README's `from yolo_opt import attach, train` once gave the module `yolo_opt.train`)."""
     from tests.conftest import run_python
 
-    r = run_python("from yolo_opt import attach, train\nfrom yolo_opt.train import PruneTrainer\n"
-                   "from yolo_opt import train as again, tune\nimport yolo_opt.tune.study\nimport yolo_opt\n"
+    r = run_python("from yolo_opt import attach, train\nfrom yolo_opt.training import PruneTrainer\n"
+                   "from yolo_opt import train as again, tune\nimport yolo_opt.tuning.study\nimport yolo_opt\n"
                    "print(callable(train), callable(again), callable(tune), callable(yolo_opt.tune), "
                    "type(PruneTrainer).__name__)")
     assert r.returncode == 0, r.stderr[-2000:]

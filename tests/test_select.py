@@ -13,7 +13,7 @@ from tests.conftest import IMGSZ, make_checkpoint, run_cli
 
 
 def test_choice_is_the_fastest_within_the_bound_never_a_plain_export():
-    from yolo_opt.bench.select import Candidate, choose
+    from yolo_opt.deploy.select import Candidate, choose
 
     def c(model, form, m, ms, mask=None):
         return Candidate(model, form, f"{model}/{form}", map=m, mask_map=mask, latency_ms=ms, pipeline_ms=ms + 1)
@@ -34,7 +34,7 @@ def test_choice_is_the_fastest_within_the_bound_never_a_plain_export():
 
 
 def test_models_are_labelled_by_their_run_when_their_files_share_a_name():
-    from yolo_opt.bench.select import model_labels
+    from yolo_opt.deploy.select import model_labels
 
     assert list(model_labels(["runs/a/pruned.pt", "runs/b/best.pt"])) == ["pruned", "best"]
     assert list(model_labels(["runs/prune/weights/best.pt", "runs/base/weights/best.pt"])) == ["prune-best", "base-best"]
@@ -154,7 +154,7 @@ def test_benchmark_adds_the_pipeline_latency(models, tiny_data, tmp_path):
 
 def test_the_bar_is_the_best_unpruned_model_and_a_collapsed_reference_is_flagged():
     """A short fine-tune can collapse a trained model (its warm-up restarts): such a reference is never the bar."""
-    from yolo_opt.bench.select import bar_of
+    from yolo_opt.deploy.select import bar_of
 
     collapsed = bar_of({"best": {"map": 0.505}, "reference": {"map": 0.008}}, ["best", "reference"])
     assert collapsed["model"] == "best" and collapsed["map"] == 0.505
@@ -168,7 +168,7 @@ def test_the_bar_is_the_best_unpruned_model_and_a_collapsed_reference_is_flagged
 def test_a_pruned_model_that_misses_the_bar_is_said_and_the_table_still_written(tmp_path):
     """The unpruned reference is delivered, and one line says by how much the pruned model missed and what would
     admit it; with nothing within the bound the table, the line and the plot are still written."""
-    from yolo_opt.bench.select import Candidate, bar_of, choose, markdown, plot, verdict
+    from yolo_opt.deploy.select import Candidate, bar_of, choose, markdown, plot, verdict
 
     def c(model, form, m, ms):
         return Candidate(model, form, f"{model}/{form}", map=m, latency_ms=ms, pipeline_ms=ms + 1,

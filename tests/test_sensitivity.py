@@ -273,7 +273,7 @@ def test_per_layer_steps_land_on_the_one_shot_allocation(cfg):
     from yolo_opt.arch import adapter
     from yolo_opt.prune import count_macs, prune_model
     from yolo_opt.prune.groups import plans
-    from yolo_opt.train.schedule import group_width, layer_step, start_allocation
+    from yolo_opt.training.schedule import RunState, group_width
 
     torch.manual_seed(0)
     model = DetectionModel(cfg, nc=5, verbose=False).eval()
@@ -281,10 +281,10 @@ def test_per_layer_steps_land_on_the_one_shot_allocation(cfg):
     final = {name: 0.5 for name, _, _ in plans(model, 0.5, "l2", 8)[0]}
     assert any(group_width(model, n) == 16 for n in final)  # the groups that rounding spares at small steps
     one_shot = prune_model(copy.deepcopy(model), 0, "l2", 8, layer_ratios=final)
-    run: dict = {}
-    start_allocation(run, model, final, None)
+    run = RunState()
+    run.start_allocation(model, final, None)
     for step in (1, 2, 3):
-        prune_model(model, 0, "l2", 8, layer_ratios=layer_step(model, run, step, 3))
+        prune_model(model, 0, "l2", 8, layer_ratios=run.layer_step(model, step, 3))
     assert {n: group_width(model, n) for n in final} == {n: group_width(one_shot, n) for n in final}
     assert count_macs(model, 128)[0] == count_macs(one_shot, 128)[0]
 

@@ -40,7 +40,7 @@ def test_train_prunes_in_trainer(pruned_run, v8_checkpoint):
 
 
 def test_fine_tune_steps_every_batch_unless_told():
-    from yolo_opt.train.phases import fine_tune_steps
+    from yolo_opt.training.phases import fine_tune_steps
 
     cases = [("best.pt", {"batch": 8}, 8), ("best.pt", {}, 16), ("best.pt", {"batch": 8, "nbs": 64}, 64),
              ("yolov8n.yaml", {"batch": 8}, None), ("best.pt", {"batch": -1}, None), ("best.pt", {"batch": 0.7}, None)]

@@ -118,7 +118,7 @@ def test_failing_trial_is_recorded(tmp_path, v8_checkpoint, tiny_data):
 )
 def test_bad_storage_urls(tmp_path, url, message):
     from yolo_opt.errors import YoloOptError
-    from yolo_opt.tune import open_storage
+    from yolo_opt.tuning import open_storage
 
     with pytest.raises(YoloOptError, match=message) as e:
         open_storage(url.format(tmp=tmp_path), tmp_path)

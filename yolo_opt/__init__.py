@@ -11,9 +11,6 @@ The public verbs take a model plus a typed option object (`yolo_opt.options`), o
 
 __version__ = "0.2.0"
 
-import sys
-import types
-
 from yolo_opt.errors import (  # noqa: E402
     ConfigError,
     DataError,
@@ -33,10 +30,10 @@ _LAZY = {
     "PTQOptions": "yolo_opt.options",
     "ExportOptions": "yolo_opt.options",
     "TuneOptions": "yolo_opt.options",
-    "PruneTrainer": "yolo_opt.train",
-    "SegmentPruneTrainer": "yolo_opt.train",
-    "attach": "yolo_opt.train",
-    "train": "yolo_opt.train",
+    "PruneTrainer": "yolo_opt.training",
+    "SegmentPruneTrainer": "yolo_opt.training",
+    "attach": "yolo_opt.training",
+    "train": "yolo_opt.training",
     "prune_model": "yolo_opt.prune",
     "prune_checkpoint": "yolo_opt.prune",
     "load_model": "yolo_opt.io",
@@ -50,7 +47,7 @@ _LAZY = {
     "export_qat_onnx": "yolo_opt.quant",
     "optimize": "yolo_opt.pipeline",
     "benchmark": "yolo_opt.bench.report",
-    "tune": "yolo_opt.tune",
+    "tune": "yolo_opt.tuning",
 }
 
 __all__ = [
@@ -76,20 +73,3 @@ def __getattr__(name):
         return value
     raise AttributeError(f"module 'yolo_opt' has no attribute {name!r}")
 
-
-class _Facade(types.ModuleType):
-    """The package module, where `yolo_opt.train` and `yolo_opt.tune` stay the verbs.
-
-    Two verbs share their name with the subpackage that implements them, and Python's import system sets a
-    subpackage as an attribute of its parent when it first loads it: `from yolo_opt import train` then returned the
-    module `yolo_opt.train` to the second caller. The subpackages stay importable by their full names
-    (`from yolo_opt.train import PruneTrainer`); only the package attribute is the verb.
-    """
-
-    def __setattr__(self, name: str, value) -> None:
-        if name in _LAZY and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Facade

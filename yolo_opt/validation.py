@@ -12,6 +12,8 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
+from yolo_opt.options import DEFAULT_IMGSZ
+
 
 def validate(weights: str | Path, data: str | Path, imgsz: int, batch: int = 16, device: str = "cpu",
              end2end: bool | None = None) -> dict:
@@ -90,7 +92,7 @@ def validate_onnx(
     dataset_images(data, "val")  # clear DataError before Ultralytics tries to download anything
     graph = load_onnx(path, check=False)
     if imgsz is None:
-        imgsz = onnx_metadata(graph).get("imgsz", 640)
+        imgsz = onnx_metadata(graph).get("imgsz", DEFAULT_IMGSZ)
     args = {"data": str(data), "imgsz": imgsz, "plots": False, "batch": 1, "verbose": verbose, "device": "cpu"}
     yolo = YOLO(str(path))
     with _scratch() as scratch:

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from yolo_opt.options import DEFAULT_IMGSZ
+
 RUNTIMES = {"pt": "PyTorch CPU", "onnx": "ONNX Runtime CPU", "openvino": "OpenVINO CPU"}
 
 
@@ -75,7 +77,7 @@ def runner(path: str | Path, imgsz: int | None = None, threads: int | None = Non
 
         from yolo_opt.io.checkpoint import load_model
 
-        size = imgsz or 640
+        size = imgsz or DEFAULT_IMGSZ
         model = load_model(path).fuse(verbose=False).eval()
         torch.set_num_threads(threads)
 
@@ -93,7 +95,7 @@ def runner(path: str | Path, imgsz: int | None = None, threads: int | None = Non
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         inp = session.get_inputs()[0]
-        shape = [d if isinstance(d, int) else (imgsz or 640) for d in inp.shape]
+        shape = [d if isinstance(d, int) else (imgsz or DEFAULT_IMGSZ) for d in inp.shape]
         if isinstance(inp.shape[0], int) and inp.shape[0] != batch:
             raise ValueError(f"{path} has a static batch of {inp.shape[0]}; export it at batch={batch}")
         shape[0] = batch
@@ -109,7 +111,7 @@ def runner(path: str | Path, imgsz: int | None = None, threads: int | None = Non
         model = core.read_model(str(model_xml(path)))
         partial = model.input(0).get_partial_shape()
         if partial.is_dynamic:
-            model.reshape([batch, 3, imgsz or 640, imgsz or 640])
+            model.reshape([batch, 3, imgsz or DEFAULT_IMGSZ, imgsz or DEFAULT_IMGSZ])
         elif partial[0].get_length() != batch:
             model.reshape([batch, *list(model.input(0).get_shape())[1:]])
         shape = list(model.input(0).get_shape())
@@ -149,7 +151,7 @@ def pipeline(infer: Callable[[np.ndarray], Any], meta: dict[str, Any], image: st
         t1 = time.perf_counter()
         out = infer(x)
         t2 = time.perf_counter()
-        yolo_decode.postprocess(out, meta, gain, pad, frame.shape[:2])
+        yolo_decode.postprocess(out, meta, gain, pad, image_shape=frame.shape[:2])
         t3 = time.perf_counter()
         return {"ms": (t2 - t1) * 1000, "pipeline_ms": (t3 - t0) * 1000}
 
@@ -167,7 +169,7 @@ def _timed(fn: Callable[[], Any], key: str) -> Callable[[], dict[str, float]]:
     return run
 
 
-def interleaved(paths: list[str | Path], imgsz: int | None = None, runs: int = 30, rounds: int = 3,
+def interleaved(paths: list[str | Path], imgsz: int | None = None, *, runs: int = 30, rounds: int = 3,
                 warmup: int = 5, threads: int | None = None, precision: str | None = None,
                 image: str | Path | None = None, batch: int = 0,
                 batch_paths: list[str | Path | None] | None = None, batch_only: bool = False) -> list[dict[str, Any]]:
@@ -221,7 +223,7 @@ def interleaved(paths: list[str | Path], imgsz: int | None = None, runs: int = 3
     return results
 
 
-def time_apart(items: list[dict[str, Any]], imgsz: int | None = None, rounds: int = 3, runs: int = 20,
+def time_apart(items: list[dict[str, Any]], imgsz: int | None = None, *, rounds: int = 3, runs: int = 20,
                warmup: int = 3, threads: int | None = None, image: str | Path | None = None,
                timeout: float = 3600) -> list[dict[str, Any]]:
     """The one timing protocol of reports: each model in a fresh process of its own, the models taking turns round
@@ -303,7 +305,7 @@ def noisy_copies(entries: list[tuple[str, Any, float | None, Any]]) -> str | Non
             "(more rounds=, or an idle machine)")
 
 
-def latency_in_process(paths: list[str | Path], imgsz: int | None = None, runs: int = 30, rounds: int = 3,
+def latency_in_process(paths: list[str | Path], imgsz: int | None = None, *, runs: int = 30, rounds: int = 3,
                        warmup: int = 5, threads: int | None = None, timeout: float = 3600,
                        precision: str | None = None, pipeline: str | None = None, batch: int = 0,
                        batch_paths: list[str | Path | None] | None = None,
@@ -338,7 +340,7 @@ def phases_in_process(requests: list[dict[str, Any]], timeout: float = 3600) -> 
     return json.loads(lines[-1])["phases"]
 
 
-def by_runtime(paths: list[str | Path], imgsz: int | None = None, runs: int = 30, rounds: int = 3,
+def by_runtime(paths: list[str | Path], imgsz: int | None = None, *, runs: int = 30, rounds: int = 3,
                threads: int | None = None, precision: str | None = None, pipeline: str | None = None,
                **kwargs: Any) -> list[dict[str, Any] | None]:
     """Latency of each model by the one protocol of reports (`time_apart`), None for a file no CPU runtime runs;

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import torch
 
+from yolo_opt.options import DEFAULT_IMGSZ
 from yolo_opt.validation import validate, validate_onnx
 
 __all__ = ["model_stats", "onnx_latency", "torch_latency", "validate", "validate_onnx"]
 
 
-def torch_latency(weights: str | Path, imgsz: int = 640, runs: int = 30, warmup: int = 5) -> dict:
+def torch_latency(weights: str | Path, imgsz: int = DEFAULT_IMGSZ, runs: int = 30, warmup: int = 5) -> dict:
     """Median batch-1 CPU latency (ms) of a fused `.pt` model in eval mode, with the threads used (this process)."""
     from yolo_opt.bench.latency import interleaved
 
@@ -33,7 +34,7 @@ def onnx_latency(path: str | Path, imgsz: int | None = None, runs: int = 30, war
     return {"ms": r["ms"], "threads": r["threads"], "imgsz": r["imgsz"]}
 
 
-def model_stats(weights: str | Path, imgsz: int = 640) -> dict:
+def model_stats(weights: str | Path, imgsz: int = DEFAULT_IMGSZ) -> dict:
     """Parameters, GFLOPs at `imgsz` and file size of a `.pt` checkpoint."""
     from yolo_opt.io.checkpoint import load_model
     from yolo_opt.prune.targets import count_macs

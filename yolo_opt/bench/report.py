@@ -10,6 +10,7 @@ from typing import Any
 from yolo_opt.bench.latency import noisy_copies
 from yolo_opt.errors import ModelError
 from yolo_opt.io.files import atomic_write_bytes, check_output
+from yolo_opt.options import DEFAULT_IMGSZ
 
 SUPPORTED = (".pt", ".onnx", ".engine", ".xml", "an OpenVINO *_openvino_model/ folder")
 
@@ -86,7 +87,7 @@ def onnx_stats(path: str | Path) -> dict[str, float]:
     return {"params": params, "gflops": 2 * macs / 1e9}
 
 
-def measure_file(path: str | Path, data: str | Path, imgsz: int, lat_imgsz: int | None = None,
+def measure_file(path: str | Path, data: str | Path, imgsz: int, *, lat_imgsz: int | None = None,
                  runs: int = 30, latency: bool = True) -> dict[str, Any]:
     """Every figure of one model file: params, GFLOPs, size, mAP50-95/mAP50, CPU latency and its runtime.
 
@@ -329,8 +330,8 @@ def _unique_labels(models: list[Path]) -> list[str]:
     return [str(m) for m in models]
 
 
-def benchmark(models: Iterable[str | Path], data: str | Path, imgsz: int = 640, out: str | Path | None = None,
-              lat_imgsz: int | None = None, runs: int = 30, names: Iterable[str] | None = None,
+def benchmark(models: Iterable[str | Path], data: str | Path, imgsz: int = DEFAULT_IMGSZ, *,
+              out: str | Path | None = None, lat_imgsz: int | None = None, runs: int = 30, names: Iterable[str] | None = None,
               references: Iterable[str] = (), reference: str | Path | None = None, rounds: int = 3,
               ov_precision: str | None = None, timed: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """`yolo-opt benchmark`: measure each model file and write the report. Returns the rows.
@@ -363,7 +364,7 @@ def benchmark(models: Iterable[str | Path], data: str | Path, imgsz: int = 640, 
     dataset_images(data, "val")
     rows = {}
     for label, m in tqdm(list(zip(labels, models, strict=True)), desc="benchmark", unit="model"):
-        rows[label] = measure_file(m, data, imgsz, lat_imgsz, runs, latency=False)
+        rows[label] = measure_file(m, data, imgsz, lat_imgsz=lat_imgsz, runs=runs, latency=False)
         if label in references:
             rows[label]["reference"] = True
     timed = dict(timed or {})

@@ -21,9 +21,13 @@ import os
 import platform
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from yolo_opt.errors import ConfigError
+from yolo_opt.options import DEFAULT_IMGSZ
+
+if TYPE_CHECKING:
+    from yolo_opt.options import PruneOptions
 
 CANDIDATES = (8, 16, 32)
 MARGIN = 0.03  # a coarser rounding must be this much faster to be chosen
@@ -47,14 +51,14 @@ def machine() -> str:
     return f"{name} [{' '.join(wanted)}] x{os.cpu_count()}"
 
 
-def _key(model: Path, target: float, runtime: str, imgsz: int, per_layer: bool) -> str:
+def _key(model: Path, target: float, runtime: str, imgsz: int, *, per_layer: bool) -> str:
     digest = hashlib.sha256(model.read_bytes()).hexdigest()[:16]
     # per-layer copies follow the allocation, so its score's version is part of their key ("err2": output_change)
     extra = ["per-layer", "err2"] if per_layer else []
     return json.dumps([digest, round(target, 4), runtime, imgsz, machine(), *extra])
 
 
-def measured_round(model: str | Path, target: float, runtime: str, imgsz: int = 640,
+def measured_round(model: str | Path, target: float, runtime: str, imgsz: int = DEFAULT_IMGSZ, *,
                    candidates: tuple[int, ...] = CANDIDATES, runs: int = 20, rounds: int = 3,
                    threads: int | None = None, use_cache: bool = True,
                    data: str | Path | None = None) -> tuple[int, dict[str, Any]]:
@@ -77,7 +81,7 @@ def measured_round(model: str | Path, target: float, runtime: str, imgsz: int = 
     if not 0 < target < 1:
         raise ConfigError(f"choosing a rounding needs a GFLOPs target below 1 (got {target}); give prune_target=")
     model = Path(model)
-    key = _key(model, target, runtime, imgsz, data is not None)
+    key = _key(model, target, runtime, imgsz, per_layer=data is not None)
     cache = cache_file()
     table = json.loads(cache.read_text()) if cache.exists() else {}
     if use_cache and key in table:
@@ -94,7 +98,7 @@ def measured_round(model: str | Path, target: float, runtime: str, imgsz: int = 
             else:
                 from yolo_opt.deploy.openvino import export_openvino
 
-                files.append(export_openvino(pt, Path(tmp) / f"round{r}_openvino_model", imgsz, validate=False,
+                files.append(export_openvino(pt, Path(tmp) / f"round{r}_openvino_model", imgsz=imgsz, validate=False,
                                              progress=False).path)
         timed = latency_in_process(files, imgsz, runs=runs, rounds=rounds, threads=threads)
     ms = {r: t["ms"] for r, t in zip(candidates, timed, strict=True)}
@@ -112,3 +116,17 @@ def measured_round(model: str | Path, target: float, runtime: str, imgsz: int = 
     table[key] = record
     atomic_write_bytes(cache, json.dumps(table, indent=1).encode())
     return best, record
+
+
+def round_for(model: str | Path, prune: PruneOptions, runtime: str, *, imgsz: int, lat_imgsz: int | None = None,
+              data: str | Path | None = None) -> tuple[PruneOptions, dict[str, Any]]:
+    """`round_for=`: the pruning options with the `prune_round` measured fastest on `runtime`, and its record.
+
+    The one home of the decision for the CLI's `train` and the pipeline's `prune` stage: timed at `lat_imgsz` where
+    given (the size the deployed model runs at), else `imgsz`; per-layer runs prune the copies with per-layer ratios
+    from `data`, as the run will."""
+    if prune.prune_target is None:
+        raise ConfigError("round_for= measures roundings at a GFLOPs target: add prune_target=")
+    chosen, record = measured_round(model, prune.prune_target, runtime, lat_imgsz or imgsz,
+                                    data=data if prune.per_layer else None)
+    return prune.replace(prune_round=chosen), record

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from yolo_opt.errors import ConfigError, DeployError, ModelError, YoloOptError
+from yolo_opt.options import DEFAULT_IMGSZ
 
 MODES = {
     "train": "fine-tune with Ultralytics, pruning as asked (prune=, prune_target=, prune_steps=, ...)",
@@ -121,20 +122,18 @@ def need(kwargs: dict[str, Any], key: str, example: str) -> Any:
 
 def run_train(kwargs: dict[str, Any]) -> None:
     from yolo_opt.options import DeployOptions, TrainOptions
-    from yolo_opt.train import train
+    from yolo_opt.training import train
 
     check_known(kwargs, "train")
     opts = TrainOptions.take(kwargs, "train")
     round_for = DeployOptions.take(kwargs, "train").round_for
     model = need(kwargs, "model", "best.pt")
     if round_for:
-        from yolo_opt.bench.rounding import measured_round
+        from yolo_opt.bench.rounding import round_for as measured
 
-        if opts.prune.prune_target is None:
-            raise ConfigError("round_for= measures roundings at a GFLOPs target: add prune_target=")
-        chosen, _ = measured_round(model, opts.prune.prune_target, round_for, int(kwargs.get("imgsz", 640)),
-                                   data=kwargs.get("data") if opts.prune.per_layer else None)
-        opts = opts.replace(prune=opts.prune.replace(prune_round=chosen))
+        prune, _ = measured(model, opts.prune, round_for, imgsz=int(kwargs.get("imgsz", DEFAULT_IMGSZ)),
+                            data=kwargs.get("data"))
+        opts = opts.replace(prune=prune)
     resume = kwargs.get("resume")
     if isinstance(resume, str):  # yolo grammar: resume=path/to/last.pt
         model, kwargs["resume"] = resume, True
@@ -150,7 +149,7 @@ def run_prune(kwargs: dict[str, Any]) -> None:
 
     opts = PruneOptions.take(kwargs, "prune")
     model, out = need(kwargs, "model", "best.pt"), need(kwargs, "out", "pruned.pt")
-    imgsz = check_imgsz(kwargs.pop("imgsz", 640))
+    imgsz = check_imgsz(kwargs.pop("imgsz", DEFAULT_IMGSZ))
     data = kwargs.pop("data", None)
     refuse_rest(kwargs, "prune")
     summary = prune_checkpoint(model, out, opts, imgsz=imgsz, data=data)
@@ -202,7 +201,7 @@ def run_benchmark(kwargs: dict[str, Any]) -> None:
     bench = BenchOptions.take(kwargs, "benchmark")
     models = need(kwargs, "model", "best.pt,pruned.pt,pruned_int8.onnx")
     data = check_data_arg(need(kwargs, "data", "data.yaml"))
-    imgsz = check_imgsz(kwargs.pop("imgsz", 640))
+    imgsz = check_imgsz(kwargs.pop("imgsz", DEFAULT_IMGSZ))
     out = Path(str(kwargs.pop("project", "runs/opt"))) / str(kwargs.pop("name", "benchmark"))
     refuse_rest(kwargs, "benchmark")
     rows = benchmark(str(models).split(","), data, imgsz, out=out, lat_imgsz=bench.lat_imgsz, reference=bench.reference,
@@ -212,8 +211,8 @@ def run_benchmark(kwargs: dict[str, Any]) -> None:
 
 
 def run_select(kwargs: dict[str, Any]) -> None:
-    from yolo_opt.bench.select import model_labels, select_with
     from yolo_opt.data.checks import check_data_arg
+    from yolo_opt.deploy.select import model_labels, select_with
     from yolo_opt.options import BenchOptions, DeployOptions, PTQOptions, check_imgsz
 
     opts = DeployOptions.take(kwargs, "deploy")
@@ -224,7 +223,7 @@ def run_select(kwargs: dict[str, Any]) -> None:
     out = need(kwargs, "out", "deploy")
     imgsz = check_imgsz(kwargs.pop("imgsz")) if "imgsz" in kwargs else None  # None: the input's training size
     refuse_rest(kwargs, "deploy")
-    result = select_with(model_labels(models), data, out, imgsz, opts, ptq, lat_imgsz=bench.lat_imgsz,
+    result = select_with(model_labels(models), data, out, imgsz, deploy=opts, ptq=ptq, lat_imgsz=bench.lat_imgsz,
                          reference=bench.reference)
     if result["measured"]:
         print((Path(result["out"]) / "selection.md").read_text())
@@ -290,8 +289,8 @@ def run_data(kwargs: dict[str, Any]) -> None:
 
     opts = DataOptions.take(kwargs, "data")
     refuse_rest(kwargs, "data")
-    path = make_dataset(opts.out, opts.seed, opts.n_train, opts.n_val, opts.imgsz, opts.max_objects, opts.task,
-                        opts.kind)
+    path = make_dataset(opts.out, seed=opts.seed, n_train=opts.n_train, n_val=opts.n_val, imgsz=opts.imgsz,
+                        max_objects=opts.max_objects, task=opts.task, kind=opts.kind)
     print(f"dataset written: {path}")
 
 
@@ -302,19 +301,19 @@ def run_sensitivity(kwargs: dict[str, Any]) -> None:
     prune = PruneOptions.take(kwargs, "sensitivity")
     opts = SensitivityOptions.take(kwargs, "sensitivity")
     model, data = need(kwargs, "model", "best.pt"), need(kwargs, "data", "data.yaml")
-    imgsz = check_imgsz(kwargs.pop("imgsz", 640))
+    imgsz = check_imgsz(kwargs.pop("imgsz", DEFAULT_IMGSZ))
     out = Path(str(kwargs.pop("project", "runs/opt/sensitivity"))) / str(kwargs.pop("name", "exp"))
     check_known(kwargs, "sensitivity")  # what is left are `yolo val` arguments (batch=, workers=, conf=, ...)
     check_ultralytics_args(kwargs, "val")
-    report = pruning_sensitivity(model, data, opts, imgsz, prune.prune_method, prune.prune_round, out=out,
-                                 val_args=kwargs)
+    report = pruning_sensitivity(model, data, opts, imgsz, prune_method=prune.prune_method,
+                                 prune_round=prune.prune_round, out=out, val_args=kwargs)
     print((out / "sensitivity.md").read_text())
     print(f"sensitivity of {len(report['groups'])} groups in {report['seconds']}s: {out}/sensitivity.json, .md, .png")
 
 
 def run_tune(kwargs: dict[str, Any]) -> None:
     from yolo_opt.options import TuneOptions, check_ultralytics_args
-    from yolo_opt.tune import tune
+    from yolo_opt.tuning import tune
 
     opts = TuneOptions.take(kwargs, "tune")
     model, data = need(kwargs, "model", "best.pt"), need(kwargs, "data", "data.yaml")

@@ -136,6 +136,7 @@ def _sample(rng: np.random.Generator, size: int, max_objects: int, masks: bool =
 
 def make_dataset(
     out: str | Path,
+    *,
     seed: int = 0,
     n_train: int = 300,
     n_val: int = 80,
@@ -202,7 +203,7 @@ def make_dataset(
                     name = f"{i:05d}.png"
                 else:  # a seed per image: a larger set starts with the smaller one's images
                     img, labels = hard.hard_sample(np.random.default_rng([seed, split_id, i]), imgsz, max_objects,
-                                                   kind, photos, masks=task == "segment")
+                                                   kind, photos=photos, masks=task == "segment")
                     name = f"{i:05d}.jpg"
                 cv2.imwrite(str(tmp / "images" / split / name), img)
                 (tmp / "labels" / split / f"{i:05d}.txt").write_text("\n".join(labels) + "\n")

@@ -78,7 +78,7 @@ def _background(rng: np.random.Generator, h: int, w: int, photos: list[np.ndarra
     return img
 
 
-def _outline(name: str, cx: float, cy: float, r: float, angle: float) -> list[np.ndarray]:
+def _outline(name: str, cx: float, cy: float, r: float, *, angle: float) -> list[np.ndarray]:
     """Filled polygons (pixel coordinates) of an outline of radius r around (cx, cy), rotated by angle."""
     def poly(n: int, radii: list[float] | None = None, start: float = -np.pi / 2) -> np.ndarray:
         t = start + angle + np.arange(n) * 2 * np.pi / n
@@ -117,7 +117,7 @@ def _outline(name: str, cx: float, cy: float, r: float, angle: float) -> list[np
     return [pts @ np.array([[c, s], [-s, c]]) + (cx, cy)]
 
 
-def _marking(img: np.ndarray, name: str, cx: float, cy: float, r: float, angle: float, color: tuple) -> None:
+def _marking(img: np.ndarray, name: str, cx: float, cy: float, *, r: float, angle: float, color: tuple) -> None:
     """The class's inner detail, ~1/3 of the object's radius: what tells classes of one outline apart."""
     if name == "plain":
         return
@@ -179,7 +179,7 @@ def _distractor(rng: np.random.Generator, img: np.ndarray, outlines: tuple[str, 
         cv2.line(img, p1, p2, color, int(rng.integers(1, 4)), cv2.LINE_AA, 4)
     else:
         shape = outlines[int(rng.integers(len(outlines)))]
-        polys = _outline(shape, cx, cy, r, rng.uniform(0, 2 * np.pi))
+        polys = _outline(shape, cx, cy, r, angle=rng.uniform(0, 2 * np.pi))
         cv2.fillPoly(img, [np.round(p * 16).astype(np.int32) for p in polys], color, cv2.LINE_AA, 4)
         ink = tuple(255.0 - c for c in color)
         cv2.circle(img, (int(cx * 16), int(cy * 16)), int(r * 0.5 * 16), ink, 1, cv2.LINE_AA, 4)
@@ -207,7 +207,7 @@ def _light(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def hard_sample(rng: np.random.Generator, imgsz: int, max_objects: int, kind: str, photos: list[np.ndarray],
+def hard_sample(rng: np.random.Generator, imgsz: int, max_objects: int, kind: str, *, photos: list[np.ndarray],
                 masks: bool = False) -> tuple[np.ndarray, list[str]]:
     """One image of `kind` and its label lines (boxes, or polygons with `masks`)."""
     outlines, markings = OUTLINES[kind], MARKINGS[kind]
@@ -226,7 +226,7 @@ def hard_sample(rng: np.random.Generator, imgsz: int, max_objects: int, kind: st
         cx, cy = rng.uniform(-0.3 * r, w + 0.3 * r), rng.uniform(-0.3 * r, h + 0.3 * r)  # some run off the image
         angle = rng.uniform(0, 2 * np.pi)
         mask = np.zeros((h, w), np.uint8)
-        polys = [np.round(p * 16).astype(np.int32) for p in _outline(outlines[o], cx, cy, r, angle)]
+        polys = [np.round(p * 16).astype(np.int32) for p in _outline(outlines[o], cx, cy, r, angle=angle)]
         cv2.fillPoly(mask, polys, 255, cv2.LINE_8, 4)
         if not mask.any():
             continue
@@ -237,7 +237,7 @@ def hard_sample(rng: np.random.Generator, imgsz: int, max_objects: int, kind: st
         region[sel] = texture[sel]
         mean = texture[sel].mean(0)
         ink = tuple(float(v) for v in np.where(mean > 128, rng.uniform(0, 70, 3), rng.uniform(185, 255, 3)))
-        _marking(img, markings[mk], cx, cy, r, angle, ink)
+        _marking(img, markings[mk], cx, cy, r=r, angle=angle, color=ink)
         full = (mask > 0).sum() / max(1.0, _area(outlines[o], r))  # share inside the image
         objects.append((o * len(markings) + mk, mask, min(1.0, full)))
     img = _light(rng, img)
@@ -267,7 +267,7 @@ def _area(name: str, r: float) -> float:
     """Pixel area of an outline of radius r (from a large rendering, cached per outline)."""
     if name not in _UNIT_AREA:
         canvas = np.zeros((400, 400), np.uint8)
-        cv2.fillPoly(canvas, [np.round(p * 16).astype(np.int32) for p in _outline(name, 200, 200, 150, 0.0)], 255,
+        cv2.fillPoly(canvas, [np.round(p * 16).astype(np.int32) for p in _outline(name, 200, 200, 150, angle=0.0)], 255,
                      cv2.LINE_8, 4)
         _UNIT_AREA[name] = (canvas > 0).sum() / 150**2
     return _UNIT_AREA[name] * r * r

@@ -4,6 +4,7 @@
     onnx       FP32 ONNX through Ultralytics' exporter
     tensorrt   TensorRT engines (TensorRT imported lazily)
     bundle     the Jetson folder and its scripts (templates/)
+    select     `yolo-opt deploy`: the fastest deployable form on this machine, chosen by measurement
 """
 
 from yolo_opt.deploy.bundle import make_bundle

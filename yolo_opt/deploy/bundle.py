@@ -11,6 +11,7 @@ from typing import Any
 
 from yolo_opt.errors import ConfigError
 from yolo_opt.io.files import atomic_folder, owned_folder
+from yolo_opt.options import DEFAULT_IMGSZ
 
 README = """yolo-opt Jetson bundle ({name})
 ===========================================
@@ -148,7 +149,8 @@ def make_bundle(
     model: str | Path,
     data: str | Path | None,
     out: str | Path,
-    imgsz: int | list[int] = 640,
+    *,
+    imgsz: int | list[int] = DEFAULT_IMGSZ,
     int8: bool = True,
     calib: str = "minmax",
     calib_images: int = 256,
@@ -268,7 +270,8 @@ def make_openvino_bundle(
     model: str | Path,
     data: str | Path | None,
     out: str | Path,
-    imgsz: int = 640,
+    *,
+    imgsz: int = DEFAULT_IMGSZ,
     calib_images: int = 256,
     max_map_drop: float | None = None,
     device: str | None = None,
@@ -303,8 +306,9 @@ def make_openvino_bundle(
                                validate=validate, progress=progress, end2end=info["end2end"])
         meta = yaml.safe_load((fp32.path / "metadata.yaml").read_text()) or {}
         _head(info, model, bool(meta.get("end2end", False)))
-        int8 = export_openvino(model, tmp / "model_int8_openvino_model", imgsz, True, data, calib_images,
-                               max_map_drop, dev, validate=validate, progress=progress, fp32=fp32.path)
+        int8 = export_openvino(model, tmp / "model_int8_openvino_model", imgsz, int8=True, data=data,
+                               calib_images=calib_images, max_map_drop=max_map_drop, device=dev, validate=validate,
+                               progress=progress, fp32=fp32.path)
         info.update(models={"fp32": fp32.path.name, "int8": int8.path.name}, precision="int8", device=dev,
                     quantization={"tool": "nncf", "preset": "mixed", "calib_images": int8.calib_images,
                                   "max_map_drop": max_map_drop, "float_ops": int8.float_ops})

@@ -63,11 +63,11 @@ def export(model: str | Path, opts: ExportOptions | None = None, data: str | Pat
         check_dataset(data, getattr(net, "names", None))
         calibration_files(data, ptq.calib_images)
     if fmt == "openvino":
-        return _openvino(model, opts, data, verbose, bundle)
+        return _openvino(model, opts, data, verbose=verbose, bundle=bundle)
     if fmt == "jetson":
-        folder = make_bundle(model, data, out or Path(model).with_name(Path(model).stem + "_jetson"), imgsz,
-                             True, ptq.calib, ptq.calib_images, ptq.per_channel, ptq.max_map_drop,
-                             workspace=opts.workspace, end2end=opts.end2end)
+        folder = make_bundle(model, data, out or Path(model).with_name(Path(model).stem + "_jetson"), imgsz=imgsz,
+                             int8=True, calib=ptq.calib, calib_images=ptq.calib_images, per_channel=ptq.per_channel,
+                             max_map_drop=ptq.max_map_drop, workspace=opts.workspace, end2end=opts.end2end)
         if verbose:
             LOGGER.info(f"Jetson bundle written: {folder} (see {folder / 'README.txt'})")
         return {"bundle": str(folder)}
@@ -111,7 +111,7 @@ def export(model: str | Path, opts: ExportOptions | None = None, data: str | Pat
     return report
 
 
-def _openvino(model: str | Path, opts: ExportOptions, data: str | Path | None, verbose: bool,
+def _openvino(model: str | Path, opts: ExportOptions, data: str | Path | None, *, verbose: bool,
               bundle: bool) -> dict[str, Any]:
     """format=openvino: one IR folder (FP32, or NNCF INT8 with int8=True), or the OpenVINO bundle."""
     from yolo_opt.deploy.openvino import export_openvino
@@ -123,13 +123,13 @@ def _openvino(model: str | Path, opts: ExportOptions, data: str | Path | None, v
         from yolo_opt.deploy.bundle import make_openvino_bundle
 
         folder = make_openvino_bundle(model, data, opts.out or Path(model).with_name(Path(model).stem + "_openvino"),
-                                      opts.imgsz, ptq.calib_images, ptq.max_map_drop, opts.device,
-                                      end2end=opts.end2end)
+                                      imgsz=opts.imgsz, calib_images=ptq.calib_images,
+                                      max_map_drop=ptq.max_map_drop, device=opts.device, end2end=opts.end2end)
         if verbose:
             LOGGER.info(f"OpenVINO bundle written: {folder} (see {folder / 'README.txt'})")
         return {"bundle": str(folder)}
-    r = export_openvino(model, opts.out, opts.imgsz, opts.int8, data, ptq.calib_images, ptq.max_map_drop, opts.device,
-                        end2end=opts.end2end)
+    r = export_openvino(model, opts.out, opts.imgsz, int8=opts.int8, data=data, calib_images=ptq.calib_images,
+                        max_map_drop=ptq.max_map_drop, device=opts.device, end2end=opts.end2end)
     if verbose:
         line = f"OpenVINO {r.precision.upper()} IR: {r.path} (device {r.device})"
         if r.fp32_map is not None:

@@ -16,12 +16,13 @@ from typing import Any
 
 from yolo_opt.errors import ConfigError, DeployError, first_line
 from yolo_opt.io.files import hints_outside, temporary_dir
+from yolo_opt.options import DEFAULT_IMGSZ
 
 
 def export_onnx(
     model: str | Path,
     out: str | Path | None = None,
-    imgsz: int | list[int] = 640,
+    imgsz: int | list[int] = DEFAULT_IMGSZ,
     opset: int | None = None,
     simplify: bool = True,
     end2end: bool | None = None,

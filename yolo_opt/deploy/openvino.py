@@ -18,6 +18,7 @@ from typing import Any
 
 from yolo_opt.errors import ConfigError, DeployError
 from yolo_opt.io.openvino import model_xml, openvino_device, require
+from yolo_opt.options import DEFAULT_IMGSZ
 
 
 @dataclass
@@ -76,7 +77,8 @@ def head_scope(ov_model) -> list[str]:
             if op.get_type_name() == "Sigmoid" or op.get_friendly_name().startswith((f"{scope}/", f"{scope}.dfl"))]
 
 
-def map_validation(data: str | Path, imgsz: int, names: dict[int, str], end2end: bool = False, task: str = "detect"):
+def map_validation(data: str | Path, imgsz: int, names: dict[int, str], *, end2end: bool = False,
+                   task: str = "detect"):
     """(val batches, fn(compiled_model, batches) -> (mAP50-95, None)): NNCF's validation, the Ultralytics way.
 
     The batches are the Ultralytics val loader at batch 1 (fixed-shape letterbox, as the validator feeds an
@@ -113,7 +115,7 @@ def map_validation(data: str | Path, imgsz: int, names: dict[int, str], end2end:
     return v.dataloader, fn
 
 
-def quantize_openvino(fp32_xml: Path, out_xml: Path, data: str | Path, imgsz: int, calib_images: int = 256,
+def quantize_openvino(fp32_xml: Path, out_xml: Path, data: str | Path, imgsz: int, *, calib_images: int = 256,
                       max_map_drop: float | None = None, device: str = "CPU", names: dict[int, str] | None = None,
                       end2end: bool = False, progress: bool = True, task: str = "detect") -> dict[str, Any]:
     """NNCF INT8 of an FP32 IR: plain `nncf.quantize`, or `quantize_with_accuracy_control` under `max_map_drop`."""
@@ -132,15 +134,15 @@ def quantize_openvino(fp32_xml: Path, out_xml: Path, data: str | Path, imgsz: in
     else:
         if names is None:
             raise ConfigError("max_map_drop needs the model's class names")
-        loader, fn = map_validation(data, imgsz, names, end2end, task)
+        loader, fn = map_validation(data, imgsz, names, end2end=end2end, task=task)
         quantized = nncf.quantize_with_accuracy_control(
             model, calib, nncf.Dataset(loader), fn, max_drop=max_map_drop, drop_type=nncf.DropType.ABSOLUTE, **common)
     ov.save_model(quantized, str(out_xml), compress_to_fp16=False)
     return {"calib_images": len(files), "float_ops": ignored}
 
 
-def export_openvino(model: str | Path, out: str | Path | None = None, imgsz: int = 640, int8: bool = False,
-                    data: str | Path | None = None, calib_images: int = 256, max_map_drop: float | None = None,
+def export_openvino(model: str | Path, out: str | Path | None = None, imgsz: int = DEFAULT_IMGSZ, *,
+                    int8: bool = False, data: str | Path | None = None, calib_images: int = 256, max_map_drop: float | None = None,
                     device: str | None = None, validate: bool = True, progress: bool = True,
                     fp32: str | Path | None = None, end2end: bool | None = None) -> OpenVINOResult:
     """OpenVINO IR folder of an Ultralytics `.pt`: FP32 from Ultralytics' exporter, INT8 from NNCF.
@@ -196,7 +198,8 @@ def export_openvino(model: str | Path, out: str | Path | None = None, imgsz: int
                 import yaml
 
                 meta = yaml.safe_load((fp32 / "metadata.yaml").read_text()) or {}
-                info = quantize_openvino(xml, tmp / xml.name, data, imgsz, calib_images, max_map_drop, dev,
+                info = quantize_openvino(xml, tmp / xml.name, data, imgsz, calib_images=calib_images,
+                                         max_map_drop=max_map_drop, device=dev,
                                          names={int(k): v for k, v in net.names.items()},
                                          end2end=bool(meta.get("end2end", False)), progress=progress,
                                          task=arch.task.name)

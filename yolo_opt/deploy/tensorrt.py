@@ -185,6 +185,7 @@ def _legacy_batches(model, data, calib_images: int, imgsz) -> list[np.ndarray]:
 def build_engine(
     onnx_path: str | Path,
     out: str | Path | None = None,
+    *,
     int8: bool = True,
     fp16: bool = True,
     workspace: float | None = 4.0,

@@ -66,7 +66,7 @@ class RecoveryDistillationModel(DistillationModel):
         teacher = dict(arch.distill_branches(teacher_out))
         total = None
         for name, student in arch.distill_branches(student_out):
-            terms = output_distillation(student, teacher[name], arch.reg_max, hyp, arch.head.stride)
+            terms = output_distillation(student, teacher[name], arch.reg_max, hyp, strides=arch.head.stride)
             value = torch.stack(list(terms.values())) * gains[name]
             total = value if total is None else total + value
         return total

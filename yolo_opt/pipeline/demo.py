@@ -29,7 +29,7 @@ def run_demo(opts: DemoOptions | None = None, **kwargs: Any) -> dict[str, Any]:
     from yolo_opt.io.checkpoint import check_model_yaml
     from yolo_opt.pipeline.recipes import load_recipe
     from yolo_opt.pipeline.run import optimize
-    from yolo_opt.train.phases import train_in
+    from yolo_opt.training.phases import train_in
 
     opts, rest = DemoOptions.resolve(opts, kwargs)
     name = str(rest.pop("name", None) or "optimized")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from yolo_opt.options import BenchOptions, DeployOptions, PTQOptions, TrainOptions
+from yolo_opt.options import DEFAULT_IMGSZ, BenchOptions, DeployOptions, PTQOptions, TrainOptions
 
 
 @dataclass(frozen=True)
@@ -24,4 +24,4 @@ class Recipe:
     @property
     def imgsz(self) -> int:
         """Training, validation and export image size."""
-        return int(self.ultralytics.get("imgsz", 640))
+        return int(self.ultralytics.get("imgsz", DEFAULT_IMGSZ))

@@ -100,6 +100,6 @@ def load_recipe(recipe: str | Path, overrides: dict[str, Any] | None = None) -> 
     if "imgsz" in rest and rest["imgsz"] % 32:
         raise ConfigError(f"recipe {path.name}: imgsz={rest['imgsz']} must be a multiple of the model stride 32, "
                           f"e.g. imgsz={(rest['imgsz'] + 31) // 32 * 32}")
-    out = Recipe(path.stem, tuple(stages), train, ptq, bench, deploy, rest, cfg)
+    out = Recipe(path.stem, tuple(stages), train=train, ptq=ptq, bench=bench, deploy=deploy, ultralytics=rest, raw=cfg)
     check_order(out, path.name)
     return out

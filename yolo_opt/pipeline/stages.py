@@ -39,7 +39,7 @@ def stage(name: str, needs: tuple[str, ...], gives: tuple[str, ...], help: str, 
     """Register a stage function under `name`."""
 
     def register(fn: Callable[[Run, Recipe], Any]) -> Callable[[Run, Recipe], Any]:
-        STAGES[name] = Stage(name, needs, gives, help, fn, check)
+        STAGES[name] = Stage(name, needs, gives, help, fn=fn, check=check)
         return fn
 
     return register
@@ -65,7 +65,7 @@ def check_order(recipe: Recipe, source: str) -> None:
 def _train_stage(run: Run, recipe: Recipe, name: str, model: Path, opts: TrainOptions | None = None,
                  **args: Any) -> Path:
     """A training stage in `run/<name>/`, resumed through Ultralytics when a previous attempt was killed."""
-    from yolo_opt.train.phases import train_in
+    from yolo_opt.training.phases import train_in
 
     trained = train_in(run.folder, name, model, opts, **{**recipe.ultralytics, "data": run.data, **args})
     out = run.folder / f"{name}.pt"
@@ -102,13 +102,12 @@ def _prune(run: Run, recipe: Recipe) -> None:
     first = opts.replace(distill=distill, qat=opts.qat.replace(qat=False))
     info = {}
     if recipe.deploy.round_for and opts.prune.prune_target is not None:  # measured on the runtime it will run on
-        from yolo_opt.bench.rounding import measured_round
+        from yolo_opt.bench.rounding import round_for
 
-        lat_imgsz = recipe.bench.lat_imgsz or recipe.imgsz
-        chosen, info = measured_round(run.path("pt"), opts.prune.prune_target, recipe.deploy.round_for, lat_imgsz,
-                                      data=run.data if opts.prune.per_layer else None)
-        first = first.replace(prune=first.prune.replace(prune_round=chosen))
-    out = _train_stage(run, recipe, "prune", run.path("pt"), first)
+        prune, info = round_for(run.path("pt"), first.prune, recipe.deploy.round_for, imgsz=recipe.imgsz,
+                                lat_imgsz=recipe.bench.lat_imgsz, data=run.data)
+        first = first.replace(prune=prune)
+    out = _train_stage(run, recipe, "prune", run.path("pt"), opts=first)
     run.record("prune", {"pt": out, "pruned_pt": out}, **({"prune_round": info} if info else {}))
 
 
@@ -153,8 +152,9 @@ def _bundle(run: Run, recipe: Recipe) -> None:
 
     ptq = recipe.ptq
     src = run.path("pruned_pt") or run.path("pt")
-    folder = make_bundle(src, run.data, run.folder / "jetson", recipe.imgsz, True, ptq.calib, ptq.calib_images,
-                         ptq.per_channel, ptq.max_map_drop, validate=ptq.max_map_drop is not None)
+    folder = make_bundle(src, run.data, run.folder / "jetson", imgsz=recipe.imgsz, int8=True, calib=ptq.calib,
+                         calib_images=ptq.calib_images, per_channel=ptq.per_channel, max_map_drop=ptq.max_map_drop,
+                         validate=ptq.max_map_drop is not None)
     qat = run.path("qat_onnx")
     if qat is not None:  # the QAT scales travel too, in TensorRT form: build_engine.py --onnx model_int8_qat.onnx
         from yolo_opt.quant.tensorrt import to_tensorrt_qdq
@@ -170,8 +170,9 @@ def _openvino(run: Run, recipe: Recipe) -> None:
 
     ptq = recipe.ptq
     src = run.path("pruned_pt") or run.path("baseline_pt") or run.path("pt")  # the float model (not qat.pt)
-    folder = make_openvino_bundle(src, run.data, run.folder / "openvino", recipe.imgsz, ptq.calib_images,
-                                  ptq.max_map_drop, validate=ptq.max_map_drop is not None)
+    folder = make_openvino_bundle(src, run.data, run.folder / "openvino", imgsz=recipe.imgsz,
+                                  calib_images=ptq.calib_images, max_map_drop=ptq.max_map_drop,
+                                  validate=ptq.max_map_drop is not None)
     artefacts = {"openvino_bundle": folder, "openvino_fp32": folder / "model_fp32_openvino_model",
                  "openvino_int8": folder / "model_int8_openvino_model"}
     # the input and the reference on OpenVINO too: ratios compare models on the same runtime
@@ -203,7 +204,7 @@ def _engine(run: Run, recipe: Recipe) -> None:
        "model (input or reference), chosen by measurement (ONNX Runtime FP32/INT8, OpenVINO default/f32/INT8; pruned "
        "and unpruned): deploy/")
 def _select(run: Run, recipe: Recipe) -> None:
-    from yolo_opt.bench.select import REFERENCE, select_with
+    from yolo_opt.deploy.select import REFERENCE, select_with
 
     models = {"pruned": run.path("pruned_pt") or run.path("pt")}
     unpruned = run.path("baseline_pt") or run.path("pt")
@@ -217,7 +218,7 @@ def _select(run: Run, recipe: Recipe) -> None:
                 if run.path(kind) is not None and key[0] in (*models, REFERENCE)}
     if run.path("fp32_onnx") is not None and run.path("fp32_onnx") == run.path("baseline_onnx"):
         prebuilt.pop(("pruned", "onnx_fp32"), None)  # nothing was pruned: the "pruned" model is the input
-    result = select_with(models, run.data, run.folder / "deploy", recipe.imgsz, recipe.deploy, recipe.ptq,
+    result = select_with(models, run.data, run.folder / "deploy", recipe.imgsz, deploy=recipe.deploy, ptq=recipe.ptq,
                          lat_imgsz=recipe.bench.lat_imgsz, reference=run.path("reference_pt"), prebuilt=prebuilt)
     run.record("select", {"deploy": run.folder / "deploy"}, selected=result.get("selected_label"),
                speedup_vs_plain=result.get("speedup_vs_plain"), verdict=result.get("verdict"),
@@ -227,7 +228,7 @@ def _select(run: Run, recipe: Recipe) -> None:
 @stage("benchmark", (), (), "measure every artefact: report.md, report.png, results.json")
 def _benchmark(run: Run, recipe: Recipe) -> dict[str, Any]:
     from yolo_opt.bench.report import benchmark
-    from yolo_opt.bench.select import timings
+    from yolo_opt.deploy.select import timings
 
     labels = {"baseline_pt": "baseline", "reference_pt": "reference", "pruned_pt": "pruned",
               "baseline_onnx": "baseline onnx", "reference_onnx": "reference onnx", "fp32_onnx": "fp32 onnx",

@@ -38,7 +38,7 @@ def load_sensitivity(path: str | Path) -> dict[str, Any]:
     return report
 
 
-def run_report(model: nn.Module, opts: PruneOptions, data: str | Path | None, imgsz: int,
+def run_report(model: nn.Module, opts: PruneOptions, data: str | Path | None, imgsz: int, *,
                folder: Path | None = None) -> dict[str, Any]:
     """The sensitivity report behind per-layer ratios: `opts.sensitivity` when given, else the one in `folder`
     (a resumed run made it), else a new analysis of `model` written to `folder`.
@@ -58,7 +58,8 @@ def run_report(model: nn.Module, opts: PruneOptions, data: str | Path | None, im
                           "data=data.yaml, sensitivity=report.json, or prune_ratios=uniform")
     check_method(opts.prune_method)
     report = {"model": "the model before pruning", **layer_sensitivity(
-        model, data, SensitivityOptions(score="err"), min(imgsz, ANALYSIS_IMGSZ), opts.prune_method, opts.prune_round)}
+        model, data, SensitivityOptions(score="err"), min(imgsz, ANALYSIS_IMGSZ), prune_method=opts.prune_method,
+        prune_round=opts.prune_round)}
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
         write_sensitivity_report(report, folder)
@@ -212,6 +213,7 @@ def allocate_ratios(
 def sensitivity_ratios(
     model: nn.Module,
     sensitivity: str | Path | dict,
+    *,
     prune: float | None = None,
     prune_target: float | None = None,
     round_to: int | None = 8,

@@ -212,6 +212,7 @@ def build_pruner(
     ratio: float,
     prune_method: str,
     prune_round: int | None,
+    *,
     prune_global: bool = False,
     layer_ratios: dict[str, float] | None = None,
     imgsz: int = SEARCH_IMGSZ,

@@ -7,14 +7,14 @@ from typing import Any
 
 from yolo_opt.arch import SplitTwin, adapter
 from yolo_opt.errors import ConfigError, PruneError
-from yolo_opt.options import PruneOptions
+from yolo_opt.options import DEFAULT_IMGSZ, PruneOptions
 
 
 def prune_checkpoint(
     model: str | Path,
     out: str | Path,
     opts: PruneOptions | None = None,
-    imgsz: int = 640,
+    imgsz: int = DEFAULT_IMGSZ,
     data: str | Path | None = None,
     **shortcuts: Any,
 ) -> dict[str, Any]:
@@ -72,10 +72,12 @@ def prune_checkpoint(
         from yolo_opt.prune.allocation import run_report, sensitivity_ratios
 
         report = run_report(net, opts, data, imgsz)
-        layer_ratios, _ = sensitivity_ratios(net, report, opts.prune or None, opts.prune_target, opts.prune_round)
+        layer_ratios, _ = sensitivity_ratios(net, report, prune=opts.prune or None, prune_target=opts.prune_target,
+                                             round_to=opts.prune_round)
         ratio = 0.0
     elif opts.prune_target is not None:
-        ratio = ratio_for_macs(net, opts.prune_target, opts.prune_method, opts.prune_round, opts.prune_global)
+        ratio = ratio_for_macs(net, opts.prune_target, prune_method=opts.prune_method, prune_round=opts.prune_round,
+                               prune_global=opts.prune_global)
     else:
         ratio = opts.prune
     batches = loss_fn = None
@@ -83,8 +85,8 @@ def prune_checkpoint(
         from yolo_opt.data.batches import taylor_batches
 
         batches, loss_fn = taylor_batches(net, data, imgsz, opts.prune_batches)
-    prune_model(net, ratio, opts.prune_method, opts.prune_round, opts.prune_global, batches=batches, loss_fn=loss_fn,
-                layer_ratios=layer_ratios)
+    prune_model(net, ratio, opts.prune_method, opts.prune_round, prune_global=opts.prune_global, batches=batches,
+                loss_fn=loss_fn, layer_ratios=layer_ratios)
     macs, params = count_macs(net, imgsz)
     info = meta(net)
     info.setdefault("base_macs", base_macs)

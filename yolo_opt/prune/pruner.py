@@ -35,6 +35,7 @@ def prune_model(
     prune_round: int | None = 8,
     prune_global: bool = False,
     imgsz: int = SEARCH_IMGSZ,
+    *,
     batches: Iterable | None = None,
     loss_fn: Callable | None = None,
     layer_ratios: dict[str, float] | None = None,
@@ -66,7 +67,8 @@ def prune_model(
         return model
     try:
         with memory_guard("pruning"), eval_mode(model), no_forward_hooks(model), traceable(model):
-            pruner = build_pruner(model, ratio, prune_method, prune_round, prune_global, layer_ratios, imgsz)
+            pruner = build_pruner(model, ratio, prune_method, prune_round, prune_global=prune_global,
+                                  layer_ratios=layer_ratios, imgsz=imgsz)
             if prune_method in NEEDS_DATA:
                 if batches is None or loss_fn is None:
                     raise PruneError(f"prune_method={prune_method} needs training data to score channels; pass data=")

@@ -20,7 +20,7 @@ from torch import nn
 
 from yolo_opt.arch import adapter
 from yolo_opt.errors import ConfigError
-from yolo_opt.options import SensitivityOptions
+from yolo_opt.options import DEFAULT_IMGSZ, SensitivityOptions
 from yolo_opt.prune.depgraph import eval_mode, n_pruned, no_forward_hooks
 from yolo_opt.prune.groups import mask_group, plans
 
@@ -139,7 +139,8 @@ def pruning_sensitivity(
     model: str | Path,
     data: str | Path,
     opts: SensitivityOptions | None = None,
-    imgsz: int = 640,
+    imgsz: int = DEFAULT_IMGSZ,
+    *,
     prune_method: str = "l2",
     prune_round: int | None = 8,
     out: str | Path = "runs/opt/sensitivity/exp",
@@ -173,8 +174,8 @@ def pruning_sensitivity(
     check_dataset(data, getattr(net, "names", None), ("val",), task=adapter(net).task.name)
     out = check_output(out, [model, data], folder=True, key="name")
     with made_folder(out):  # a refusal (unknown group, ...) leaves no folder behind
-        report = {"model": str(model),
-                  **layer_sensitivity(net, data, opts, imgsz, prune_method, prune_round, out, val_args)}
+        report = {"model": str(model), **layer_sensitivity(net, data, opts, imgsz, prune_method=prune_method,
+                                                            prune_round=prune_round, folder=out, val_args=val_args)}
         write_sensitivity_report(report, out)
     return report
 
@@ -193,6 +194,7 @@ def layer_sensitivity(
     data: str | Path,
     opts: SensitivityOptions,
     imgsz: int,
+    *,
     prune_method: str = "l2",
     prune_round: int | None = 8,
     folder: str | Path = ".",

@@ -10,6 +10,7 @@ import torch_pruning as tp
 from torch import nn
 
 from yolo_opt.errors import PruneError
+from yolo_opt.options import DEFAULT_IMGSZ
 from yolo_opt.prune.depgraph import SEARCH_IMGSZ, eval_mode, example_input, n_pruned, no_forward_hooks
 from yolo_opt.prune.groups import plans
 from yolo_opt.prune.pruner import prune_model
@@ -19,14 +20,14 @@ SEARCH_MAX_RATIO = 0.7
 SEARCH_METHODS = ("l1", "l2", "bn")  # deterministic criteria: the searched ratio does not depend on data
 
 
-def count_macs(model: nn.Module, imgsz: int = 640) -> tuple[float, int]:
+def count_macs(model: nn.Module, imgsz: int = DEFAULT_IMGSZ) -> tuple[float, int]:
     """MACs of one forward pass at `imgsz` and the parameter count."""
     with eval_mode(model), no_forward_hooks(model), torch.no_grad():
         macs, params = tp.utils.count_ops_and_params(model, example_input(model, imgsz))
     return float(macs), int(params)
 
 
-def _macs_ratio_fn(model: nn.Module, prune_method: str, prune_round: int | None, prune_global: bool, imgsz: int):
+def _macs_ratio_fn(model: nn.Module, prune_method: str, *, prune_round: int | None, prune_global: bool, imgsz: int):
     """ratio -> MACs of a pruned copy / MACs of `model` (magnitude criteria: cheap and deterministic)."""
     base, _ = count_macs(model, imgsz)
     search_method = prune_method if prune_method in SEARCH_METHODS else "l2"
@@ -34,7 +35,7 @@ def _macs_ratio_fn(model: nn.Module, prune_method: str, prune_round: int | None,
     def macs_ratio(ratio: float) -> float:
         with no_forward_hooks(model):
             trial = copy.deepcopy(model)
-        prune_model(trial, ratio, search_method, prune_round, prune_global, imgsz)
+        prune_model(trial, ratio, search_method, prune_round, prune_global=prune_global, imgsz=imgsz)
         return count_macs(trial, imgsz)[0] / base
 
     return macs_ratio
@@ -52,12 +53,13 @@ def check_reachable(target: float, floor: float, tol: float = 0.05) -> None:
 def min_macs_ratio(model: nn.Module, prune_round: int | None = 8, prune_global: bool = False,
                    imgsz: int = SEARCH_IMGSZ) -> float:
     """The smallest GFLOPs ratio pruning can reach on `model` (at the search's largest ratio)."""
-    return _macs_ratio_fn(model, "l2", prune_round, prune_global, imgsz)(SEARCH_MAX_RATIO)
+    return _macs_ratio_fn(model, "l2", prune_round=prune_round, prune_global=prune_global, imgsz=imgsz)(SEARCH_MAX_RATIO)
 
 
 def ratio_for_macs(
     model: nn.Module,
     target: float,
+    *,
     prune_method: str = "l2",
     prune_round: int | None = 8,
     prune_global: bool = False,
@@ -75,7 +77,7 @@ def ratio_for_macs(
     """
     if target >= 1:
         return 0.0
-    macs_ratio = _macs_ratio_fn(model, prune_method, prune_round, prune_global, imgsz)
+    macs_ratio = _macs_ratio_fn(model, prune_method, prune_round=prune_round, prune_global=prune_global, imgsz=imgsz)
     lo, hi = 0.0, SEARCH_MAX_RATIO
     check_reachable(target, macs_ratio(hi), tol)
     for _ in range(10):
@@ -98,7 +100,7 @@ class MacsModel:
         """Trace `model` once (on a copy) at `imgsz`; `round_to` is the channel rounding used when pruning."""
         self.round_to = round_to
         net = copy.deepcopy(model).float().eval()
-        planned, _ = plans(net, 0.5, "l2", None, imgsz)  # half of each group: how channels couple across layers
+        planned, _ = plans(net, 0.5, "l2", None, imgsz=imgsz)  # half of each group: how channels couple across layers
         self.groups = {name: channels for name, channels, _ in planned}
         self.share: dict[str, dict[tuple[str, str], float]] = {}
         for name, channels, items in planned:

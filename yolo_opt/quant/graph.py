@@ -87,6 +87,34 @@ def layer_groups(model, tail: set[str]) -> list[dict[str, Any]]:
 
 
 # ONNX Runtime gives these ops' outputs their input's scale, so they join the Concat range groups.
+class TensorSets:
+    """Union-find over tensor names: the sets of tensors that must share one quantization scale (ORT's ranges here,
+    TensorRT's Q/DQ scales in `quant.tensorrt`)."""
+
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def find(self, x: str) -> str:
+        parent = self.parent
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def union(self, tensors: list[str | None]) -> None:
+        """Join `tensors` (None entries skipped) into one set."""
+        tensors = [t for t in tensors if t is not None]
+        for t in tensors[1:]:
+            self.parent[self.find(t)] = self.find(tensors[0])
+
+    def groups(self) -> list[list[str]]:
+        """Every set, each in the order its tensors were first seen."""
+        out: dict[str, list[str]] = {}
+        for t in list(self.parent):
+            out.setdefault(self.find(t), []).append(t)
+        return list(out.values())
+
+
 SCALE_PRESERVING = ("Resize", "MaxPool", "Split", "Slice", "Reshape", "Transpose")
 
 
@@ -98,27 +126,15 @@ def share_concat_ranges(model, ranges, skip: set[str]) -> int:
     """
     from onnxruntime.quantization.calibrate import TensorData
 
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        while parent.setdefault(x, x) != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
+    sets = TensorSets()
     init = {i.name for i in model.graph.initializer}
     for n in model.graph.node:
         if n.name in skip or n.op_type not in {"Concat", *SCALE_PRESERVING}:
             continue
         io = [*n.input, *n.output] if n.op_type == "Concat" else [n.input[0], *n.output]
-        tensors = [t for t in io if t and t not in init and t in ranges]
-        for t in tensors[1:]:
-            parent[find(t)] = find(tensors[0])
-    groups: dict[str, list[str]] = {}
-    for t in list(parent):
-        groups.setdefault(find(t), []).append(t)
+        sets.union([t for t in io if t and t not in init and t in ranges])
     merged = 0
-    for members in groups.values():
+    for members in sets.groups():
         if len(members) < 2:
             continue
         lo = min(float(np.min(ranges[t].range_value[0])) for t in members)

@@ -77,7 +77,7 @@ class QuantizeResult:
 
 
 def quantization_sensitivity(fp32_path: Path, int8_path: Path, groups: list[dict[str, Any]], batches: list[np.ndarray],
-                      input_name: str) -> list[dict[str, Any]]:
+                             *, input_name: str) -> list[dict[str, Any]]:
     """Rank Conv layers by the quantization error each adds (per-node output error vs FP32, most sensitive first).
 
     For each layer, error = ||int8 - fp32|| / ||fp32|| of a tensor over the given images; the layer's score is the
@@ -125,6 +125,7 @@ def quantize_onnx(
     data: str | Path | None,
     out: str | Path | None = None,
     opts: PTQOptions | None = None,
+    *,
     imgsz: int | list[int] | None = None,
     exclude: list[str] | None = None,
     validate: bool = True,
@@ -206,7 +207,7 @@ def quantize_onnx(
         shared = 0
         for sym in kinds:
             reader = CalibrationReader(batches, input_name, progress, desc=f"calibrating ({calib})")
-            ranges = calibrate(pre, reader, calib, work, sym)
+            ranges = calibrate(pre, reader, calib, workdir=work, symmetric=sym)
             shared = share_concat_ranges(pre_model, ranges, set(tail))
             caches[sym] = work / f"ranges_{int(sym)}.json"
             save_tensors_data(ranges, caches[sym])
@@ -217,7 +218,7 @@ def quantize_onnx(
             for name in excluded_layers:
                 nodes += groups_by_name[name]["nodes"] if groups_by_name else [name]
             cand = work / f"int8_{int(sym)}_{len(excluded_layers)}.onnx"
-            write_qdq(pre, cand, caches[sym], calib, per_channel, nodes, sym)
+            write_qdq(pre, cand, caches[sym], method=calib, per_channel=per_channel, exclude=nodes, symmetric=sym)
             meta = {"yolo_opt_precision": "int8-qdq", "yolo_opt_calib": calib,
                     "yolo_opt_calib_images": str(len(files)), "yolo_opt_float_layers": json.dumps(excluded_layers),
                     "yolo_opt_activations": "symmetric" if sym else "asymmetric"}
@@ -261,7 +262,7 @@ def quantize_onnx(
         if max_map_drop is not None and result.drop() > max_map_drop:
             groups = layer_groups(pre_model, set(tail))
             by_name = {g["name"]: g for g in groups}
-            ranking = quantization_sensitivity(pre, cand, groups, batches[: min(8, len(batches))], input_name)
+            ranking = quantization_sensitivity(pre, cand, groups, batches[: min(8, len(batches))], input_name=input_name)
             result.sensitivity = [{k: r[k] for k in ("layer", "added_error", "error_in", "error_out")} for r in ranking]
             k, met = 1, False
             while True:

@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 from yolo_opt.errors import ModelError
+from yolo_opt.options import DEFAULT_IMGSZ
 
 
 def count_qdq(onnx_path: str | Path) -> int:
@@ -16,7 +17,7 @@ def count_qdq(onnx_path: str | Path) -> int:
     return Counter(n.op_type for n in onnx.load(str(onnx_path)).graph.node)["QuantizeLinear"]
 
 
-def export_qat_onnx(weights: str | Path, imgsz: int = 640, out: str | Path | None = None,
+def export_qat_onnx(weights: str | Path, imgsz: int = DEFAULT_IMGSZ, out: str | Path | None = None,
                     end2end: bool | None = None) -> Path:
     """Export a QAT checkpoint (trained with quantize=8 / qat=True) to a QDQ ONNX model, atomically.
 

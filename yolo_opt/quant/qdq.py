@@ -15,7 +15,7 @@ QUANT_OPS = ("Conv", "Sigmoid", "Mul", "Add", "Concat", "Split", "MaxPool", "Res
 WEIGHT_REDUCE_RANGE = True
 
 
-def write_qdq(pre_path: Path, out: Path, cache: Path, method: str, per_channel: bool, exclude: list[str],
+def write_qdq(pre_path: Path, out: Path, cache: Path, *, method: str, per_channel: bool, exclude: list[str],
               symmetric: bool = True) -> None:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 

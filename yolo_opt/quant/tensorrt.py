@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from yolo_opt.errors import DeployError, ModelError
-from yolo_opt.quant.graph import consumers, producers
+from yolo_opt.quant.graph import TensorSets, consumers, producers
 
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 # Ops that TensorRT moves Q/DQ across, executing them in INT8 when their input and output scales agree (developer
@@ -337,33 +337,18 @@ def scale_groups(model) -> list[list[str]]:
                 return q.input[0]
         return name if name in q_of else None
 
-    parent: dict[str, str] = {}
-
-    def find(x: str) -> str:
-        while parent.setdefault(x, x) != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    def union(tensors: list[str]) -> None:
-        tensors = [t for t in tensors if t is not None]
-        for t in tensors[1:]:
-            parent[find(t)] = find(tensors[0])
-
+    sets = TensorSets()
     for n in gr.g.node:
         if n.op_type in SCALE_PRESERVING:
             ins = list(n.input) if n.op_type == "Concat" else [n.input[0]]
             outs = [o for o in n.output if o in q_of]
             if outs:
-                union([source(t) for t in ins] + outs)
+                sets.union([source(t) for t in ins] + outs)
         elif n.op_type == "Add":
             srcs = [source(t) for t in n.input[:2]]
             if all(s is not None for s in srcs):
-                union(srcs)
-    groups: dict[str, list[str]] = {}
-    for t in list(parent):
-        groups.setdefault(find(t), []).append(t)
-    return [sorted(g) for g in groups.values() if len(g) > 1]
+                sets.union(srcs)
+    return [sorted(g) for g in sets.groups() if len(g) > 1]
 
 
 def _share_scales(gr: _Graph, report: TensorRTForm) -> None:

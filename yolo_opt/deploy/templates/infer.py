@@ -133,7 +133,7 @@ def main():
 
     runner = ORTRunner(args.onnx) if args.onnx else TRTRunner(args.engine)
     try:
-        run(args.image, runner, meta, args.conf, args.iou, args.out, args.json)
+        run(args.image, runner, meta, conf=args.conf, iou=args.iou, out=args.out, as_json=args.json)
     finally:
         if hasattr(runner, "close"):
             runner.close()

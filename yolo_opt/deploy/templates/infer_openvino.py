@@ -47,8 +47,8 @@ def main():
 
     model_dir = Path(args.model) if Path(args.model).is_absolute() else HERE / args.model
     compiled = load(model_dir, args.device)
-    run(args.image, lambda x: [compiled(x)[port] for port in compiled.outputs], meta, args.conf, args.iou, args.out,
-        args.json)
+    run(args.image, lambda x: [compiled(x)[port] for port in compiled.outputs], meta, conf=args.conf, iou=args.iou,
+        out=args.out, as_json=args.json)
 
 
 if __name__ == "__main__":

@@ -91,7 +91,7 @@ def masks(coef, proto, det, shape):
     return np.stack([cv2.resize(m, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR) > 0.5 for m in probs])
 
 
-def to_image(det, mask, gain, pad, image_shape):
+def to_image(det, mask, gain, pad, *, image_shape):
     """Boxes and masks from input pixels back to the original image (undo the letterbox)."""
     det = det.copy()
     det[:, [0, 2]] = ((det[:, [0, 2]] - pad[0]) / gain).clip(0, image_shape[1])
@@ -104,7 +104,7 @@ def to_image(det, mask, gain, pad, image_shape):
     return det, mask
 
 
-def postprocess(outputs, meta, gain, pad, image_shape, conf=0.25, iou=0.45):
+def postprocess(outputs, meta, gain, pad, *, image_shape, conf=0.25, iou=0.45):
     """The model's outputs -> (M, 6) xyxy, score, class in image pixels, and (M, H, W) masks (None: detection)."""
     det, coef = detections(outputs[0], meta, conf, iou)
     mask = None
@@ -112,16 +112,16 @@ def postprocess(outputs, meta, gain, pad, image_shape, conf=0.25, iou=0.45):
         mask = masks(coef, outputs[1][0], det, meta["imgsz"])
         keep = mask.any((1, 2))  # a detection whose mask is empty is dropped (as Ultralytics' predictor does)
         det, mask = det[keep], mask[keep]
-    return to_image(det, mask, gain, pad, image_shape)
+    return to_image(det, mask, gain, pad, image_shape=image_shape)
 
 
-def run(image_path, infer, meta, conf=0.25, iou=0.45, out=None, as_json=False):
+def run(image_path, infer, meta, *, conf=0.25, iou=0.45, out=None, as_json=False):
     """Read an image, run `infer` (batch in -> list of outputs), decode, draw; prints a summary or JSON rows."""
     image = cv2.imread(str(image_path))
     if image is None:
         raise SystemExit(f"cannot read image {image_path}")
     x, gain, pad = preprocess(image, meta["imgsz"])
-    det, mask = postprocess(infer(x), meta, gain, pad, image.shape[:2], conf, iou)
+    det, mask = postprocess(infer(x), meta, gain, pad, image_shape=image.shape[:2], conf=conf, iou=iou)
     names = {int(k): v for k, v in meta["names"].items()}
     rows = []
     for i, d in enumerate(det):

@@ -6,7 +6,7 @@
     report   Pareto table/plot, summary, recipe YAMLs
 """
 
-from yolo_opt.tune.storage import open_storage
-from yolo_opt.tune.study import tune
+from yolo_opt.tuning.storage import open_storage
+from yolo_opt.tuning.study import tune
 
 __all__ = ["open_storage", "tune"]

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from yolo_opt.errors import ConfigError, ModelError
-from yolo_opt.options import QATOptions, SensitivityOptions, TrainOptions, check_ultralytics_args
+from yolo_opt.options import DEFAULT_IMGSZ, QATOptions, SensitivityOptions, TrainOptions, check_ultralytics_args
 
 
 def _ultralytics_run(model: str | Path, opts: TrainOptions | None = None, after: QATOptions | None = None,
@@ -18,7 +18,7 @@ def _ultralytics_run(model: str | Path, opts: TrainOptions | None = None, after:
     """One Ultralytics training run with yolo-opt's trainer, given `opts` (and the QAT phase to follow)."""
     from ultralytics import YOLO
 
-    from yolo_opt.train.trainer import PruneSchedule, trainer_for
+    from yolo_opt.training.trainer import PruneSchedule, trainer_for
 
     yolo = YOLO(str(model))  # its task from the checkpoint or yaml: the pruning trainer of that task
     if opts is not None:  # the trainer takes its options from this callback (how they also reach DDP workers)
@@ -75,7 +75,7 @@ def _check_inputs(model: str | Path, opts: TrainOptions, args: dict[str, Any]) -
 
             names = read_dataset(args.get("data"))["names"]
         explicit = opts.distill.teacher is not None  # the model itself teaches at whatever size it is fine-tuned
-        args["distill_model"] = check_teacher(teacher, names, net, int(args.get("imgsz", 640)) if explicit else None)
+        args["distill_model"] = check_teacher(teacher, names, net, int(args.get("imgsz", DEFAULT_IMGSZ)) if explicit else None)
 
 
 def _check_resume(model: str | Path) -> None:
@@ -189,7 +189,7 @@ def train_in(project: str | Path, name: str, model: str | Path, opts: TrainOptio
 
     from yolo_opt.errors import YoloOptError
     from yolo_opt.io.checkpoint import read_checkpoint
-    from yolo_opt.train.trainer import RUN_RECORD
+    from yolo_opt.training.trainer import RUN_RECORD
 
     folder = Path(project).resolve() / name
     record = folder / RUN_RECORD  # written by the trainer: where it keeps last.pt and best.pt
@@ -216,7 +216,7 @@ def attach(model, **opts: Any):
     """
     import functools
 
-    from yolo_opt.train.trainer import trainer_for
+    from yolo_opt.training.trainer import trainer_for
 
     options, rest = TrainOptions.resolve(None, opts)
     if rest:

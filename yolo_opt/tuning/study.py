@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from yolo_opt.errors import ConfigError, YoloOptError, first_line
-from yolo_opt.options import TrainOptions, TuneOptions
+from yolo_opt.options import DEFAULT_IMGSZ, TrainOptions, TuneOptions
 
 
 def _error(e: BaseException) -> str:
@@ -25,7 +25,7 @@ def _error(e: BaseException) -> str:
     return f"{type(e).__name__}: {first_line(e, 300)}"
 
 
-def _measure(weights: Path, data: str, imgsz: int, latency: bool, metrics: dict | None) -> dict[str, float]:
+def _measure(weights: Path, data: str, imgsz: int, *, latency: bool, metrics: dict | None) -> dict[str, float]:
     """mAP (the trainer's final validation), GFLOPs and params, and the ONNX Runtime latency of the ONNX that
     `yolo-opt export` writes for this model (the graph a user deploys, DFL rewrite included), beside the weights.
 
@@ -52,11 +52,11 @@ def _measure(weights: Path, data: str, imgsz: int, latency: bool, metrics: dict 
     return scores
 
 
-def run_trial(trial, model: str, data: str, fixed: dict[str, Any], ultralytics_args: dict[str, Any],
+def run_trial(trial, model: str, data: str, *, fixed: dict[str, Any], ultralytics_args: dict[str, Any],
               run_dir: Path, objectives: str, max_epochs: int) -> tuple[float, float]:
     """Fine-tune with the trial's keys in `run_dir/trials/<number>`, then measure; returns the objectives."""
-    from yolo_opt.train.phases import train
-    from yolo_opt.tune.space import suggest
+    from yolo_opt.training.phases import train
+    from yolo_opt.tuning.space import suggest
 
     params = suggest(trial, fixed, max_epochs)
     folder = run_dir / "trials" / f"{trial.number:04d}"
@@ -70,8 +70,9 @@ def run_trial(trial, model: str, data: str, fixed: dict[str, Any], ultralytics_a
         metrics, weights = result["metrics"], Path(result["best"])  # where the trainer saved, not assumed
         if not weights.exists():
             raise YoloOptError(f"training wrote no {weights}")
-        imgsz = int(ultralytics_args.get("imgsz", 640))
-        scores = _measure(weights, data, imgsz, TuneOptions.OBJECTIVES[objectives][1] == "latency_ms", metrics)
+        imgsz = int(ultralytics_args.get("imgsz", DEFAULT_IMGSZ))
+        scores = _measure(weights, data, imgsz, latency=TuneOptions.OBJECTIVES[objectives][1] == "latency_ms",
+                          metrics=metrics)
     except Exception as e:
         from ultralytics.utils import LOGGER
 
@@ -105,7 +106,7 @@ def _split_keys(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
     return fixed, rest
 
 
-def _study_report(net, data: str | Path, fixed: dict[str, Any], imgsz: int, folder: Path) -> None:
+def _study_report(net, data: str | Path, fixed: dict[str, Any], *, imgsz: int, folder: Path) -> None:
     """Trials that may allocate per-layer ratios share one sensitivity report of the input model, made once per
     run folder (a resumed study reuses it) and fixed as `sensitivity=`; trials then draw uniform or per-layer."""
     from yolo_opt.options import NEEDS_DATA, PruneOptions
@@ -115,7 +116,7 @@ def _study_report(net, data: str | Path, fixed: dict[str, Any], imgsz: int, fold
         return
     method = fixed.get("prune_method", "l2")
     opts = PruneOptions(prune_method="l2" if method in NEEDS_DATA else method, prune_round=fixed.get("prune_round", 8))
-    run_report(net, opts, data, imgsz, folder)
+    run_report(net, opts, data, imgsz, folder=folder)
     fixed["sensitivity"] = str(folder / "sensitivity.json")
 
 
@@ -153,8 +154,8 @@ def tune(
     from yolo_opt.data.checks import check_dataset
     from yolo_opt.io.checkpoint import load_model
     from yolo_opt.io.files import check_output
-    from yolo_opt.tune.report import report
-    from yolo_opt.tune.storage import open_storage, redact
+    from yolo_opt.tuning.report import report
+    from yolo_opt.tuning.storage import open_storage, redact
 
     opts, rest = TuneOptions.resolve(opts, kwargs)
     trials, storage, study, objectives = opts.trials, opts.storage, opts.study, opts.objectives
@@ -185,10 +186,11 @@ def tune(
     if not stored:
         st.set_user_attr("objectives", objectives)
 
-    _study_report(net, data, fixed, int(ultra.get("imgsz", 640)), run_dir / "sensitivity")
+    _study_report(net, data, fixed, imgsz=int(ultra.get("imgsz", DEFAULT_IMGSZ)), folder=run_dir / "sensitivity")
 
     def objective(trial):
-        return run_trial(trial, str(model), str(data), fixed, ultra, run_dir, objectives, opts.max_epochs)
+        return run_trial(trial, str(model), str(data), fixed=fixed, ultralytics_args=ultra, run_dir=run_dir,
+                         objectives=objectives, max_epochs=opts.max_epochs)
 
     optuna.storages.fail_stale_trials(st)  # trials of killed workers (no heartbeat) become FAIL before counting
     ran = 0

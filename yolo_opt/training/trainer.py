@@ -2,7 +2,7 @@
 while they train (one mixin, `Pruning`, over each of Ultralytics' trainers; `trainer_for(task)` picks one).
 
     from ultralytics import YOLO
-    from yolo_opt.train import PruneTrainer
+    from yolo_opt.training import PruneTrainer
     YOLO("best.pt").train(trainer=PruneTrainer, data="data.yaml", epochs=30, prune_target=0.5)
 
 What it adds, through the trainer's public methods (and one callback for the epoch start, which has no method):
@@ -38,6 +38,7 @@ from yolo_opt.arch import SplitTwin
 from yolo_opt.errors import ConfigError
 from yolo_opt.io.checkpoint import META_ATTR, meta, safe_loading
 from yolo_opt.options import QATOptions, TrainOptions
+from yolo_opt.training.schedule import RunState
 
 RUN_KEY = "train_run"  # meta(model)[RUN_KEY]: options and progress of the current pruning run
 RUN_RECORD = "yolo-opt-run.json"  # in a run folder: where its trainer keeps last.pt and best.pt (relative paths)
@@ -115,7 +116,7 @@ class Pruning:
 
     def _record_run(self) -> None:
         """Write where this trainer keeps its checkpoints into its run folder (`RUN_RECORD`), so whoever continues
-        the run (`yolo_opt.train.train_in`) asks the trainer instead of assuming Ultralytics' folder layout."""
+        the run (`yolo_opt.training.train_in`) asks the trainer instead of assuming Ultralytics' folder layout."""
         import json
 
         from ultralytics.utils import RANK
@@ -152,10 +153,10 @@ class Pruning:
         An end-to-end model (YOLO26) is validated on the head Ultralytics validates by default (`nms=` as given),
         the head its export ships by default too, so best.pt is the best of the head that is deployed."""
         ckpt = super().setup_model()
-        stored = meta(student(self.model)).get(RUN_KEY)
+        stored = self._run()
         if self.resume and stored:  # the checkpoint keeps them as plain data (a weights_only load rebuilds no class)
-            self.opts = TrainOptions.from_dict(stored["opts"])
-            after = stored.get("after")
+            self.opts = TrainOptions.from_dict(stored.opts)
+            after = stored.after
             self.schedule.opts, self.schedule.after = self.opts, QATOptions(**after) if after else None
         return ckpt
 
@@ -194,18 +195,17 @@ class Pruning:
         if (self.resume and meta(model).get(RUN_KEY)) or not self.opts.prune.active:
             return  # a resumed run keeps its record (its options were restored in setup_model)
         from yolo_opt.prune.targets import count_macs
-        from yolo_opt.train.schedule import prune_epochs, sparsity_epochs
+        from yolo_opt.training.schedule import prune_epochs, sparsity_epochs
 
         macs, params = count_macs(model, self.args.imgsz)
-        meta(model)[RUN_KEY] = {
-            "opts": self.opts.to_dict(),
-            "epochs": prune_epochs(self.epochs, self.opts.prune.prune_steps, sparsity_epochs(self.opts.prune, self.epochs)),
-            "steps_done": 0,
-            "base_macs": macs,
-            "base_params": params,
-            "imgsz": self.args.imgsz,
-            "after": self.schedule.after and self.schedule.after.to_dict(),  # a QAT phase that follows (for resume)
-        }
+        meta(model)[RUN_KEY] = RunState(
+            opts=self.opts.to_dict(),
+            epochs=prune_epochs(self.epochs, self.opts.prune.prune_steps, sparsity_epochs(self.opts.prune, self.epochs)),
+            base_macs=macs,
+            base_params=params,
+            imgsz=self.args.imgsz,
+            after=self.schedule.after and self.schedule.after.to_dict(),  # a QAT phase that follows (for resume)
+        ).to_dict()
 
     def save_model(self):
         """Checkpoints are saved from the EMA: give it the current run record first."""
@@ -215,20 +215,25 @@ class Pruning:
         return super().save_model()
 
     # ---- the schedule ---------------------------------------------------------------------------------------------
-    def _run(self) -> dict[str, Any] | None:
-        return meta(student(self.model)).get(RUN_KEY)
+    def _run(self) -> RunState | None:
+        """The pruning run's state, read from the model's metadata (where checkpoints and DDP broadcasts carry it)."""
+        record = meta(student(self.model)).get(RUN_KEY)
+        return RunState.from_dict(record) if record else None
+
+    def _store_run(self, run: RunState) -> None:
+        meta(student(self.model))[RUN_KEY] = run.to_dict()
 
     def _sparsity_on(self) -> bool:
-        from yolo_opt.train.schedule import sparsity_epochs
+        from yolo_opt.training.schedule import sparsity_epochs
 
         run = self._run()
-        return (bool(self.opts.prune.sparsity) and run is not None and run["steps_done"] == 0
+        return (bool(self.opts.prune.sparsity) and run is not None and run.steps_done == 0
                 and self.epoch < sparsity_epochs(self.opts.prune, self.epochs))
 
     def prune_due(self) -> None:
         """Run every pruning step scheduled at or before this epoch (several when steps outnumber epochs)."""
         run = self._run()
-        while run is not None and run["steps_done"] < len(run["epochs"]) and self.epoch >= run["epochs"][run["steps_done"]]:
+        while run is not None and run.steps_done < len(run.epochs) and self.epoch >= run.epochs[run.steps_done]:
             self.prune_step()
             run = self._run()
 
@@ -256,25 +261,27 @@ class Pruning:
         # a run that distils without pruning (teacher=) has no record of its own (a pruned checkpoint carries its
         # earlier run's): its state lives on the trainer
         run = self._run() if self.opts.prune.active else None
-        record = run if run is not None else self.__dict__.setdefault("_distill_record", {})
-        if record.get("caught_up") is not None:
+        record = run if run is not None else self.__dict__.setdefault("_distill_record", RunState())
+        if record.caught_up is not None:
             return True
-        pruning = run is not None and run["steps_done"] < len(run["epochs"])
-        last_step = run["history"][-1]["epoch"] if run and run.get("history") else -1
+        pruning = run is not None and run.steps_done < len(run.epochs)
+        last_step = run.history[-1]["epoch"] if run and run.history else -1
         now = False
         if (not _distributed() or dist.get_rank() == 0) and not pruning and self.epoch > last_step \
                 and self.fitness is not None:  # the last validation scored the final shape
-            if "teacher_fitness" not in record:
-                record["teacher_fitness"] = self._teacher_fitness()
-            now = float(self.fitness) >= record["teacher_fitness"]
+            if record.teacher_fitness is None:
+                record.teacher_fitness = self._teacher_fitness()
+            now = float(self.fitness) >= record.teacher_fitness
         if _distributed():
             flag = [now]
             dist.broadcast_object_list(flag, src=0)
             now = flag[0]
         if now:
-            record["caught_up"] = self.epoch
-            LOGGER.info(f"yolo-opt: the student reached its teacher's fitness ({record.get('teacher_fitness', 0):.4f}) "
+            record.caught_up = self.epoch
+            LOGGER.info(f"yolo-opt: the student reached its teacher's fitness ({record.teacher_fitness or 0:.4f}) "
                         f"after epoch {self.epoch}: distillation off from epoch {self.epoch + 1}")
+        if run is not None:  # sticky: kept in the run's record, so a resumed run stays let go
+            self._store_run(run)
         return now
 
     def _teacher_fitness(self) -> float:
@@ -309,30 +316,31 @@ class Pruning:
         from yolo_opt.prune.importance import NEEDS_DATA
         from yolo_opt.prune.pruner import prune_model
         from yolo_opt.prune.targets import count_macs
-        from yolo_opt.train.schedule import step_layer_ratios, step_ratio
+        from yolo_opt.training.schedule import step_layer_ratios, step_ratio
 
         opts, run, imgsz = self.opts.prune, self._run(), self.args.imgsz
-        step, steps = run["steps_done"] + 1, len(run["epochs"])
+        step, steps = run.steps_done + 1, len(run.epochs)
         if opts.per_layer:
             ratio = 0.0
-            layer_ratios = step_layer_ratios(model, opts, run, step, steps, imgsz, self.args.data,
-                                             self.save_dir / "sensitivity")
+            layer_ratios = step_layer_ratios(model, opts, run, step=step, steps=steps, imgsz=imgsz, data=self.args.data,
+                                             folder=self.save_dir / "sensitivity")
         else:
-            ratio, layer_ratios = step_ratio(model, opts, run, step, steps, imgsz), None
+            ratio, layer_ratios = step_ratio(model, opts, run, step=step, steps=steps, imgsz=imgsz), None
         batches = loss_fn = None
         if opts.prune_method in NEEDS_DATA:
             batches = (self.preprocess_batch(b) for b in islice(self.train_loader, opts.prune_batches))
             loss_fn = detection_loss
-        prune_model(model, ratio, opts.prune_method, opts.prune_round, opts.prune_global, batches=batches,
+        prune_model(model, ratio, opts.prune_method, opts.prune_round, prune_global=opts.prune_global, batches=batches,
                     loss_fn=loss_fn, layer_ratios=layer_ratios)
         macs, params = count_macs(model, imgsz)
-        run["steps_done"] = step
-        run.setdefault("history", []).append({"epoch": self.epoch, "ratio": ratio, "macs_ratio": macs / run["base_macs"],
-                                              "params_ratio": params / run["base_params"]})
+        run.steps_done = step
+        run.history.append({"epoch": self.epoch, "ratio": ratio, "macs_ratio": macs / run.base_macs,
+                            "params_ratio": params / run.base_params})
+        self._store_run(run)
         LOGGER.info(
             f"yolo-opt: prune step {step}/{steps} at epoch {self.epoch + 1} ({opts.prune_method}, ratio "
-            f"{'per-layer' if layer_ratios else f'{ratio:.3f}'}): GFLOPs {macs / run['base_macs']:.3f}x, "
-            f"params {params / run['base_params']:.3f}x"
+            f"{'per-layer' if layer_ratios else f'{ratio:.3f}'}): GFLOPs {macs / run.base_macs:.3f}x, "
+            f"params {params / run.base_params:.3f}x"
         )
 
     def _rewrap(self, model: nn.Module) -> None:

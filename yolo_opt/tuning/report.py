@@ -59,14 +59,14 @@ def report(st, run_dir: str | Path, objectives: str, top: int = 3) -> dict[str, 
         ))
         recipes.append(str(path))
     if complete:
-        plot_pareto(complete, pareto, run_dir / "pareto.png", second, metric)
+        plot_pareto(complete, pareto, run_dir / "pareto.png", second=second, metric=metric)
     summary = {"study": st.study_name, "run_dir": str(run_dir), "states": states, "pareto": front,
                "recipes": recipes, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
     atomic_write_bytes(run_dir / "summary.json", json.dumps(summary, indent=1, default=str).encode())
     return summary
 
 
-def plot_pareto(complete: list, pareto: list, path: Path, second: str, metric: str = "mAP50-95") -> Path:
+def plot_pareto(complete: list, pareto: list, path: Path, *, second: str, metric: str = "mAP50-95") -> Path:
     """PNG: every complete trial (mAP vs latency/GFLOPs), the Pareto front joined and labelled."""
     import matplotlib
 

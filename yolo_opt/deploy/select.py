@@ -114,7 +114,7 @@ def _plain_exports(pt: Path, folder: Path, imgsz: int, batch: int = 1,
     return out
 
 
-def build_candidates(label: str, pt: Path, data: str | Path, folder: Path, imgsz: int, runtimes: tuple[str, ...], *,
+def build_candidates(label: str, pt: Path, data: str | Path, folder: Path, *, imgsz: int, runtimes: tuple[str, ...],
                      calib_images: int, max_map_drop: float, plain: bool, batch: int = 0,
                      prebuilt: dict[tuple[str, str], Path] | None = None,
                      forms: tuple[str, ...] | None = None) -> list[Candidate]:
@@ -170,15 +170,15 @@ def build_candidates(label: str, pt: Path, data: str | Path, folder: Path, imgsz
         from yolo_opt.deploy.openvino import export_openvino
 
         ov = made("ov", d / "model_openvino_model",
-                  lambda p: export_openvino(pt, p, imgsz, validate=False, progress=False))
+                  lambda p: export_openvino(pt, p, imgsz=imgsz, validate=False, progress=False))
         ov8 = made("ov_int8", d / "model_int8_openvino_model",
-                   lambda p: export_openvino(pt, p, imgsz, int8=True, data=data, calib_images=calib_images,
+                   lambda p: export_openvino(pt, p, imgsz=imgsz, int8=True, data=data, calib_images=calib_images,
                                              max_map_drop=max_map_drop, validate=False, progress=False, fp32=ov))
         out += [Candidate(label, f, str(path)) for f, path in (("ov", ov), ("ov_f32", ov), ("ov_int8", ov8))
                 if wanted(f)]
     if plain:
         kinds = tuple(f for f in PLAIN if FORMS[f][0] in runtimes)
-        twins = _plain_exports(pt, d, imgsz, batch, ("ul_onnx",)) if batch > 1 and "ul_onnx" in kinds else {}
+        twins = _plain_exports(pt, d, imgsz, batch=batch, formats=("ul_onnx",)) if batch > 1 and "ul_onnx" in kinds else {}
         out += [Candidate(label, form, str(path), batch_path=str(twins[form]) if form in twins else None)
                 for form, path in _plain_exports(pt, d, imgsz, formats=kinds).items()]
     for c in out:
@@ -208,7 +208,7 @@ def _validate(candidates: list[Candidate], data: str | Path, imgsz: int,
         c.map, c.mask_map = figures["map"], figures.get("mask_map")
 
 
-def _time(candidates: list[Candidate], imgsz: int, rounds: int, runs: int, threads: int | None, image: Path) -> None:
+def _time(candidates: list[Candidate], imgsz: int, *, rounds: int, runs: int, threads: int | None, image: Path) -> None:
     """Latency of each candidate alone and in the full pipeline (and its throughput at its `batch_size`), by the one
     protocol of reports (`yolo_opt.bench.latency.time_apart`)."""
     from yolo_opt.bench.latency import time_apart
@@ -222,8 +222,8 @@ def _time(candidates: list[Candidate], imgsz: int, rounds: int, runs: int, threa
         c.runtime, c.threads, c.throughput = t["runtime"], t["threads"], t.get("throughput")
 
 
-def select_with(models: dict[str, str | Path], data: str | Path, out: str | Path, imgsz: int | None,
-                deploy: DeployOptions, ptq: PTQOptions, *, lat_imgsz: int | None = None,
+def select_with(models: dict[str, str | Path], data: str | Path, out: str | Path, imgsz: int | None, *,
+                deploy: DeployOptions, ptq: PTQOptions, lat_imgsz: int | None = None,
                 reference: str | Path | None = None,
                 prebuilt: dict[tuple[str, str], Path] | None = None) -> dict[str, Any]:
     """`select_deployment` with its settings from validated options (`DeployOptions`, `PTQOptions`): the one place
@@ -303,7 +303,7 @@ def select_deployment(models: dict[str, str | Path], data: str | Path, out: str 
         from yolo_opt.deploy.bundle import make_bundle
 
         pt = next(iter(pts.values()))
-        make_bundle(pt, data, out, imgsz, True, calib_images=calib_images, max_map_drop=max_map_drop)
+        make_bundle(pt, data, out, imgsz=imgsz, int8=True, calib_images=calib_images, max_map_drop=max_map_drop)
         return {"target": target, "bundle": str(out), "measured": False,
                 "note": "TensorRT cannot run here: the bundle builds the engine on the device (build_engine.py)"}
     if "openvino" in runtimes:
@@ -315,27 +315,27 @@ def select_deployment(models: dict[str, str | Path], data: str | Path, out: str 
     with atomic_folder(out, "deployment") as tmp:  # candidates included: a kill leaves nothing half-written
         work = tmp / "candidates"
         separate = bool(lat_imgsz and lat_imgsz != imgsz)
-        ref, known = _bar(pts, unpruned, data, imgsz, work, prebuilt)
+        ref, known = _bar(pts, unpruned, data, imgsz=imgsz, work=work, prebuilt=prebuilt)
         LOGGER.info(f"yolo-opt deploy: candidates are held to {ref['model']}'s FP32 mAP50-95 {ref['map']:.4f} "
                     f"({ref['why']}), max_map_drop={max_map_drop}")
 
         def forms_of(label: str) -> tuple[str, ...] | None:  # an unpruned model below the bar: its FP32 row alone
             return ("onnx_fp32",) if label in unpruned and label != ref["model"] else None
 
-        def build(size: int, folder: Path, n_calib: int, batch: int, given: dict) -> list[Candidate]:
+        def build(size: int, folder: Path, *, n_calib: int, batch: int, given: dict) -> list[Candidate]:
             made: list[Candidate] = []
             for label, pt in pts.items():
-                made += build_candidates(label, pt, data, folder, size, runtimes, calib_images=n_calib,
+                made += build_candidates(label, pt, data, folder, imgsz=size, runtimes=runtimes, calib_images=n_calib,
                                          max_map_drop=max_map_drop, plain=label == labels[-1], batch=batch,
                                          prebuilt=given, forms=forms_of(label))
             return made
 
-        candidates = build(imgsz, work, calib_images, 0 if separate else throughput_batch, prebuilt)
+        candidates = build(imgsz, work, n_calib=calib_images, batch=0 if separate else throughput_batch, given=prebuilt)
         _validate(candidates, data, imgsz, known)
         timed = candidates
         if separate:  # the same forms at the latency size (accuracy does not come from them)
-            timed = build(lat_imgsz, work / f"lat{lat_imgsz}", min(calib_images, 32), throughput_batch, {})
-        _time(timed, lat_imgsz or imgsz, rounds, runs, threads, image)
+            timed = build(lat_imgsz, work / f"lat{lat_imgsz}", n_calib=min(calib_images, 32), batch=throughput_batch, given={})
+        _time(timed, lat_imgsz or imgsz, rounds=rounds, runs=runs, threads=threads, image=image)
         for c, t in zip(candidates, timed, strict=True):
             c.latency_ms, c.pipeline_ms, c.runtime, c.threads = t.latency_ms, t.pipeline_ms, t.runtime, t.threads
             c.latency_spread, c.pipeline_spread = t.latency_spread, t.pipeline_spread
@@ -371,7 +371,7 @@ def select_deployment(models: dict[str, str | Path], data: str | Path, out: str 
     return result
 
 
-def _bar(pts: dict[str, Path], unpruned: list[str], data: str | Path, imgsz: int, work: Path,
+def _bar(pts: dict[str, Path], unpruned: list[str], data: str | Path, *, imgsz: int, work: Path,
          prebuilt: dict[tuple[str, str], Path]) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
     """The bar of the selection: the unpruned model with the best FP32 mAP50-95 (its FP32 ONNX validated as every
     candidate is), and the figures measured on the way, by path (each unpruned FP32 ONNX becomes a candidate)."""
