@@ -65,12 +65,14 @@ RANK_SCRIPT = textwrap.dedent(r'''
     # None), decides, and every rank follows (the teacher's score is set here: no validation in this script)
     trainer.epoch = 1
     if rank == 0:
-        trainer._run()["teacher_fitness"] = 0.5
+        run = trainer._run()
+        run.teacher_fitness = 0.5
+        trainer._store_run(run)
     decided = []
     for fitness in (0.4, 0.6):
         trainer.fitness = fitness if rank == 0 else None
         decided.append(trainer._caught_up())
-    state["while_behind"] = [decided, trainer._run().get("caught_up")]
+    state["while_behind"] = [decided, trainer._run().caught_up]
     gathered = [None, None]
     dist.all_gather_object(gathered, state)
     if rank == 0:
