@@ -1,24 +1,26 @@
 """The fastest deployable form of a model on this machine, chosen by measurement (`yolo-opt deploy`, the `select`
 stage of `optimize`).
 
-Which form is fastest depends on the CPU and the runtime: on an AVX512-BF16/AMX CPU OpenVINO runs an FP32 IR in bf16
-by default and beat its own NNCF INT8 (1.08-1.18x); on an AVX2-only CPU the order was different again; pruning to
-half the GFLOPs bought 0.91x on OpenVINO but 0.73x on ONNX Runtime. So every candidate form the target can run is
-built, validated with the Ultralytics validator, timed on this machine, and the fastest one within `max_map_drop` of
-the reference is delivered, with the table and the plot that justify the choice:
+Which form is fastest depends on the CPU and the runtime (docs/benchmarks.md#deployed-forms), so every candidate
+form the target can run is built, validated with the Ultralytics validator on the head it ships with, timed on this
+machine, and the fastest one within `max_map_drop` of the bar is delivered, with the table and the plot that justify
+the choice:
 
     onnx_fp32   yolo-opt's FP32 ONNX on ONNX Runtime          onnx_int8   yolo-opt's INT8 QDQ ONNX on ONNX Runtime
+    onnx_e2e    the NMS-free head's FP32 ONNX (YOLO26,        onnx_e2e_int8  its INT8 QDQ ONNX
+                YOLOv10), where the default export is not it
     ov          the FP32 IR on OpenVINO at its default        ov_f32      the same IR at f32 math
                 precision (bf16 where the CPU has it)         ov_int8     NNCF INT8 IR (accuracy-controlled)
 
-for each model given (the pruned one and the unpruned input, say). Timing: batch 1, each model in a process of
-its own (OpenVINO's spinning thread pool slows others, and ONNX Runtime sessions sharing a process read up to 1.5x
-slow), the models taking turns round after round so that load on the machine hits all of them alike; the median of
-the rounds. Beside the model's time, each row has the time a user
-feels: letterbox of a real image + the model + decode (and NMS where the model has none), and the throughput at batch
-8 (images/s; ONNX forms are exported again at that batch, OpenVINO reshapes its IR). The plain Ultralytics
-exports of the unpruned model (`yolo export format=onnx` / `format=openvino`) are timed too: the selection's speed-up
-is stated against the fastest of them. A Jetson or GPU target cannot be measured here: it gets the TensorRT bundle.
+for each model given (the pruned one, the unpruned input, and the reference). The bar is the best unpruned model
+(input or reference, on its FP32 ONNX): a reference that scores below its input is flagged, never the bar. Timing is
+the one protocol of reports (`yolo_opt.bench.latency.time_apart`): batch 1, each model in a process of its own, the
+models taking turns round after round, the median and the rounds' spread; beside the model's time, the pipeline a
+user runs per frame (letterbox of a real image, the model, decode and NMS where the model has none) and the
+throughput at batch 8 (images/s; ONNX forms are exported again at that batch, OpenVINO reshapes its IR). The plain
+Ultralytics exports of the unpruned input (`yolo export format=onnx` / `format=openvino`) are timed too: the
+selection's speed-up is stated against the fastest of them. A Jetson or GPU target cannot be measured here: it gets
+the TensorRT bundle.
 """
 
 from __future__ import annotations
