@@ -4,7 +4,7 @@ larger batch (images/s) where asked.
 Reports time every file by one protocol (`time_apart`): each model in a fresh process of its own, the models taking
 turns round after round so that load elsewhere on the machine hits every model alike, the median of the rounds and
 their spread. OpenVINO's CPU thread pool keeps spinning after a call, and ONNX Runtime sessions sharing a process
-read up to 1.5x slow: one model per process.
+read slow (docs/benchmarks.md#deployed-forms): one model per process.
 
     python -m yolo_opt.bench.latency < request.json   # what `latency_in_process` runs
 """
@@ -230,8 +230,8 @@ def time_apart(items: list[dict[str, Any]], imgsz: int | None = None, *, rounds:
     after round (load elsewhere on the machine hits all of them alike), the median of the rounds kept and their
     spread reported.
 
-    One model per process: ONNX Runtime sessions sharing a process timed 1.5x slow here, OpenVINO's thread pool
-    spins after a call, and a user runs one model.
+    One model per process: ONNX Runtime sessions sharing a process time slow, OpenVINO's thread pool spins after a
+    call, and a user runs one model.
 
     Args:
         items: {"path", and optionally "precision" (OpenVINO), "batch" > 1 and "batch_path" (throughput)}.

@@ -6,9 +6,9 @@ turns half the GFLOPs into the most time saved depends on the CPU and the runtim
 pruned (uniformly, no fine-tuning: latency does not depend on the weights' values) to the run's GFLOPs target with
 each candidate rounding, exported for the runtime, and timed here, batch 1, interleaved in one process of that
 runtime. Given the run's data, the copies get the per-layer ratios the run will get (a sensitivity analysis, then the
-allocation to the GFLOPs target at that rounding): they land on the target at every rounding (YOLO26n at 0.5: 0.507,
-0.506, 0.496), so the roundings are compared at the GFLOPs the run will have. Uniform copies (no data) can overshoot
-(0.43x at rounding 16 on YOLO26n), so roundings are compared by latency per GFLOPs kept: the lowest wins; a coarser
+allocation to the GFLOPs target at that rounding): they land on the target at every rounding, so the roundings are
+compared at the GFLOPs the run will have (docs/benchmarks.md#channel-rounding). Uniform copies (no data) can
+overshoot, so roundings are compared by latency per GFLOPs kept: the lowest wins; a coarser
 rounding must beat a finer one by 3% (finer lands closer to the target and keeps more accuracy). Results are cached
 per model, target, runtime, allocation and CPU (`$XDG_CACHE_HOME/yolo-opt/`).
 """
