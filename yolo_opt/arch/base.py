@@ -163,6 +163,17 @@ class SplitTwin(nn.Module):
     pickled_as: ClassVar[tuple[str, ...]] = ()  # older names checkpoints hold it under (the safe loader allows them)
     equal_halves = False
 
+
+    def split(self, block: nn.Module, *shared: str) -> None:
+        """Become the twin of `block`: its `cv1` cut into this twin's two halves (the same weights), the modules
+        named `shared` shared with it, and its place in the model (routing) and train/eval mode."""
+        c = block.cv1.conv.out_channels // 2
+        first, second = self.halves
+        setattr(self, first, half_conv(block.cv1, 0, c))
+        setattr(self, second, half_conv(block.cv1, c, 2 * c))
+        for name in shared:
+            setattr(self, name, getattr(block, name))
+        copy_routing(block, self)
     def intact_half(self) -> nn.Module | None:
         """The half whose channels pruning never removes (it feeds attention), if any."""
         return None

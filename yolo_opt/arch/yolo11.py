@@ -10,7 +10,7 @@ import torch
 from ultralytics.nn.modules import C2PSA
 from ultralytics.nn.modules.block import Attention
 
-from yolo_opt.arch.base import Family, SplitTwin, copy_routing, half_conv, has_layer, modules_of, register_family
+from yolo_opt.arch.base import Family, SplitTwin, has_layer, modules_of, register_family
 
 
 class C2PSASplit(SplitTwin):
@@ -23,12 +23,7 @@ class C2PSASplit(SplitTwin):
     def __init__(self, block: C2PSA):
         """Build the twin of `block`, sharing its PSA blocks and final conv."""
         super().__init__()
-        c = block.cv1.conv.out_channels // 2
-        self.cva = half_conv(block.cv1, 0, c)
-        self.cvb = half_conv(block.cv1, c, 2 * c)
-        self.cv2 = block.cv2
-        self.m = block.m
-        copy_routing(block, self)
+        self.split(block, "cv2", "m")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Same output as the original block."""

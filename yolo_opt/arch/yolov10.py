@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from ultralytics.nn.modules.block import PSA
 
-from yolo_opt.arch.base import Family, SplitTwin, copy_routing, half_conv, has_layer, register_family
+from yolo_opt.arch.base import Family, SplitTwin, has_layer, register_family
 
 
 class PSASplit(SplitTwin):
@@ -18,11 +18,7 @@ class PSASplit(SplitTwin):
     def __init__(self, block: PSA):
         """Build the twin of `block`, sharing its attention, feed-forward and final conv."""
         super().__init__()
-        c = block.cv1.conv.out_channels // 2
-        self.cva = half_conv(block.cv1, 0, c)
-        self.cvb = half_conv(block.cv1, c, 2 * c)
-        self.attn, self.ffn, self.cv2 = block.attn, block.ffn, block.cv2
-        copy_routing(block, self)
+        self.split(block, "attn", "ffn", "cv2")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Same output as the original block."""

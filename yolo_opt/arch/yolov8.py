@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from ultralytics.nn.modules import C2f
 
-from yolo_opt.arch.base import Family, SplitTwin, copy_routing, half_conv, has_layer, holds_attention, register_family
+from yolo_opt.arch.base import Family, SplitTwin, has_layer, holds_attention, register_family
 
 
 class C2fSplit(SplitTwin):
@@ -22,12 +22,7 @@ class C2fSplit(SplitTwin):
     def __init__(self, block: C2f):
         """Build the twin of `block`, sharing its inner blocks and final conv."""
         super().__init__()
-        c = block.cv1.conv.out_channels // 2
-        self.cv0 = half_conv(block.cv1, 0, c)
-        self.cv1 = half_conv(block.cv1, c, 2 * c)
-        self.cv2 = block.cv2
-        self.m = block.m
-        copy_routing(block, self)
+        self.split(block, "cv2", "m")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Same output as the original block."""

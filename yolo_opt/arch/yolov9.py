@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from ultralytics.nn.modules.block import RepNCSPELAN4
 
-from yolo_opt.arch.base import Family, SplitTwin, copy_routing, half_conv, has_layer, register_family
+from yolo_opt.arch.base import Family, SplitTwin, has_layer, register_family
 
 
 class ELANSplit(SplitTwin):
@@ -21,11 +21,7 @@ class ELANSplit(SplitTwin):
     def __init__(self, block: RepNCSPELAN4):
         """Build the twin of `block`, sharing its inner stages and final conv."""
         super().__init__()
-        c = block.cv1.conv.out_channels // 2
-        self.cv0 = half_conv(block.cv1, 0, c)
-        self.cv1 = half_conv(block.cv1, c, 2 * c)
-        self.cv2, self.cv3, self.cv4 = block.cv2, block.cv3, block.cv4
-        copy_routing(block, self)
+        self.split(block, "cv2", "cv3", "cv4")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Same output as the original block."""

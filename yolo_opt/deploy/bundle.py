@@ -11,7 +11,7 @@ from typing import Any
 
 from yolo_opt.errors import ConfigError
 from yolo_opt.io.files import atomic_folder, owned_folder
-from yolo_opt.options import DEFAULT_IMGSZ
+from yolo_opt.options import DEFAULT_IMGSZ, PTQOptions
 
 README = """yolo-opt Jetson bundle ({name})
 ===========================================
@@ -149,17 +149,15 @@ def make_bundle(
     model: str | Path,
     data: str | Path | None,
     out: str | Path,
+    ptq: PTQOptions | None = None,
     *,
     imgsz: int | list[int] = DEFAULT_IMGSZ,
     int8: bool = True,
-    calib: str = "minmax",
-    calib_images: int = 256,
-    per_channel: bool = True,
-    max_map_drop: float | None = None,
     validate: bool = True,
     workspace: float = 2.0,
     progress: bool = True,
     end2end: bool | None = None,
+    **shortcuts: Any,
 ) -> Path:
     """Write a Jetson deployment folder for an Ultralytics `.pt` (pruned models too).
 
@@ -175,9 +173,11 @@ def make_bundle(
         data: data.yaml (train split calibrates, val split validates); required when `int8`.
         out: Bundle folder: absent, empty, or an earlier yolo-opt bundle (replaced once the new one is complete);
             any other non-empty folder is refused.
+        ptq: `calib`, `calib_images`, `per_channel`, `max_map_drop` as in `quantize_onnx` (activations are always
+            symmetric: TensorRT's kind); or their keyword shortcuts (`calib_images=64`).
         imgsz: Input size.
         int8: Include the INT8 QDQ model (else FP32/FP16 only).
-        calib, calib_images, per_channel, max_map_drop, validate: As in `quantize_onnx`.
+        validate: Measure FP32 and INT8 mAP50-95 (needed for `max_map_drop`).
         workspace: TensorRT builder workspace (GiB) written into the scripts.
         progress: Show progress bars.
         end2end: True: the NMS-free output of an end-to-end model; False: one-to-many + NMS; None: the head
@@ -193,16 +193,17 @@ def make_bundle(
     from yolo_opt.quant.tensorrt import to_tensorrt_qdq
     from yolo_opt.validation import validate_onnx
 
+    ptq = PTQOptions.from_kwargs(ptq, **shortcuts)
     if not out:
         raise ConfigError("out= is required for a bundle, e.g. out=jetson_bundle")
     out = Path(out)
     owned_folder(out, "bundle")  # a folder of the user's is refused before any work (and again before the swap)
     info: dict[str, Any] = _model_info(model, imgsz, end2end)
     if int8:
-        calibration_method(calib)
+        calibration_method(ptq.calib)
         from yolo_opt.data.calib import calibration_files
 
-        calibration_files(data, calib_images)  # fail fast on no/empty data before exporting anything
+        calibration_files(data, ptq.calib_images)  # fail fast on no/empty data before exporting anything
     with atomic_folder(out, "bundle") as tmp:
         fp32 = export_onnx(model, tmp / "model_fp32.onnx", imgsz=imgsz, end2end=info["end2end"])
         _head(info, model, exported_end2end(fp32))
@@ -211,18 +212,17 @@ def make_bundle(
                     workspace_gib=workspace)
         accuracy = "not validated"
         if int8:
-            r = quantize_onnx(fp32, data, tmp / "model_int8_ort.onnx", calib=calib, calib_images=calib_images,
-                              per_channel=per_channel, max_map_drop=max_map_drop, validate=validate, progress=progress,
-                              symmetric=True)  # TensorRT runs symmetric activations only
+            r = quantize_onnx(fp32, data, tmp / "model_int8_ort.onnx", ptq.replace(symmetric=True), validate=validate,
+                              progress=progress)  # TensorRT runs symmetric activations only
             to_tensorrt_qdq(r.path, tmp / "model_int8.onnx")  # TensorRT form, checked by lint_tensorrt_qdq
             (tmp / "model_int8_ort.onnx").unlink()
             info["models"]["int8"] = "model_int8.onnx"
             info["precision"] = "int8-qdq"
             info["quantization"] = {
-                "calib": calib, "calib_images": r.calib_images, "per_channel": per_channel,
+                "calib": ptq.calib, "calib_images": r.calib_images, "per_channel": ptq.per_channel,
                 "form": "tensorrt (INT8 zero point 0, float bias, NVIDIA Q/DQ placement: yolo_opt.quant.tensorrt)",
                 "activations": "int8 symmetric per-tensor (zero point 0)", "weights": "int8 symmetric per-channel"
-                if per_channel else "int8 symmetric per-tensor", "float_layers": r.excluded_layers,
+                if ptq.per_channel else "int8 symmetric per-tensor", "float_layers": r.excluded_layers,
                 "float_tail_nodes": r.tail_nodes,
             }
             if r.fp32_map is not None:
@@ -270,14 +270,14 @@ def make_openvino_bundle(
     model: str | Path,
     data: str | Path | None,
     out: str | Path,
+    ptq: PTQOptions | None = None,
     *,
     imgsz: int = DEFAULT_IMGSZ,
-    calib_images: int = 256,
-    max_map_drop: float | None = None,
     device: str | None = None,
     validate: bool = True,
     progress: bool = True,
     end2end: bool | None = None,
+    **shortcuts: Any,
 ) -> Path:
     """Write an OpenVINO deployment folder for an Ultralytics `.pt` (pruned models too).
 
@@ -285,7 +285,8 @@ def make_openvino_bundle(
     `max_map_drop`), each in Ultralytics' `*_openvino_model/` layout, `metadata.json` (names, imgsz, output
     format, models, device, measured mAP), `infer.py` (OpenVINO + numpy + OpenCV) with `yolo_decode.py` and
     `README.txt`; it is built in a temporary folder and renamed into place, so a failure never leaves a
-    half-written bundle. `end2end`: as in `make_bundle`.
+    half-written bundle. `ptq`: `calib_images` and `max_map_drop` (or their keyword shortcuts); `end2end`: as in
+    `make_bundle`.
     """
     import yaml
 
@@ -293,6 +294,7 @@ def make_openvino_bundle(
     from yolo_opt.deploy.openvino import export_openvino
     from yolo_opt.io.openvino import openvino_device, require
 
+    ptq = PTQOptions.from_kwargs(ptq, **shortcuts)
     require("openvino"), require("nncf")
     if not out:
         raise ConfigError("out= is required for a bundle, e.g. out=openvino_bundle")
@@ -300,18 +302,19 @@ def make_openvino_bundle(
     owned_folder(out, "OpenVINO bundle")  # a folder of the user's is refused before any work (and again before the swap)
     dev = openvino_device(device)
     info: dict[str, Any] = _model_info(model, imgsz, end2end)
-    calibration_files(data, calib_images)  # fail fast on no/empty data before exporting anything
+    calibration_files(data, ptq.calib_images)  # fail fast on no/empty data before exporting anything
     with atomic_folder(out, "OpenVINO bundle") as tmp:
         fp32 = export_openvino(model, tmp / "model_fp32_openvino_model", imgsz, device=dev, data=data,
                                validate=validate, progress=progress, end2end=info["end2end"])
         meta = yaml.safe_load((fp32.path / "metadata.yaml").read_text()) or {}
         _head(info, model, bool(meta.get("end2end", False)))
         int8 = export_openvino(model, tmp / "model_int8_openvino_model", imgsz, int8=True, data=data,
-                               calib_images=calib_images, max_map_drop=max_map_drop, device=dev, validate=validate,
+                               calib_images=ptq.calib_images, max_map_drop=ptq.max_map_drop, device=dev,
+                               validate=validate,
                                progress=progress, fp32=fp32.path)
         info.update(models={"fp32": fp32.path.name, "int8": int8.path.name}, precision="int8", device=dev,
                     quantization={"tool": "nncf", "preset": "mixed", "calib_images": int8.calib_images,
-                                  "max_map_drop": max_map_drop, "float_ops": int8.float_ops})
+                                  "max_map_drop": ptq.max_map_drop, "float_ops": int8.float_ops})
         accuracy = "not validated"
         if int8.fp32_map is not None:
             info["accuracy"], accuracy = _accuracy(int8.maps(), data, f"OpenVINO {dev}")

@@ -65,9 +65,8 @@ def export(model: str | Path, opts: ExportOptions | None = None, data: str | Pat
     if fmt == "openvino":
         return _openvino(model, opts, data, verbose=verbose, bundle=bundle)
     if fmt == "jetson":
-        folder = make_bundle(model, data, out or Path(model).with_name(Path(model).stem + "_jetson"), imgsz=imgsz,
-                             int8=True, calib=ptq.calib, calib_images=ptq.calib_images, per_channel=ptq.per_channel,
-                             max_map_drop=ptq.max_map_drop, workspace=opts.workspace, end2end=opts.end2end)
+        folder = make_bundle(model, data, out or Path(model).with_name(Path(model).stem + "_jetson"), ptq,
+                             imgsz=imgsz, int8=True, workspace=opts.workspace, end2end=opts.end2end)
         if verbose:
             LOGGER.info(f"Jetson bundle written: {folder} (see {folder / 'README.txt'})")
         return {"bundle": str(folder)}
@@ -123,8 +122,7 @@ def _openvino(model: str | Path, opts: ExportOptions, data: str | Path | None, *
         from yolo_opt.deploy.bundle import make_openvino_bundle
 
         folder = make_openvino_bundle(model, data, opts.out or Path(model).with_name(Path(model).stem + "_openvino"),
-                                      imgsz=opts.imgsz, calib_images=ptq.calib_images,
-                                      max_map_drop=ptq.max_map_drop, device=opts.device, end2end=opts.end2end)
+                                      ptq, imgsz=opts.imgsz, device=opts.device, end2end=opts.end2end)
         if verbose:
             LOGGER.info(f"OpenVINO bundle written: {folder} (see {folder / 'README.txt'})")
         return {"bundle": str(folder)}

@@ -152,8 +152,7 @@ def _bundle(run: Run, recipe: Recipe) -> None:
 
     ptq = recipe.ptq
     src = run.path("pruned_pt") or run.path("pt")
-    folder = make_bundle(src, run.data, run.folder / "jetson", imgsz=recipe.imgsz, int8=True, calib=ptq.calib,
-                         calib_images=ptq.calib_images, per_channel=ptq.per_channel, max_map_drop=ptq.max_map_drop,
+    folder = make_bundle(src, run.data, run.folder / "jetson", ptq, imgsz=recipe.imgsz, int8=True,
                          validate=ptq.max_map_drop is not None)
     qat = run.path("qat_onnx")
     if qat is not None:  # the QAT scales travel too, in TensorRT form: build_engine.py --onnx model_int8_qat.onnx
@@ -170,8 +169,7 @@ def _openvino(run: Run, recipe: Recipe) -> None:
 
     ptq = recipe.ptq
     src = run.path("pruned_pt") or run.path("baseline_pt") or run.path("pt")  # the float model (not qat.pt)
-    folder = make_openvino_bundle(src, run.data, run.folder / "openvino", imgsz=recipe.imgsz,
-                                  calib_images=ptq.calib_images, max_map_drop=ptq.max_map_drop,
+    folder = make_openvino_bundle(src, run.data, run.folder / "openvino", ptq, imgsz=recipe.imgsz,
                                   validate=ptq.max_map_drop is not None)
     artefacts = {"openvino_bundle": folder, "openvino_fp32": folder / "model_fp32_openvino_model",
                  "openvino_int8": folder / "model_int8_openvino_model"}
