@@ -30,7 +30,7 @@ RUNTIMES = {"pt": "PyTorch CPU", "onnx": "ONNX Runtime CPU", "openvino": "OpenVI
 
 def runtime_label(kind: str, precision: str | None = None) -> str:
     """The runtime column of a report: OpenVINO names its math when it is not f32 (on CPUs with AVX512-BF16 or AMX
-    it runs an FP32 IR in bf16 by default, 2x faster than f32 here, so "FP32" rows would be something else)."""
+    it runs an FP32 IR in bf16 by default, much faster than f32, so "FP32" rows would be something else)."""
     label = RUNTIMES[kind]
     return f"{label} ({precision})" if kind == "openvino" and precision and precision != "f32" else label
 

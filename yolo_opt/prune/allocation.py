@@ -44,7 +44,7 @@ def run_report(model: nn.Module, opts: PruneOptions, data: str | Path | None, im
     (a resumed run made it), else a new analysis of `model` written to `folder`.
 
     A new analysis is scored by the head-output change (`score=err`: a forward pass of 16 val images per case, no
-    validator; ~20x faster than mAP and the same allocation on the prune benchmark) at `imgsz` up to ANALYSIS_IMGSZ.
+    validator: docs/benchmarks.md#sensitivity-score) at `imgsz` up to ANALYSIS_IMGSZ.
     """
     from yolo_opt.prune.report import write_sensitivity_report
     from yolo_opt.prune.sensitivity import check_method, layer_sensitivity
