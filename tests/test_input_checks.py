@@ -36,7 +36,7 @@ def refusals(cases: list[list[str]], cwd: Path) -> list[tuple[int, str]]:
     return [tuple(x) for x in json.loads(r.stdout.split("RESULTS", 1)[1])]
 
 
-def assert_refused(results, cases, *words: str) -> None:
+def assert_refused(results, cases) -> None:
     for (code, err), argv in zip(results, cases, strict=True):
         lines = err.strip().splitlines()
         assert code == 2 and len(lines) == 1 and lines[0].startswith("yolo-opt: error:"), (argv, err[-2000:])
@@ -199,3 +199,22 @@ def test_segmentation_model_needs_a_segment_dataset(tmp_path, tiny_data):
     assert_refused(results, cases)
     assert "polygon" in results[0][1]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seg.pt"]
+
+
+def test_resume_of_a_finished_run_is_refused_before_its_dataset_is_fetched(tmp_path):
+    """`resume=True` on a finished checkpoint whose data is `coco8.yaml` went to Ultralytics' (offline) download."""
+    import torch
+
+    from tests.conftest import make_checkpoint
+    from yolo_opt.io.checkpoint import read_checkpoint
+
+    ckpt = make_checkpoint("yolov8n.yaml", tmp_path / "last.pt")
+    assert read_checkpoint(ckpt).get("epoch", -1) == -1  # what Ultralytics writes at the end of a run
+    state = torch.load(ckpt, weights_only=False)
+    state["train_args"] = {**state.get("train_args", {}), "data": "coco8.yaml", "imgsz": IMGSZ}
+    torch.save(state, ckpt)
+    cases = [["train", f"model={ckpt}", "resume=True"]]
+    results = refusals(cases, tmp_path)
+    assert_refused(results, cases)
+    assert "finished" in results[0][1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]  # no download, no runs/
