@@ -128,7 +128,7 @@ def test_read_only_output_folder(work, tiny_data):
         ro.chmod(0o755)
 
 
-@pytest.mark.parametrize(("arg", "needle"), [("imgsz=abc", "imgsz='abc'"), ("epochs=abc", "epochs='abc'"),
+@pytest.mark.parametrize(("arg", "needle"), [("imgsz=abc", "imgsz=abc must be"), ("epochs=abc", "'epochs' must be an int"),
                                              ("prune_target=5", "prune_target=5 is out of range")])
 def test_optimize_validates_the_whole_recipe_first(work, tiny_data, arg, needle):
     r = run_cli("optimize", f"model={work / 'm.pt'}", f"data={tiny_data}", "recipe=cpu-onnx", arg,
