@@ -49,6 +49,8 @@ def test_unknown_recipe():
 def test_benchmark_report_holds_json_figures(tmp_path, v8_checkpoint, tiny_data):
     from ultralytics import YOLO
 
+    from yolo_opt.bench.latency import with_spread
+
     onnx = YOLO(str(v8_checkpoint)).export(format="onnx", imgsz=64)
     out = tmp_path / "bench"
     r = run_cli("benchmark", f"model={v8_checkpoint},{onnx}", f"data={tiny_data}", "imgsz=64",
@@ -60,7 +62,9 @@ def test_benchmark_report_holds_json_figures(tmp_path, v8_checkpoint, tiny_data)
     for row in rows.values():
         assert f"{row['map50']:.3f}" in report
         assert f"{row['size_mb']:.3g}" in report
-        assert f"{row['latency_ms']:.3g}" in report
+        # each latency as every report shows it: the median and its rounds' range
+        assert with_spread(row["latency_ms"], row.get("latency_ms_spread")) in report
+        assert row["latency_ms_spread"][0] <= row["latency_ms"] <= row["latency_ms_spread"][1]
     png = (out / "report.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
     pt_row, onnx_row = rows.values()
