@@ -153,6 +153,15 @@ def test_optimize_report(optimized):
     selection = json.loads((folder / "deploy" / "selection.json").read_text())
     assert selection["selected"]["eligible"] and Path(selection["model"]).exists()
     assert "## Deployed form (chosen by measurement here)" in report and "Selected: **" in report
+    # one file, one figure: every file the selection timed shows the same latency in the report's main table
+    timed = {(c["model"], c["form"]): c for c in selection["candidates"]}
+    for label, key in (("fp32 onnx", ("pruned", "onnx_fp32")), ("ptq int8 onnx", ("pruned", "onnx_int8")),
+                       ("baseline onnx", ("unpruned", "onnx_fp32")), ("reference onnx", ("reference", "onnx_fp32"))):
+        assert rows[label]["latency_ms"] == timed[key]["latency_ms"], label
+        assert rows[label]["pipeline_ms"] == timed[key]["pipeline_ms"], label
+    assert all(r["pipeline_ms"] >= r["latency_ms"] for r in rows.values() if r.get("pipeline_ms") is not None)
+    # the reference is a candidate, and the bar is the better of the unpruned models
+    assert ("reference", "onnx_fp32") in timed and selection["reference"]["model"] in ("unpruned", "reference")
 
 
 def test_resume_refuses_other_model(optimized, tmp_path, tiny_data):
