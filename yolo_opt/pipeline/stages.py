@@ -214,8 +214,6 @@ def _select(run: Run, recipe: Recipe) -> None:
                                                       (("unpruned", "onnx_fp32"), "baseline_onnx"),
                                                       ((REFERENCE, "onnx_fp32"), "reference_onnx"))
                 if run.path(kind) is not None and key[0] in (*models, REFERENCE)}
-    if run.path("fp32_onnx") is not None and run.path("fp32_onnx") == run.path("baseline_onnx"):
-        prebuilt.pop(("pruned", "onnx_fp32"), None)  # nothing was pruned: the "pruned" model is the input
     result = select_with(models, run.data, run.folder / "deploy", recipe.imgsz, deploy=recipe.deploy, ptq=recipe.ptq,
                          lat_imgsz=recipe.bench.lat_imgsz, reference=run.path("reference_pt"), prebuilt=prebuilt)
     run.record("select", {"deploy": run.folder / "deploy"}, selected=result.get("selected_label"),
