@@ -275,6 +275,15 @@ class PruneOptions(Options):
     prune: float = key(0.0, float, "fraction of prunable channels to remove", PRUNE_MODES, low=0, high=1, high_open=True)
     prune_target: float | None = key(None, float, "target GFLOPs ratio to keep (0.5 = half); the ratio is searched",
                                      PRUNE_MODES, low=0, high=1, low_open=True)
+    prune_latency: float | None = key(None, float, "target latency ratio to keep (0.5 = half the unpruned model's time), "
+                                      "measured on lat_runtime at lat_imgsz: ratios allocated from a latency table "
+                                      "timed here, checked by timing the pruned model", PRUNE_MODES, low=0, high=1,
+                                      low_open=True, high_open=True)
+    lat_runtime: str = key("onnx", str, "where prune_latency= is timed: onnx (ONNX Runtime CPU), openvino (its default "
+                           "precision), torch-cuda (PyTorch FP16 on a CUDA GPU), tensorrt (needs TensorRT)",
+                           PRUNE_MODES, choices=("onnx", "openvino", "torch-cuda", "tensorrt"))
+    lat_imgsz: int | None = key(None, int, "image size prune_latency= is timed at (the size the model is deployed at; "
+                                "default: imgsz)", PRUNE_MODES, low=32, high=4096)
     prune_method: str = key("l2", str, "channel importance criterion", PRUNE_MODES + ("sensitivity",),
                             choices=tuple(PRUNE_METHODS))
     prune_steps: int = key(1, int, "iterative pruning: prune a share, fine-tune, repeat", TRAIN, low=1, high=100)
@@ -298,8 +307,20 @@ class PruneOptions(Options):
 
     def check(self) -> None:
         """One of prune / prune_target; per-layer ratios need per-layer ranking and a data-free criterion."""
-        if self.prune and self.prune_target is not None:
-            raise ConfigError("give prune=<channel fraction> or prune_target=<GFLOPs ratio>, not both")
+        goals = [k for k in ("prune", "prune_target", "prune_latency") if getattr(self, k)]
+        if len(goals) > 1:
+            raise ConfigError(f"give one of prune=<channel fraction>, prune_target=<GFLOPs ratio> or "
+                              f"prune_latency=<latency ratio>, not {' and '.join(goals)}")
+        if self.prune_latency is None:
+            unused = [k for k in ("lat_runtime", "lat_imgsz") if getattr(self, k) != PruneOptions.specs()[k][1]]
+            if unused:
+                raise ConfigError(f"{unused[0]}= sets how prune_latency= is timed: add prune_latency=<ratio>")
+        elif self.prune_global or self.prune_native:
+            raise ConfigError("prune_latency= allocates a ratio per group from a latency table: it cannot be combined "
+                              f"with {'prune_global' if self.prune_global else 'prune_native'}=True")
+        if self.lat_imgsz is not None and self.lat_imgsz % 32:
+            raise ConfigError(f"lat_imgsz={self.lat_imgsz} must be a multiple of the model stride 32, e.g. "
+                              f"lat_imgsz={(self.lat_imgsz + 31) // 32 * 32}")
         if self.prune_ratios == "sensitivity":
             if self.prune_global:
                 raise ConfigError("prune_ratios=sensitivity sets one ratio per group; it cannot be combined with "
@@ -315,14 +336,19 @@ class PruneOptions(Options):
     def per_layer(self) -> bool:
         """Whether ratios are allocated per group from a sensitivity analysis (prune_ratios, with auto resolved)."""
         if self.prune_ratios == "auto":
-            return (self.prune_target is not None and not self.prune_global and not self.prune_native
-                    and self.prune_method not in NEEDS_DATA)
+            return ((self.prune_target is not None or self.prune_latency is not None) and not self.prune_global
+                    and not self.prune_native and self.prune_method not in NEEDS_DATA)
         return self.prune_ratios == "sensitivity"
+
+    @property
+    def by_group(self) -> bool:
+        """Whether the run prunes with one ratio per group, allocated once (per-layer ratios, or a latency target)."""
+        return self.per_layer or self.prune_latency is not None
 
     @property
     def active(self) -> bool:
         """Whether anything is pruned."""
-        return bool(self.prune) or self.prune_target is not None
+        return bool(self.prune) or self.prune_target is not None or self.prune_latency is not None
 
 
 @dataclass(frozen=True)

@@ -139,6 +139,10 @@ def run_train(kwargs: dict[str, Any]) -> None:
         model, kwargs["resume"] = resume, True
     result = train(model, opts, **kwargs)
     print(f"yolo-opt: trained model {result['best']}")
+    if result.get("latency"):
+        from yolo_opt.bench.latency_target import latency_line
+
+        print(f"yolo-opt: {latency_line(result['latency'])}")
     if result.get("qat_onnx"):
         print(f"yolo-opt: QDQ INT8 ONNX from QAT {result['qat_onnx']}")
 
@@ -159,6 +163,10 @@ def run_prune(kwargs: dict[str, Any]) -> None:
         f"params {summary['params_ratio']:.3f}x, GFLOPs {summary['gflops']:.2f} ({summary['gflops_ratio']:.3f}x) "
         f"at imgsz={summary['imgsz']}"
     )
+    if summary.get("latency"):
+        from yolo_opt.bench.latency_target import latency_line
+
+        print(latency_line(summary["latency"]))
 
 
 def run_ultralytics(mode: str, kwargs: dict[str, Any]) -> None:

@@ -81,9 +81,11 @@ def load_recipe(recipe: str | Path, overrides: dict[str, Any] | None = None) -> 
     cfg["stages"] = stages
     rest = {k: v for k, v in cfg.items() if k not in PIPELINE_KEYS}
     try:
+        bench = BenchOptions.take(rest, "optimize")  # first: lat_imgsz is the run's, and prune_latency's too
         train = TrainOptions.take(rest)
+        if train.prune.prune_latency is not None and bench.lat_imgsz:
+            train = train.replace(prune=train.prune.replace(lat_imgsz=bench.lat_imgsz))
         ptq = PTQOptions.take(rest)
-        bench = BenchOptions.take(rest, "optimize")
         deploy = DeployOptions.take(rest, "optimize")
     except ConfigError as e:
         raise ConfigError(f"recipe {path.name}: {e}") from None

@@ -89,7 +89,8 @@ def _reference(run: Run, recipe: Recipe) -> None:
 
 def _check_prune(recipe: Recipe) -> None:
     if not recipe.train.prune.active:
-        raise ConfigError("stage 'prune' needs prune= or prune_target= in the recipe or on the command line")
+        raise ConfigError("stage 'prune' needs prune=, prune_target= or prune_latency= in the recipe or on the command "
+                          "line")
 
 
 @stage("prune", ("pt",), ("pt",), "prune + fine-tune inside the Ultralytics trainer (distill= for recovery)",
@@ -108,7 +109,13 @@ def _prune(run: Run, recipe: Recipe) -> None:
                                 lat_imgsz=recipe.bench.lat_imgsz, data=run.data)
         first = first.replace(prune=prune)
     out = _train_stage(run, recipe, "prune", run.path("pt"), opts=first)
-    run.record("prune", {"pt": out, "pruned_pt": out}, **({"prune_round": info} if info else {}))
+    extra = {"prune_round": info} if info else {}
+    if first.prune.prune_latency is not None:  # the allocation's predicted and measured latency, for the report
+        from yolo_opt.io.checkpoint import load_model, meta
+        from yolo_opt.training.trainer import RUN_KEY
+
+        extra["latency"] = (meta(load_model(out)).get(RUN_KEY) or {}).get("latency")
+    run.record("prune", {"pt": out, "pruned_pt": out}, **extra)
 
 
 @stage("qat", ("pt",), ("pt", "onnx"), "quantization-aware fine-tuning; QDQ ONNX with the QAT scales")
@@ -240,8 +247,13 @@ def _benchmark(run: Run, recipe: Recipe) -> dict[str, Any]:
     rows = benchmark(chosen.values(), run.data, recipe.imgsz, out=run.folder, lat_imgsz=recipe.bench.lat_imgsz,
                      names=chosen.keys(), references=("reference", "reference onnx", "reference openvino"),
                      ov_precision=recipe.bench.ov_precision, timed=timed, rounds=recipe.deploy.rounds)
+    report = run.folder / "report.md"
+    latency = run.state["stages"].get("prune", {}).get("latency")
+    if latency:  # prune_latency=: asked, predicted and measured
+        from yolo_opt.bench.latency_target import latency_markdown
+
+        atomic_write_bytes(report, (report.read_text() + "\n" + latency_markdown(latency) + "\n").encode())
     if result is not None:  # which form won here, and by how much
-        report = run.folder / "report.md"
         text = (selection / "selection.md").read_text()
         atomic_write_bytes(report, (report.read_text() + "\n## Deployed form (chosen by measurement here)\n\n"
                                     + text).encode())

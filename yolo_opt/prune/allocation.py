@@ -232,3 +232,75 @@ def sensitivity_ratios(
     return allocate_ratios(report, model, prune_target, round_to=round_to), prune_target
 
 
+
+
+def width_levels(channels: int, r_max: float, round_to: int | None) -> list[float]:
+    """The ratios at which a `channels`-wide group keeps each width pruning can leave it (multiples of `round_to`,
+    down to a cut of `r_max`), lightest cut first; each ratio sits half a channel inside its width, so the pruner's
+    own rounding (`n_pruned`) lands on it exactly."""
+    step = round_to or 1
+    kept = [k for k in range(channels - channels % step or channels, 0, -step)
+            if k < channels and 1 - k / channels <= r_max + 1e-9]
+    kept = kept[::-(-len(kept) // 32)]  # at most 32 widths a group (prune_round=1 would give one per channel)
+    return [0.0] + [1 - (k + 0.5) / channels for k in kept]
+
+
+def allocate_for_cost(report: dict[str, Any] | None, estimate: MacsModel, cost, target: float, *,
+                      metric: str = "auto", r_max: float | None = None) -> dict[str, float]:
+    """Per-group ratios whose `cost` (e.g. a predicted latency) is at most `target` x the unpruned model's.
+
+    Greedy on measured damage per unit of cost saved (the knapsack rule HALP uses, with time as the weight): from the
+    unpruned model, every round moves one group one width down (to the next width that saves any cost), the group
+    whose move adds the least damage (its sensitivity curve, plus a `TIE_BREAK` term growing with the square of the
+    ratio) per millisecond saved, until the target is met. A layer whose channels buy little time (a memory-bound
+    convolution on a large map) is cut late, however cheap its GFLOPs; among flat (noise-level) curves the cut
+    spreads, heavier where time per channel is larger. Without a `report` every group has the same flat curve.
+
+    Args:
+        report: A sensitivity report covering the model's groups, or None (time alone).
+        estimate: The model's channel geometry (`macs_estimate`).
+        cost: ratios -> cost of the model pruned at them (`{}`: unpruned).
+        target: Cost to keep, as a fraction of the unpruned model's.
+        r_max: Largest ratio of any group (default: the report's largest measured ratio, else 0.75).
+
+    Raises:
+        PruneError: The target needs more than `r_max` in every group.
+    """
+    if report is not None:
+        missing = sorted(set(estimate.groups) - set(report["groups"]))
+        if missing:
+            raise PruneError(f"the sensitivity report does not cover {len(missing)} prunable group(s) of this model "
+                             f"(e.g. {missing[0]}); run 'yolo-opt sensitivity' on this model (without groups=)")
+        metric = choose_metric(report, metric)
+        r_max = r_max or max(report["ratios"])
+        curves = {n: c for n, c in damage_curves(report, metric).items() if n in estimate.groups}
+    else:
+        r_max = r_max or 0.75
+        curves = {n: ([0.0, r_max], [0.0, 0.0]) for n in estimate.groups}
+    eps = TIE_BREAK / r_max
+    # the tie-break grows with the square of the ratio: among flat curves, each further cut of a group costs more
+    # than the last, so the cut spreads over the groups by time saved instead of emptying the slowest groups first
+    damage = {n: (lambda x, f=_ratio_cost(r, d, 0.0): f(x) + eps * x * x / r_max) for n, (r, d) in curves.items()}
+    levels = {n: width_levels(estimate.groups[n], r_max, estimate.round_to) for n in curves}
+    at = dict.fromkeys(curves, 0)
+    ratios: dict[str, float] = {}
+    base = cost({})
+    now = base
+    while now > target * base:
+        best = None
+        for name, i in at.items():
+            for j in range(i + 1, len(levels[name])):  # the next width down that saves any time
+                trial = {**ratios, name: levels[name][j]}
+                saved = now - cost(trial)
+                if saved > 1e-9 * base:
+                    score = (damage[name](levels[name][j]) - damage[name](levels[name][i])) / saved
+                    if best is None or score < best[0]:
+                        best = (score, name, j, now - saved)
+                    break
+        if best is None:
+            raise PruneError(f"a cost target of {target:.3g}x needs more than ratio {r_max} in some groups (the "
+                             f"most pruning measured keeps {now / base:.2f}x); ask for a larger target")
+        _, name, j, now = best
+        at[name] = j
+        ratios[name] = round(levels[name][j], 6)
+    return {n: ratios.get(n, 0.0) for n in curves}

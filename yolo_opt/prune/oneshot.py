@@ -43,7 +43,12 @@ def prune_checkpoint(
 
     opts = PruneOptions.from_kwargs(opts, **shortcuts)
     if not opts.active:
-        raise ConfigError("give prune=<fraction of channels> or prune_target=<GFLOPs ratio>, e.g. prune=0.5")
+        raise ConfigError("give prune=<fraction of channels>, prune_target=<GFLOPs ratio> or prune_latency=<latency "
+                          "ratio>, e.g. prune=0.5")
+    if opts.prune_latency is not None:
+        from yolo_opt.bench.layer_latency import check_runtime
+
+        check_runtime(opts.lat_runtime)
     out = Path(out)
     if out.suffix != ".pt":
         raise ConfigError(f"out= must name a .pt file, got '{out}'")
@@ -67,8 +72,15 @@ def prune_checkpoint(
             if isinstance(m, SplitTwin):
                 m.equal_halves = True
     base_macs, base_params = count_macs(net, imgsz)
-    layer_ratios = None
-    if per_layer:
+    layer_ratios, latency = None, None
+    if opts.prune_latency is not None:
+        from yolo_opt.bench.latency_target import latency_allocation
+        from yolo_opt.prune.allocation import run_report
+
+        report = run_report(net, opts, data, imgsz) if per_layer else None
+        layer_ratios, latency = latency_allocation(net, report, opts, imgsz)
+        ratio = 0.0
+    elif per_layer:
         from yolo_opt.prune.allocation import run_report, sensitivity_ratios
 
         report = run_report(net, opts, data, imgsz)
@@ -94,6 +106,8 @@ def prune_checkpoint(
     step = {"ratio": ratio, "method": opts.prune_method, "macs": macs, "params": params}
     if layer_ratios:
         step["layer_ratios"] = layer_ratios
+    if latency:
+        step["latency"] = latency
     info.setdefault("history", []).append(step)
     if opts.prune_native:
         _, kept = adapter(net).to_native()
@@ -111,4 +125,5 @@ def prune_checkpoint(
         "gflops_ratio": macs / base_macs,
         "imgsz": imgsz,
         "native": opts.prune_native,
+        "latency": latency,
     }

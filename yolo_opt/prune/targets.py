@@ -111,29 +111,50 @@ class MacsModel:
                     shares[(layer, kind)] = shares.get((layer, kind), 0) + len(idxs) / max(n_root, 1)
             self.share[name] = shares
         self.convs: dict[str, tuple[nn.Conv2d, int]] = {}
+        self.input_hw: dict[str, tuple[int, int]] = {}  # each conv's input size at `imgsz` (the latency table's key)
+        self.imgsz = imgsz
+
+        def record(mod: nn.Conv2d, inp: tuple[torch.Tensor, ...], out: torch.Tensor, lname: str) -> None:
+            self.convs[lname] = (mod, out.shape[-1] * out.shape[-2])
+            self.input_hw[lname] = (int(inp[0].shape[-2]), int(inp[0].shape[-1]))
+
         hooks = []
         for lname, m in net.named_modules():
             if isinstance(m, nn.Conv2d):
-                hooks.append(m.register_forward_hook(
-                    lambda mod, inp, out, lname=lname: self.convs.__setitem__(lname, (mod, out.shape[-1] * out.shape[-2]))
-                ))
+                hooks.append(m.register_forward_hook(lambda mod, inp, out, lname=lname: record(mod, inp, out, lname)))
         with torch.no_grad():
             net(example_input(net, imgsz))
         for h in hooks:
             h.remove()
+        # a conv whose block applies an activation after it (Ultralytics' Conv: conv, bn, act): exported as one more op
+        self.activated = {}
+        for lname in self.convs:
+            parent = net.get_submodule(lname.rpartition(".")[0]) if "." in lname else net
+            act = getattr(parent, "act", None) if getattr(parent, "conv", None) is self.convs[lname][0] else None
+            self.activated[lname] = isinstance(act, nn.Module) and not isinstance(act, nn.Identity)
         self.base = self.macs({})
 
-    def macs(self, ratios: dict[str, float]) -> float:
-        """Conv MACs with group `name` pruned at `ratios[name]` (0 for the rest)."""
+    def widths(self, ratios: dict[str, float]) -> dict[str, tuple[float, float]]:
+        """Each conv's (input, output) channels with group `name` pruned at `ratios[name]` (0 for the rest)."""
         cut: dict[tuple[str, str], float] = {}
         for name, r in ratios.items():
             n = n_pruned(self.groups[name], r, self.round_to) if r > 0 else 0
             for key, share in self.share.get(name, {}).items():
                 cut[key] = cut.get(key, 0.0) + n * share
+        return {lname: (conv.in_channels - cut.get((lname, "in"), 0.0), conv.out_channels - cut.get((lname, "out"), 0.0))
+                for lname, (conv, _) in self.convs.items()}
+
+    def prunable_sides(self) -> dict[str, tuple[bool, bool]]:
+        """Per conv: whether pruning changes its (input, output) channels."""
+        keys = {key for shares in self.share.values() for key in shares}
+        return {lname: ((lname, "in") in keys, (lname, "out") in keys) for lname in self.convs}
+
+    def macs(self, ratios: dict[str, float]) -> float:
+        """Conv MACs with group `name` pruned at `ratios[name]` (0 for the rest)."""
+        widths = self.widths(ratios)
         total = 0.0
         for lname, (conv, hw) in self.convs.items():
-            cin = conv.in_channels - cut.get((lname, "in"), 0.0)
-            cout = conv.out_channels - cut.get((lname, "out"), 0.0)
+            cin, cout = widths[lname]
             k = conv.kernel_size[0] * conv.kernel_size[1]
             if conv.groups > 1 and conv.groups == conv.in_channels:  # depthwise: one input per output
                 total += k * hw * cout

@@ -58,6 +58,10 @@ def _check_inputs(model: str | Path, opts: TrainOptions, args: dict[str, Any]) -
         from yolo_opt.prune.allocation import load_sensitivity
 
         r_max = max(load_sensitivity(p.sensitivity)["ratios"])
+    if p.prune_latency is not None:  # a runtime that cannot be timed here: refused before any training
+        from yolo_opt.bench.layer_latency import check_runtime
+
+        check_runtime(p.lat_runtime)
     if net is not None and p.prune_target is not None:
         from yolo_opt.prune.targets import check_reachable, min_macs_ratio
 
@@ -106,7 +110,7 @@ def train(model: str | Path, opts: TrainOptions | None = None, **kwargs: Any) ->
 
     Returns:
         Dict with `save_dir`, `best` and `last` of the last phase (the trainer's own paths), `metrics`
-        (Ultralytics), and `qat_onnx` when qat=True.
+        (Ultralytics), `qat_onnx` when qat=True, and `latency` with prune_latency= (asked, predicted, measured).
     """
     opts, rest = TrainOptions.resolve(opts, kwargs)  # what is left is Ultralytics' arguments
     check_ultralytics_args(rest, "train")  # its own checks, before anything is loaded or written
@@ -169,6 +173,9 @@ def qat_phase(weights: str | Path, qat: QATOptions, args: dict[str, Any]):
 def _result(trainer, opts: TrainOptions) -> dict[str, Any]:
     result = {"save_dir": Path(trainer.save_dir), "best": Path(trainer.best), "last": Path(trainer.last),
               "metrics": trainer.metrics}
+    run = trainer._run() if hasattr(trainer, "_run") else None
+    if run is not None and run.latency:  # prune_latency=: the allocation's predicted and measured latency
+        result["latency"] = run.latency
     if opts.qat.qat:
         from yolo_opt.quant.qat import export_qat_onnx
 

@@ -33,6 +33,7 @@ class RunState:
     layer_widths: dict[str, int] | None = None  # each group's width before the first step
     teacher_fitness: float | None = None  # distill_schedule=while_behind
     caught_up: int | None = None  # the epoch the student reached its teacher
+    latency: dict[str, Any] | None = None  # prune_latency=: the allocation's predicted and measured latency
     extra: dict[str, Any] = field(default_factory=dict)  # keys of another version, kept as they were
 
     _ALWAYS = ("opts", "epochs", "steps_done", "base_macs", "base_params", "imgsz", "after")
@@ -44,7 +45,7 @@ class RunState:
             out["history"] = self.history
         if self.layer_ratios is not None:
             out["layer_ratios"], out["layer_ratios_target"] = self.layer_ratios, self.layer_ratios_target
-        for k in ("layer_widths", "teacher_fitness", "caught_up"):
+        for k in ("layer_widths", "teacher_fitness", "caught_up", "latency"):
             if getattr(self, k) is not None:
                 out[k] = getattr(self, k)
         return {**out, **self.extra}
@@ -105,8 +106,9 @@ def step_ratio(model: nn.Module, opts: PruneOptions, run: RunState, *, step: int
 def step_layer_ratios(model: nn.Module, opts: PruneOptions, run: RunState, *, step: int, steps: int,
                       imgsz: int, data: str | None, folder: Path) -> dict[str, float]:
     """Per-group ratios of one step. The final allocation is computed once, at the first step, from the
-    sensitivity report (`sensitivity=`, or an analysis of the model before pruning saved in `folder`), and kept in
-    `run` with each group's width then, so a resumed run prunes the same way.
+    sensitivity report (`sensitivity=`, or an analysis of the model before pruning saved in `folder`) for a GFLOPs
+    target, or from the latency table for `prune_latency=` (`yolo_opt.bench.latency_target`), and kept in `run` with
+    each group's width then, so a resumed run prunes the same way.
 
     Each step aims at a share of the group's *starting* width, not of the current one: channel rounding
     (prune_round) can leave a narrow group unpruned at an early step (16 channels at 1/6 rounds back to 16), and
@@ -115,9 +117,15 @@ def step_layer_ratios(model: nn.Module, opts: PruneOptions, run: RunState, *, st
     from yolo_opt.prune.allocation import run_report, sensitivity_ratios
 
     if run.layer_ratios is None:
-        report = run_report(model, opts, data, imgsz, folder=folder)
-        run.start_allocation(model, *sensitivity_ratios(model, report, prune=opts.prune or None,
-                                                         prune_target=opts.prune_target, round_to=opts.prune_round))
+        report = run_report(model, opts, data, imgsz, folder=folder) if opts.per_layer else None
+        if opts.prune_latency is not None:
+            from yolo_opt.bench.latency_target import latency_allocation
+
+            ratios, run.latency = latency_allocation(model, report, opts, imgsz)
+            run.start_allocation(model, ratios, run.latency["gflops_ratio"])
+        else:
+            run.start_allocation(model, *sensitivity_ratios(model, report, prune=opts.prune or None,
+                                                             prune_target=opts.prune_target, round_to=opts.prune_round))
     return run.layer_step(model, step, steps)
 
 

@@ -320,7 +320,7 @@ class Pruning:
 
         opts, run, imgsz = self.opts.prune, self._run(), self.args.imgsz
         step, steps = run.steps_done + 1, len(run.epochs)
-        if opts.per_layer:
+        if opts.by_group:
             ratio = 0.0
             layer_ratios = step_layer_ratios(model, opts, run, step=step, steps=steps, imgsz=imgsz, data=self.args.data,
                                              folder=self.save_dir / "sensitivity")

@@ -1,0 +1,196 @@
+"""`prune_latency=`: per-group ratios that make the pruned model as fast as asked, measured on the runtime it ships on.
+
+The allocation's cost is the latency table (`yolo_opt.bench.layer_latency`), not MACs: groups are cut where the
+least damage buys the most time (`yolo_opt.prune.allocation.allocate_for_cost`). The prediction is then checked
+against a real measurement: a copy of the model pruned at the chosen ratios (latency does not depend on the weights)
+is exported for the runtime and timed against the unpruned model by the reports' protocol (each in a process of its
+own, taking turns over rounds). Where the measured ratio misses the asked one by more than `TOLERANCE`, the
+prediction's target is corrected by the miss and the allocation made again (at most `ATTEMPTS` measurements, as
+NetAdapt measures each step); the closest is kept. The record holds the prediction and the measurement of what is
+kept, the table's cost and the attempts, for the report.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from yolo_opt.bench.layer_latency import LatencyEstimate, build_table, check_runtime, conv_entries
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from yolo_opt.options import PruneOptions
+
+TOLERANCE = 0.02  # measured ratio within this of the asked one: done
+ATTEMPTS = 3  # measurements of a pruned copy, at most
+LABELS = {"onnx": "ONNX Runtime CPU", "openvino": "OpenVINO CPU", "torch-cuda": "PyTorch FP16 CUDA"}
+
+
+def _deployable(pt: Path, runtime: str, imgsz: int) -> Path:
+    """What `runtime` runs of checkpoint `pt`: its ONNX, its OpenVINO folder, or the checkpoint (PyTorch)."""
+    if runtime == "onnx":
+        from yolo_opt.deploy.onnx import export_onnx
+
+        return export_onnx(pt, pt.with_suffix(".onnx"), imgsz=imgsz)
+    if runtime == "openvino":
+        from yolo_opt.deploy.openvino import export_openvino
+
+        return export_openvino(pt, pt.parent / f"{pt.stem}_openvino_model", imgsz=imgsz, validate=False,
+                               progress=False).path
+    return pt
+
+
+def _cuda_ms(paths: list[Path], imgsz: int, rounds: int) -> list[dict[str, Any]]:
+    """PyTorch FP16 on the GPU, fused as Ultralytics runs it: the models taking turns over rounds."""
+    import torch
+
+    from yolo_opt.io.checkpoint import load_model
+
+    torch.backends.cudnn.benchmark = True
+    models = [load_model(p).fuse(verbose=False).cuda().half().eval() for p in paths]
+    x = torch.randn(1, 3, imgsz, imgsz, device="cuda", dtype=torch.half)
+    per: list[list[float]] = [[] for _ in models]
+    with torch.inference_mode():
+        for m in models:
+            for _ in range(10):
+                m(x)
+        for _ in range(rounds):
+            for i, m in enumerate(models):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                for _ in range(20):
+                    m(x)
+                end.record()
+                torch.cuda.synchronize()
+                per[i].append(start.elapsed_time(end) / 20)
+    return [{"ms": statistics.median(v), "ms_spread": (min(v), max(v)), "runtime": LABELS["torch-cuda"]} for v in per]
+
+
+def time_models(paths: list[Path], runtime: str, imgsz: int, *, rounds: int = 3,
+                threads: int | None = None) -> list[dict[str, Any]]:
+    """Median ms and spread of each model on `runtime`, by the reports' protocol."""
+    if runtime == "torch-cuda":
+        return _cuda_ms(paths, imgsz, rounds)
+    from yolo_opt.bench.latency import time_apart
+
+    return time_apart([{"path": str(p)} for p in paths], imgsz, rounds=rounds, threads=threads)
+
+
+def latency_allocation(model: nn.Module, report: dict[str, Any] | None, opts: PruneOptions, imgsz: int, *,
+                       rounds: int = 3, threads: int | None = None,
+                       progress: bool = True) -> tuple[dict[str, float], dict[str, Any]]:
+    """Per-group ratios for `opts.prune_latency` on `opts.lat_runtime` at `opts.lat_imgsz` (else `imgsz`).
+
+    Args:
+        model: The model before pruning (not changed).
+        report: Its sensitivity report (per-layer ratios), or None (`prune_ratios=uniform`, or no data): every
+            group gets the one ratio that meets the target.
+        opts: `prune_latency`, `lat_runtime`, `lat_imgsz`, `prune_round`.
+        imgsz: The run's image size (the latency's size where `lat_imgsz` is not given).
+
+    Returns:
+        (ratios by group, the record: asked, predicted and measured ratios, ms, the table's cost, the attempts).
+    """
+    from ultralytics.utils import LOGGER
+
+    from yolo_opt.io.checkpoint import save_model
+    from yolo_opt.prune.allocation import allocate_for_cost, macs_estimate
+    from yolo_opt.prune.pruner import prune_model
+
+    runtime, asked, lat_imgsz = opts.lat_runtime, opts.prune_latency, opts.lat_imgsz or imgsz
+    check_runtime(runtime)
+    net = copy.deepcopy(model).float().cpu().eval()
+    estimate = macs_estimate(net, opts.prune_round)
+    entries = conv_entries(estimate, lat_imgsz)
+    table, cost = build_table(entries, runtime, threads=threads, progress=progress)
+    LOGGER.info(f"yolo-opt: latency table on {LABELS[runtime]} at {lat_imgsz} px: {cost['timed']} entries timed in "
+                f"{cost['seconds']:.0f} s, {cost['reused']} reused from the cache")
+    predictor = LatencyEstimate(estimate, entries, table)
+    uniform = report is None
+
+    def allocate(goal: float) -> dict[str, float]:
+        if not uniform:
+            return allocate_for_cost(report, estimate, predictor.ms, goal)
+        lo, hi = 0.0, 0.75  # one ratio for every group: the smallest that meets the goal
+        every = lambda r: dict.fromkeys(estimate.groups, r)  # noqa: E731
+        for _ in range(20):
+            mid = (lo + hi) / 2
+            lo, hi = (lo, mid) if predictor.ratio(every(mid)) <= goal else (mid, hi)
+        return every(round(hi, 4))
+
+    attempts: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="yolo-opt-latency.") as tmp:
+        base = _deployable(save_model(net, Path(tmp) / "unpruned.pt"), runtime, lat_imgsz)
+        unpruned = time_models([base], runtime, lat_imgsz, rounds=rounds, threads=threads)[0]
+        predictor.calibrate(unpruned["ms"])
+        goal = asked
+        for attempt in range(ATTEMPTS):
+            ratios = allocate(goal)
+            trial = copy.deepcopy(net)
+            prune_model(trial, 0.0, "l2", opts.prune_round, layer_ratios=ratios)
+            pruned = _deployable(save_model(trial, Path(tmp) / f"pruned{attempt}.pt"), runtime, lat_imgsz)
+            base_t, pruned_t = time_models([base, pruned], runtime, lat_imgsz, rounds=rounds, threads=threads)
+            measured = pruned_t["ms"] / base_t["ms"]
+            attempts.append({"goal": round(goal, 4), "predicted": round(predictor.ratio(ratios), 4),
+                             "measured": round(measured, 4), "ms": round(pruned_t["ms"], 3),
+                             "unpruned_ms": round(base_t["ms"], 3), "ms_spread": pruned_t.get("ms_spread"),
+                             "unpruned_spread": base_t.get("ms_spread"),
+                             "gflops_ratio": round(estimate.ratio(ratios), 4), "ratios": ratios})
+            if abs(measured - asked) <= TOLERANCE:
+                break
+            # the predictor's scale, corrected by the miss (damped: one noisy round must not swing it far)
+            goal = min(max(goal * min(max(asked / measured, 0.75), 1.33), 0.02), 1.0)
+    kept = min(attempts, key=lambda a: abs(a["measured"] - asked))
+    record = {"asked": asked, "runtime": unpruned["runtime"], "lat_runtime": runtime, "lat_imgsz": lat_imgsz,
+              "allocation": "uniform" if uniform else "sensitivity",
+              "predicted": kept["predicted"], "measured": kept["measured"], "ms": kept["ms"],
+              "unpruned_ms": kept["unpruned_ms"], "gflops_ratio": kept["gflops_ratio"],
+              "conv_share": round(predictor.conv_ms * predictor.scale / unpruned["ms"], 3),
+              "table": cost, "check_seconds": round(time.perf_counter() - start, 1), "rounds": rounds,
+              "attempts": [{k: v for k, v in a.items() if k != "ratios"} for a in attempts]}
+    miss = kept["measured"] - asked
+    LOGGER.info(f"yolo-opt: prune_latency={asked} on {record['runtime']} at {lat_imgsz} px: predicted "
+                f"{kept['predicted']:.3f}x, measured {kept['measured']:.3f}x ({kept['ms']:.2f} vs {kept['unpruned_ms']:.2f} "
+                f"ms, {rounds} rounds, {len(attempts)} measurement(s)); GFLOPs {kept['gflops_ratio']:.3f}x"
+                + (f"; {abs(miss):.3f} {'slower' if miss > 0 else 'faster'} than asked" if abs(miss) > TOLERANCE
+                   else ""))
+    return kept["ratios"], record
+
+
+def latency_markdown(record: dict[str, Any]) -> str:
+    """The report's section on a `prune_latency=` run: what was asked, predicted and measured, and what it cost."""
+    from yolo_opt.bench.latency import with_spread
+
+    table = record["table"]
+    lines = ["## Latency target (prune_latency=)", "",
+             "| asked | predicted (table) | measured | pruned ms | unpruned ms | GFLOPs kept |", "|---|---|---|---|---|---|"]
+    kept = next((a for a in record["attempts"] if a["measured"] == record["measured"]), record["attempts"][-1])
+    lines.append(f"| {record['asked']:.3f}x | {record['predicted']:.3f}x | **{record['measured']:.3f}x** | "
+                 f"{with_spread(kept['ms'], kept.get('ms_spread'))} | "
+                 f"{with_spread(kept['unpruned_ms'], kept.get('unpruned_spread'))} | {record['gflops_ratio']:.3f}x |")
+    lines += ["", f"On {record['runtime']} at {record['lat_imgsz']} px, batch 1; ratios per group from the "
+              f"{'sensitivity analysis' if record['allocation'] == 'sensitivity' else 'one uniform ratio'} and the "
+              f"latency table. The table: {table['timed']} convolution cases timed in {table['seconds']:.0f} s, "
+              f"{table['reused']} reused from the cache; the convolutions are {record['conv_share']:.0%} of the "
+              f"unpruned model's time. The measurement: a copy pruned at the chosen ratios against the unpruned "
+              f"model, each in a process of its own, {record['rounds']} rounds; {len(record['attempts'])} "
+              f"measurement(s) ({record['check_seconds']:.0f} s), the allocation corrected by each miss."]
+    if abs(record["measured"] - record["asked"]) > TOLERANCE:
+        tries = ", ".join(f"{a['measured']:.3f}x" for a in record["attempts"])
+        lines.append(f"**Missed:** measured {record['measured']:.3f}x against {record['asked']}x asked "
+                     f"(attempts: {tries}); "
+                     "see benchmarks/profile_ops.py for where the time goes.")
+    return "\n".join(lines)
+
+
+def latency_line(record: dict[str, Any]) -> str:
+    """One line for a `prune_latency=` run's log: measured, predicted and asked."""
+    return (f"latency on {record['runtime']} at {record['lat_imgsz']} px: {record['measured']:.3f}x measured "
+            f"({record['ms']:.2f} vs {record['unpruned_ms']:.2f} ms), {record['predicted']:.3f}x predicted, "
+            f"{record['asked']}x asked")
