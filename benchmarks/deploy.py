@@ -62,7 +62,7 @@ def main() -> None:
 
     from yolo_opt.bench import onnx_latency
     from yolo_opt.bench.measure import validate_onnx
-    from yolo_opt.prune import prune_checkpoint
+    from yolo_opt.training import prune_checkpoint
 
     work = Path(args.out)
     work.mkdir(parents=True, exist_ok=True)

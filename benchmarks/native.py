@@ -48,7 +48,7 @@ def main() -> None:
     from yolo_opt.bench import model_stats, validate
     from yolo_opt.data import make_dataset
     from yolo_opt.io.checkpoint import load_model, save_model
-    from yolo_opt.prune import prune_checkpoint
+    from yolo_opt.training import prune_checkpoint
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)

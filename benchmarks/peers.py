@@ -262,7 +262,7 @@ def main() -> None:
     trained = (f"{args.arch} on the generated dataset ({args.base_epochs} epochs at {args.imgsz} px); pruned = "
                + (f"prune={args.prune}" if args.prune is not None else f"prune_target={args.prune_target}")
                + f" prune_round={args.prune_round} + {args.ft_epochs} fine-tune epochs")
-    from yolo_opt.bench.rounding import machine
+    from yolo_opt.bench.latency import machine
 
     header = (f"CPU: {machine()}\n\n{given if args.base else trained} ({g:.2f}x GFLOPs). mAP50-95 at {args.imgsz} px (Ultralytics validator, batch 1); latency at "
               f"{args.lat_imgsz} px, batch 1, {args.threads} threads, median of {args.rounds} interleaved rounds x "

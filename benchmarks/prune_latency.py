@@ -95,7 +95,7 @@ def main() -> None:
 
     from yolo_opt.data import make_dataset
     from yolo_opt.options import PruneOptions
-    from yolo_opt.prune import prune_checkpoint
+    from yolo_opt.training import prune_checkpoint
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -151,8 +151,8 @@ def accuracy_rows(args, results: dict, save, data: Path, out: Path) -> None:
     """Fine-tuned mAP of the latency-allocated and the GFLOPs-allocated model at the same measured latency."""
     from yolo_opt.io.checkpoint import load_model
     from yolo_opt.options import PruneOptions
-    from yolo_opt.prune import prune_checkpoint
     from yolo_opt.prune.targets import count_macs
+    from yolo_opt.training import prune_checkpoint
 
     arch, runtime = args.accuracy, "onnx"
     model = baseline(arch, data, out, args.base_epochs, args.imgsz)

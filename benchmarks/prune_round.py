@@ -36,8 +36,8 @@ def main() -> None:
     from yolo_opt.bench.measure import model_stats
     from yolo_opt.deploy import export_onnx
     from yolo_opt.deploy.openvino import export_openvino
-    from yolo_opt.prune import prune_checkpoint
     from yolo_opt.quant import quantize_onnx
+    from yolo_opt.training import prune_checkpoint
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)

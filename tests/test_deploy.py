@@ -30,7 +30,7 @@ def ws(tmp_path_factory):
     from yolo_opt.data import make_dataset
     from yolo_opt.deploy import export_onnx
     from yolo_opt.io.checkpoint import save_model
-    from yolo_opt.prune import prune_checkpoint
+    from yolo_opt.training import prune_checkpoint
 
     root = tmp_path_factory.mktemp("deploy")
     data = Path(make_dataset(root / "data", n_train=16, n_val=8, imgsz=IMGSZ))

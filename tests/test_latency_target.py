@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from ultralytics.nn.tasks import DetectionModel
 
-from conftest import IMGSZ, run_cli
+from tests.conftest import IMGSZ, run_cli
 from yolo_opt.errors import ConfigError, PruneError
 from yolo_opt.options import PruneOptions
 
@@ -116,18 +117,48 @@ def test_runtimes_that_cannot_be_timed_here_are_refused(tiny_data, v8_checkpoint
         assert not (tmp_path / "runs").exists()
 
 
-def test_prune_to_a_latency_end_to_end(tiny_data, v8_checkpoint, tmp_path):
-    """`yolo-opt prune prune_latency=` through the CLI: per-layer ratios from the analysis and the table, the pruned
-    copy measured against the unpruned model on ONNX Runtime, both figures printed and kept in the checkpoint."""
+def test_prune_to_a_latency_end_to_end(v8_checkpoint, tmp_path):
+    """`yolo-opt prune prune_latency=` without data: one ratio for every group, from the table; the pruned copy timed
+    against the unpruned model on ONNX Runtime; both figures printed and kept in the checkpoint's history."""
     from yolo_opt.io.checkpoint import load_model, meta
 
     out = tmp_path / "fast.pt"
-    r = run_cli("prune", f"model={v8_checkpoint}", f"out={out}", "prune_latency=0.6", f"imgsz={IMGSZ}",
-                f"data={tiny_data}", cwd=tmp_path, env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    r = run_cli("prune", f"model={v8_checkpoint}", f"out={out}", "prune_latency=0.6", f"imgsz={IMGSZ}", cwd=tmp_path,
+                env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "latency on ONNX Runtime CPU at 64 px" in r.stdout and "0.6x asked" in r.stdout
+    assert f"latency on ONNX Runtime CPU at {IMGSZ} px" in r.stdout and "0.6x asked" in r.stdout
     record = meta(load_model(out))["history"][-1]["latency"]
-    assert record["allocation"] == "sensitivity" and record["lat_imgsz"] == IMGSZ
+    assert record["allocation"] == "uniform" and record["lat_imgsz"] == IMGSZ
     assert 0 < record["predicted"] < 1 and record["measured"] > 0 and record["gflops_ratio"] < 1
     assert 1 <= len(record["attempts"]) <= 3 and record["table"]["timed"] > 0
     assert json.loads((tmp_path / "cache" / "yolo-opt" / "latency_table.json").read_text())
+
+
+def test_train_to_a_latency(tiny_data, v8_checkpoint, tmp_path):
+    """`yolo-opt train prune_latency=`: the trainer allocates per group from its sensitivity analysis and the latency
+    table at the first pruning step, times the pruned copy at lat_imgsz, and says so; the record travels with the
+    model and renders as the optimize report's section."""
+    from yolo_opt.bench.latency_target import latency_markdown
+    from yolo_opt.io.checkpoint import load_model, meta
+    from yolo_opt.training.trainer import RUN_KEY
+
+    r = run_cli("train", f"model={v8_checkpoint}", f"data={tiny_data}", "epochs=1", f"imgsz={IMGSZ}", "batch=8",
+                "workers=0", "prune_latency=0.7", "lat_imgsz=96", f"project={tmp_path / 'runs'}", "name=lat",
+                cwd=tmp_path, env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "latency on ONNX Runtime CPU at 96 px" in r.stdout and "0.7x asked" in r.stdout
+    best = Path(next(ln for ln in r.stdout.splitlines() if ln.startswith("yolo-opt: trained model ")).split(" ", 3)[3])
+    record = meta(load_model(best))[RUN_KEY]["latency"]
+    assert record["allocation"] == "sensitivity" and record["lat_imgsz"] == 96 and record["asked"] == 0.7
+    assert (best.parents[1] / "sensitivity" / "sensitivity.json").exists()
+    text = latency_markdown(record)
+    assert "## Latency target (prune_latency=)" in text and f"**{record['measured']:.3f}x**" in text
+
+
+def test_the_next_goal_interpolates_once_the_asked_ratio_is_bracketed():
+    from yolo_opt.bench.latency_target import next_goal
+
+    assert next_goal([{"goal": 0.5, "measured": 0.4}], 0.5) == pytest.approx(0.625)  # scaled by the miss
+    assert next_goal([{"goal": 0.5, "measured": 0.1}], 0.5) == pytest.approx(0.665)  # at most a third more
+    bracketed = [{"goal": 0.5, "measured": 0.423}, {"goal": 0.59, "measured": 0.6515}]
+    assert next_goal(bracketed, 0.5) == pytest.approx(0.5 + 0.09 * 0.077 / 0.2285)

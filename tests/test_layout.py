@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1] / "yolo_opt"
 # as long as no module cycle forms.
 LAYERS = [
     ("errors",), ("options",), ("arch",), ("io",), ("data",), ("validation",), ("quant",), ("prune", "distill"),
-    ("training",), ("deploy", "bench"), ("tuning",), ("pipeline",), ("cli",),
+    ("deploy", "bench"), ("training",), ("tuning",), ("pipeline",), ("cli",),
 ]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}
 

@@ -44,7 +44,7 @@ def kaiming(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def pruned(tmp_path_factory, kaiming) -> Path:
-    from yolo_opt.prune import prune_checkpoint
+    from yolo_opt.training import prune_checkpoint
 
     out = tmp_path_factory.mktemp("ovp") / "pruned.pt"
     prune_checkpoint(kaiming, out, prune=0.5, imgsz=IMGSZ)

@@ -191,7 +191,7 @@ def test_class_count_mismatch_is_caught(work, three_classes, tiny_onnx, tmp_path
 
 def test_prune_and_prune_target_together_refused(work):
     from yolo_opt.errors import ConfigError
-    from yolo_opt.prune import prune_checkpoint
+    from yolo_opt.training import prune_checkpoint
 
     r = run_cli("prune", f"model={work / 'm.pt'}", "prune=0.3", "prune_target=0.5", f"out={work / 'p.pt'}")
     _assert_clean_error(r, "not both")

@@ -119,7 +119,7 @@ def test_rounding_measured_on_the_runtime_and_cached(models, tiny_data, tmp_path
     cache's (same model, target, runtime, CPU). Given the run's data, the copies get the per-layer ratios the run
     will get and land on the GFLOPs target at every rounding (uniform copies overshoot where a coarse rounding jumps
     past it), cached apart from the uniform ones."""
-    from yolo_opt.bench import rounding
+    from yolo_opt.training import rounding
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     chosen, record = rounding.measured_round(models["unpruned"], 0.5, "onnx", IMGSZ, runs=5, rounds=1)
@@ -135,7 +135,7 @@ def test_rounding_measured_on_the_runtime_and_cached(models, tiny_data, tmp_path
     def no_pruning(*args, **kwargs):
         raise AssertionError("a cache hit prunes nothing")
 
-    monkeypatch.setattr("yolo_opt.prune.prune_checkpoint", no_pruning)
+    monkeypatch.setattr("yolo_opt.training.prune_checkpoint", no_pruning)
     assert rounding.measured_round(models["unpruned"], 0.5, "onnx", IMGSZ)[0] == chosen
 
 

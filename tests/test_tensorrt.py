@@ -290,8 +290,8 @@ def models(tmp_path_factory):
     from yolo_opt.data.calib import load_batches
     from yolo_opt.data.checks import dataset_images
     from yolo_opt.deploy import export_onnx
-    from yolo_opt.prune import prune_checkpoint
     from yolo_opt.quant import quantize_onnx, to_tensorrt_qdq
+    from yolo_opt.training import prune_checkpoint
 
     root = tmp_path_factory.mktemp("trt")
     data = Path(make_dataset(root / "data", seed=1, n_train=16, n_val=8, imgsz=IMGSZ))

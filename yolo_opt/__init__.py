@@ -35,7 +35,7 @@ _LAZY = {
     "attach": "yolo_opt.training",
     "train": "yolo_opt.training",
     "prune_model": "yolo_opt.prune",
-    "prune_checkpoint": "yolo_opt.prune",
+    "prune_checkpoint": "yolo_opt.training",
     "load_model": "yolo_opt.io",
     "save_model": "yolo_opt.io",
     "make_dataset": "yolo_opt.data",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -26,6 +27,19 @@ import numpy as np
 from yolo_opt.options import DEFAULT_IMGSZ
 
 RUNTIMES = {"pt": "PyTorch CPU", "onnx": "ONNX Runtime CPU", "openvino": "OpenVINO CPU"}
+
+
+def machine() -> str:
+    """The CPU, as far as timings depend on it: its model name and the vector extensions it has."""
+    name, flags = platform.processor() or platform.machine(), ""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), name)
+        flags = next((ln.split(":", 1)[1] for ln in info.splitlines() if ln.startswith("flags")), "")
+    except OSError:
+        pass
+    wanted = sorted(f for f in flags.split() if f.startswith(("avx", "amx")) or f in ("fma", "f16c"))
+    return f"{name} [{' '.join(wanted)}] x{os.cpu_count()}"
 
 
 def runtime_label(kind: str, precision: str | None = None) -> str:

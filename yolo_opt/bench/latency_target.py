@@ -5,8 +5,10 @@ least damage buys the most time (`yolo_opt.prune.allocation.allocate_for_cost`).
 against a real measurement: a copy of the model pruned at the chosen ratios (latency does not depend on the weights)
 is exported for the runtime and timed against the unpruned model by the reports' protocol (each in a process of its
 own, taking turns over rounds). Where the measured ratio misses the asked one by more than `TOLERANCE`, the
-prediction's target is corrected by the miss and the allocation made again (at most `ATTEMPTS` measurements, as
-NetAdapt measures each step); the closest is kept. The record holds the prediction and the measurement of what is
+allocation is made again for a corrected goal (at most `ATTEMPTS` measurements, as NetAdapt measures each step): the
+goal scaled by the miss, or, once two measurements lie on either side of the asked ratio, interpolated between them
+(time is a step function of the widths, on OpenVINO especially: scaling alone overshot both ways). A measurement far
+from its prediction is taken again once (a busy machine, not the model). The closest measurement is kept. The record holds the prediction and the measurement of what is
 kept, the table's cost and the attempts, for the report.
 """
 
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     from yolo_opt.options import PruneOptions
 
 TOLERANCE = 0.02  # measured ratio within this of the asked one: done
+SURPRISE = 0.2  # a measured ratio this far from its prediction is timed again before it steers the next goal
 ATTEMPTS = 3  # measurements of a pruned copy, at most
 LABELS = {"onnx": "ONNX Runtime CPU", "openvino": "OpenVINO CPU", "torch-cuda": "PyTorch FP16 CUDA"}
 
@@ -79,6 +82,20 @@ def time_models(paths: list[Path], runtime: str, imgsz: int, *, rounds: int = 3,
     from yolo_opt.bench.latency import time_apart
 
     return time_apart([{"path": str(p)} for p in paths], imgsz, rounds=rounds, threads=threads)
+
+
+def next_goal(attempts: list[dict[str, Any]], asked: float) -> float:
+    """The allocation's next goal: between the closest measurements on either side of `asked` where there are both
+    (linear), else the nearest one's goal scaled by its miss (damped: at most a quarter either way)."""
+    below = [a for a in attempts if a["measured"] < asked]
+    above = [a for a in attempts if a["measured"] > asked]
+    if below and above:
+        lo = max(below, key=lambda a: a["measured"])
+        hi = min(above, key=lambda a: a["measured"])
+        t = (asked - lo["measured"]) / (hi["measured"] - lo["measured"])
+        return lo["goal"] + t * (hi["goal"] - lo["goal"])
+    near = min(attempts, key=lambda a: abs(a["measured"] - asked))
+    return min(max(near["goal"] * min(max(asked / near["measured"], 0.75), 1.33), 0.02), 1.0)
 
 
 def latency_allocation(model: nn.Module, report: dict[str, Any] | None, opts: PruneOptions, imgsz: int, *,
@@ -137,6 +154,9 @@ def latency_allocation(model: nn.Module, report: dict[str, Any] | None, opts: Pr
             pruned = _deployable(save_model(trial, Path(tmp) / f"pruned{attempt}.pt"), runtime, lat_imgsz)
             base_t, pruned_t = time_models([base, pruned], runtime, lat_imgsz, rounds=rounds, threads=threads)
             measured = pruned_t["ms"] / base_t["ms"]
+            if abs(measured - predictor.ratio(ratios)) > SURPRISE:
+                base_t, pruned_t = time_models([base, pruned], runtime, lat_imgsz, rounds=rounds, threads=threads)
+                measured = pruned_t["ms"] / base_t["ms"]
             attempts.append({"goal": round(goal, 4), "predicted": round(predictor.ratio(ratios), 4),
                              "measured": round(measured, 4), "ms": round(pruned_t["ms"], 3),
                              "unpruned_ms": round(base_t["ms"], 3), "ms_spread": pruned_t.get("ms_spread"),
@@ -144,8 +164,7 @@ def latency_allocation(model: nn.Module, report: dict[str, Any] | None, opts: Pr
                              "gflops_ratio": round(estimate.ratio(ratios), 4), "ratios": ratios})
             if abs(measured - asked) <= TOLERANCE:
                 break
-            # the predictor's scale, corrected by the miss (damped: one noisy round must not swing it far)
-            goal = min(max(goal * min(max(asked / measured, 0.75), 1.33), 0.02), 1.0)
+            goal = next_goal(attempts, asked)
     kept = min(attempts, key=lambda a: abs(a["measured"] - asked))
     record = {"asked": asked, "runtime": unpruned["runtime"], "lat_runtime": runtime, "lat_imgsz": lat_imgsz,
               "allocation": "uniform" if uniform else "sensitivity",

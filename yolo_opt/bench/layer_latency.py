@@ -123,7 +123,7 @@ def conv_entries(estimate: MacsModel, imgsz: int) -> dict[str, ConvEntry]:
 
 
 def machine_key(runtime: str, threads: int, precision: str | None) -> str:
-    from yolo_opt.bench.rounding import machine
+    from yolo_opt.bench.latency import machine
 
     return f"{machine()} | {runtime} | threads {threads} | {precision or 'default'}"
 

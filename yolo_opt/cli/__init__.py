@@ -129,7 +129,7 @@ def run_train(kwargs: dict[str, Any]) -> None:
     round_for = DeployOptions.take(kwargs, "train").round_for
     model = need(kwargs, "model", "best.pt")
     if round_for:
-        from yolo_opt.bench.rounding import round_for as measured
+        from yolo_opt.training.rounding import round_for as measured
 
         prune, _ = measured(model, opts.prune, round_for, imgsz=int(kwargs.get("imgsz", DEFAULT_IMGSZ)),
                             data=kwargs.get("data"))
@@ -149,7 +149,7 @@ def run_train(kwargs: dict[str, Any]) -> None:
 
 def run_prune(kwargs: dict[str, Any]) -> None:
     from yolo_opt.options import PruneOptions, check_imgsz
-    from yolo_opt.prune import prune_checkpoint
+    from yolo_opt.training import prune_checkpoint
 
     opts = PruneOptions.take(kwargs, "prune")
     model, out = need(kwargs, "model", "best.pt"), need(kwargs, "out", "pruned.pt")

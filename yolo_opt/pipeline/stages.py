@@ -103,7 +103,7 @@ def _prune(run: Run, recipe: Recipe) -> None:
     first = opts.replace(distill=distill, qat=opts.qat.replace(qat=False))
     info = {}
     if recipe.deploy.round_for and opts.prune.prune_target is not None:  # measured on the runtime it will run on
-        from yolo_opt.bench.rounding import round_for
+        from yolo_opt.training.rounding import round_for
 
         prune, info = round_for(run.path("pt"), first.prune, recipe.deploy.round_for, imgsz=recipe.imgsz,
                                 lat_imgsz=recipe.bench.lat_imgsz, data=run.data)

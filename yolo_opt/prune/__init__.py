@@ -6,14 +6,16 @@
     groups       the channel groups: what the pruner would remove from each, their names, masking one
     pruner       one pruning step, in place (`prune_model`)
     targets      GFLOPs counting, the ratio for a GFLOPs target, a fast estimate
-    oneshot      checkpoint -> pruned checkpoint (`prune_checkpoint`)
-    sensitivity  per-group sensitivity analysis; report: its JSON/table/plot; allocation: ratios from it
+    sensitivity  per-group sensitivity analysis; report: its JSON/table/plot; allocation: ratios from it (for a
+                 GFLOPs target, or for any measured cost: the latency of `prune_latency=`)
+
+The verbs that prune a checkpoint (`yolo_opt.training`: `train`, `prune_checkpoint`) sit above measurement
+(`yolo_opt.bench`), since a latency target or `round_for=` is decided by timing pruned copies.
 """
 
 from yolo_opt.prune.blocks import C2fSplit, C2PSASplit, make_prunable
 from yolo_opt.prune.depgraph import ignored_layers
 from yolo_opt.prune.groups import prunable_groups
-from yolo_opt.prune.oneshot import prune_checkpoint
 from yolo_opt.prune.pruner import prune_model
 from yolo_opt.prune.targets import count_macs, ratio_for_macs
 
@@ -24,7 +26,6 @@ __all__ = [
     "ignored_layers",
     "make_prunable",
     "prunable_groups",
-    "prune_checkpoint",
     "prune_model",
     "ratio_for_macs",
 ]

@@ -241,7 +241,7 @@ def width_levels(channels: int, r_max: float, round_to: int | None) -> list[floa
     step = round_to or 1
     kept = [k for k in range(channels - channels % step or channels, 0, -step)
             if k < channels and 1 - k / channels <= r_max + 1e-9]
-    kept = kept[::-(-len(kept) // 32)]  # at most 32 widths a group (prune_round=1 would give one per channel)
+    kept = kept[::max(1, -(-len(kept) // 32))]  # at most 32 widths a group (prune_round=1: one per channel)
     return [0.0] + [1 - (k + 0.5) / channels for k in kept]
 
 
@@ -280,7 +280,10 @@ def allocate_for_cost(report: dict[str, Any] | None, estimate: MacsModel, cost, 
     eps = TIE_BREAK / r_max
     # the tie-break grows with the square of the ratio: among flat curves, each further cut of a group costs more
     # than the last, so the cut spreads over the groups by time saved instead of emptying the slowest groups first
-    damage = {n: (lambda x, f=_ratio_cost(r, d, 0.0): f(x) + eps * x * x / r_max) for n, (r, d) in curves.items()}
+    def convex(curve):
+        return lambda x: curve(x) + eps * x * x / r_max
+
+    damage = {n: convex(_ratio_cost(r, d, 0.0)) for n, (r, d) in curves.items()}
     levels = {n: width_levels(estimate.groups[n], r_max, estimate.round_to) for n in curves}
     at = dict.fromkeys(curves, 0)
     ratios: dict[str, float] = {}

@@ -18,11 +18,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from yolo_opt.bench.latency import machine
 from yolo_opt.errors import ConfigError
 from yolo_opt.options import DEFAULT_IMGSZ
 
@@ -36,19 +36,6 @@ MARGIN = 0.03  # a coarser rounding must be this much faster to be chosen
 def cache_file() -> Path:
     root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(root) / "yolo-opt" / "rounding.json"
-
-
-def machine() -> str:
-    """The CPU, as far as timings depend on it: its model name and the vector extensions it has."""
-    name, flags = platform.processor() or platform.machine(), ""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), name)
-        flags = next((ln.split(":", 1)[1] for ln in info.splitlines() if ln.startswith("flags")), "")
-    except OSError:
-        pass
-    wanted = sorted(f for f in flags.split() if f.startswith(("avx", "amx")) or f in ("fma", "f16c"))
-    return f"{name} [{' '.join(wanted)}] x{os.cpu_count()}"
 
 
 def _key(model: Path, target: float, runtime: str, imgsz: int, *, per_layer: bool) -> str:
@@ -74,7 +61,7 @@ def measured_round(model: str | Path, target: float, runtime: str, imgsz: int = 
     from yolo_opt.bench.latency import latency_in_process
     from yolo_opt.deploy.onnx import export_onnx
     from yolo_opt.io.files import atomic_write_bytes
-    from yolo_opt.prune import prune_checkpoint
+    from yolo_opt.training import prune_checkpoint
 
     if runtime not in ("onnx", "openvino"):
         raise ConfigError(f"round_for={runtime!r}: choose onnx or openvino")
