@@ -100,6 +100,7 @@ def test_latency_table_times_and_caches(estimate, tmp_path, monkeypatch):
     predictor.calibrate(predictor.conv_ms * 1.5)
     half = dict.fromkeys(estimate.groups, 0.5)
     assert predictor.ms({}) == pytest.approx(predictor.conv_ms * 1.5)
+    assert predictor.ms(half) == pytest.approx(predictor.convs_ms(half) * 1.5)  # the rest shrinks with the convolutions
     assert predictor.ratio(half) < predictor.ratio(dict.fromkeys(estimate.groups, 0.25)) < 1
 
 
