@@ -272,6 +272,7 @@ def test_latency_runs_each_runtime_in_its_own_process(fp32):
         latency_in_process([fp32, fp32.parent / "x.onnx"])
 
 
+@pytest.mark.slow  # 5.5 min: the cpu-onnx pipeline (run by the demo in CI) on OpenVINO, whose stages this file tests
 def test_intel_recipe_end_to_end(tmp_path, v8_checkpoint, tiny_data):
     from tests.test_pipeline import OPT
 

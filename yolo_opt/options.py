@@ -280,7 +280,7 @@ class PruneOptions(Options):
                                       "timed here, checked by timing the pruned model", PRUNE_MODES, low=0, high=1,
                                       low_open=True, high_open=True)
     lat_runtime: str = key("onnx", str, "where prune_latency= is timed: onnx (ONNX Runtime CPU), openvino (its default "
-                           "precision), torch-cuda (PyTorch FP16 on a CUDA GPU), tensorrt (needs TensorRT)",
+                           "precision), torch-cuda (PyTorch FP16 on a CUDA GPU); tensorrt is refused (not built yet)",
                            PRUNE_MODES, choices=("onnx", "openvino", "torch-cuda", "tensorrt"))
     lat_imgsz: int | None = key(None, int, "image size prune_latency= is timed at (the size the model is deployed at; "
                                 "default: imgsz)", PRUNE_MODES, low=32, high=4096)

@@ -86,7 +86,7 @@ def time_models(paths: list[Path], runtime: str, imgsz: int, *, rounds: int = 3,
 
 def next_goal(attempts: list[dict[str, Any]], asked: float) -> float:
     """The allocation's next goal: between the closest measurements on either side of `asked` where there are both
-    (linear), else the nearest one's goal scaled by its miss (damped: at most a quarter either way)."""
+    (linear), else the nearest one's goal scaled by its miss (damped to between 0.75x and 1.33x)."""
     below = [a for a in attempts if a["measured"] < asked]
     above = [a for a in attempts if a["measured"] > asked]
     if below and above:
@@ -170,7 +170,7 @@ def latency_allocation(model: nn.Module, report: dict[str, Any] | None, opts: Pr
               "allocation": "uniform" if uniform else "sensitivity",
               "predicted": kept["predicted"], "measured": kept["measured"], "ms": kept["ms"],
               "unpruned_ms": kept["unpruned_ms"], "gflops_ratio": kept["gflops_ratio"],
-              "conv_share": round(predictor.conv_ms * predictor.scale / unpruned["ms"], 3),
+              "conv_share": round(predictor.conv_ms / unpruned["ms"], 3),  # the table's sum / the measured time
               "table": cost, "check_seconds": round(time.perf_counter() - start, 1), "rounds": rounds,
               "attempts": [{k: v for k, v in a.items() if k != "ratios"} for a in attempts]}
     miss = kept["measured"] - asked
@@ -196,8 +196,8 @@ def latency_markdown(record: dict[str, Any]) -> str:
     lines += ["", f"On {record['runtime']} at {record['lat_imgsz']} px, batch 1; ratios per group from the "
               f"{'sensitivity analysis' if record['allocation'] == 'sensitivity' else 'one uniform ratio'} and the "
               f"latency table. The table: {table['timed']} convolution cases timed in {table['seconds']:.0f} s, "
-              f"{table['reused']} reused from the cache; the convolutions are {record['conv_share']:.0%} of the "
-              f"unpruned model's time. The measurement: a copy pruned at the chosen ratios against the unpruned "
+              f"{table['reused']} reused from the cache; timed alone, the convolutions sum to {record['conv_share']:.2f}x "
+              f"the unpruned model's measured time (the prediction is scaled to it). The measurement: a copy pruned at the chosen ratios against the unpruned "
               f"model, each in a process of its own, {record['rounds']} rounds; {len(record['attempts'])} "
               f"measurement(s) ({record['check_seconds']:.0f} s), the allocation corrected by each miss."]
     if abs(record["measured"] - record["asked"]) > TOLERANCE:

@@ -45,8 +45,13 @@ MIN_RUNS = 10
 def check_runtime(runtime: str) -> None:
     """The runtime can be timed here, or one line naming what is missing."""
     if runtime == "tensorrt":
-        raise ConfigError("lat_runtime=tensorrt needs TensorRT and an NVIDIA GPU, which this machine lacks; time on "
-                          "lat_runtime=onnx or openvino here, or torch-cuda on a GPU")
+        import importlib.util
+
+        if importlib.util.find_spec("tensorrt") is None:
+            raise ConfigError("lat_runtime=tensorrt needs TensorRT, which is not installed here; time on "
+                              "lat_runtime=onnx or openvino here, or torch-cuda on a CUDA GPU")
+        raise ConfigError("lat_runtime=tensorrt: timing TensorRT engines per layer is not built yet; use "
+                          "lat_runtime=torch-cuda on this GPU (PyTorch FP16), or onnx/openvino on the CPU")
     if runtime == "torch-cuda":
         import torch
 
@@ -329,11 +334,11 @@ def _interp(xs: list[int], x: float) -> tuple[int, int, float]:
 
 
 class LatencyEstimate:
-    """Predicted time of a model pruned with per-group ratios: its convolutions from the table, the rest measured."""
+    """Predicted time of a model pruned with per-group ratios: its convolutions from the table, on the measured
+    scale of the unpruned model."""
 
     def __init__(self, estimate: MacsModel, entries: dict[str, ConvEntry], table: dict[str, float]):
         self.estimate, self.entries, self.table = estimate, entries, table
-        self.rest = 0.0
         self.scale = 1.0
         self.conv_ms = self.convs_ms({})
 
@@ -343,7 +348,7 @@ class LatencyEstimate:
         it; held constant, it made YOLO11n's allocation cut to 0.18x GFLOPs for a predicted 0.50x that measured 0.30x
         (its convolutions summed to 0.69 of its time), while timed alone the convolutions of YOLOv8n sum to more than
         the whole model (the runtime fuses what the table times apart)."""
-        self.rest, self.scale = 0.0, measured_ms / self.conv_ms
+        self.scale = measured_ms / self.conv_ms
 
     def _conv(self, entry: ConvEntry, cin: float, cout: float) -> float:
         def at(i: int, o: int) -> float:
@@ -364,7 +369,7 @@ class LatencyEstimate:
 
     def ms(self, ratios: dict[str, float]) -> float:
         """Predicted ms of the model pruned at `ratios` (after `calibrate`: on the measured scale)."""
-        return self.convs_ms(ratios) * self.scale + self.rest
+        return self.convs_ms(ratios) * self.scale
 
     def ratio(self, ratios: dict[str, float]) -> float:
         return self.ms(ratios) / self.ms({})

@@ -69,6 +69,9 @@ def load_recipe(recipe: str | Path, overrides: dict[str, Any] | None = None) -> 
     from ultralytics.cfg import DEFAULT_CFG_DICT
 
     path, cfg = _read(recipe)
+    goals = ("prune", "prune_target", "prune_latency")  # how much to prune: an override of one replaces the recipe's
+    if any(k in (overrides or {}) for k in goals):
+        cfg = {k: v for k, v in cfg.items() if k not in goals}
     cfg = {**cfg, **(overrides or {})}
     stages = cfg.get("stages")
     if isinstance(stages, str):
