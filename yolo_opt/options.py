@@ -310,7 +310,7 @@ class PruneOptions(Options):
         goals = [k for k in ("prune", "prune_target", "prune_latency") if getattr(self, k)]
         if len(goals) > 1:
             raise ConfigError(f"give one of prune=<channel fraction>, prune_target=<GFLOPs ratio> or "
-                              f"prune_latency=<latency ratio>, not {' and '.join(goals)}")
+                              f"prune_latency=<latency ratio>, not both ({' and '.join(goals)})")
         if self.prune_latency is None:
             unused = [k for k in ("lat_runtime", "lat_imgsz") if getattr(self, k) != PruneOptions.specs()[k][1]]
             if unused:
