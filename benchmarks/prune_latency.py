@@ -72,9 +72,9 @@ def sensitivity(model: Path, data: Path, imgsz: int, folder: Path) -> Path:
 
 def timed_ratio(base: Path, pruned: Path, runtime: str, lat_imgsz: int, rounds: int) -> dict:
     """Pruned vs unpruned on `runtime`, by the reports' protocol."""
-    from yolo_opt.bench.latency_target import _deployable, time_models
+    from yolo_opt.bench.latency_target import deployable, time_models
 
-    b, p = time_models([_deployable(base, runtime, lat_imgsz), _deployable(pruned, runtime, lat_imgsz)], runtime,
+    b, p = time_models([deployable(base, runtime, lat_imgsz), deployable(pruned, runtime, lat_imgsz)], runtime,
                        lat_imgsz, rounds=rounds)
     return {"measured": p["ms"] / b["ms"], "ms": p["ms"], "unpruned_ms": b["ms"], "runtime": p["runtime"]}
 

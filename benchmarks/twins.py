@@ -32,7 +32,7 @@ def main() -> None:
     from ultralytics.nn.tasks import DetectionModel
 
     from yolo_opt.arch import adapter
-    from yolo_opt.bench.latency_target import _deployable, time_models
+    from yolo_opt.bench.latency_target import deployable, time_models
     from yolo_opt.io.checkpoint import save_model
     from yolo_opt.prune.pruner import prune_model
 
@@ -57,7 +57,7 @@ def main() -> None:
             files[label] = (twins, native, converted, kept)
         for runtime in args.runtimes.split(","):
             for label, (twins, native, converted, kept) in files.items():
-                a, b = (_deployable(p, runtime, args.imgsz) for p in (twins, native))
+                a, b = (deployable(p, runtime, args.imgsz) for p in (twins, native))
                 t, n = time_models([a, b], runtime, args.imgsz, rounds=args.rounds)
                 rows[f"{arch} {label} {runtime}"] = {"twins_ms": t["ms"], "native_ms": n["ms"],
                                                      "twins_spread": t.get("ms_spread"),

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from yolo_opt.bench.layer_latency import LatencyEstimate, build_table, check_runtime, conv_entries
+from yolo_opt.bench.layer_latency import LatencyEstimate, build_table, check_runtime, conv_entries, cuda_call_ms
 
 if TYPE_CHECKING:
     from torch import nn
@@ -34,7 +34,7 @@ ATTEMPTS = 3  # measurements of a pruned copy, at most
 LABELS = {"onnx": "ONNX Runtime CPU", "openvino": "OpenVINO CPU", "torch-cuda": "PyTorch FP16 CUDA"}
 
 
-def _deployable(pt: Path, runtime: str, imgsz: int) -> Path:
+def deployable(pt: Path, runtime: str, imgsz: int) -> Path:
     """What `runtime` runs of checkpoint `pt`: its ONNX, its OpenVINO folder, or the checkpoint (PyTorch)."""
     if runtime == "onnx":
         from yolo_opt.deploy.onnx import export_onnx
@@ -64,13 +64,7 @@ def _cuda_ms(paths: list[Path], imgsz: int, rounds: int) -> list[dict[str, Any]]
                 m(x)
         for _ in range(rounds):
             for i, m in enumerate(models):
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                for _ in range(20):
-                    m(x)
-                end.record()
-                torch.cuda.synchronize()
-                per[i].append(start.elapsed_time(end) / 20)
+                per[i].append(cuda_call_ms(m, x))
     return [{"ms": statistics.median(v), "ms_spread": (min(v), max(v)), "runtime": LABELS["torch-cuda"]} for v in per]
 
 
@@ -143,7 +137,7 @@ def latency_allocation(model: nn.Module, report: dict[str, Any] | None, opts: Pr
     attempts: list[dict[str, Any]] = []
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="yolo-opt-latency.") as tmp:
-        base = _deployable(save_model(net, Path(tmp) / "unpruned.pt"), runtime, lat_imgsz)
+        base = deployable(save_model(net, Path(tmp) / "unpruned.pt"), runtime, lat_imgsz)
         unpruned = time_models([base], runtime, lat_imgsz, rounds=rounds, threads=threads)[0]
         predictor.calibrate(unpruned["ms"])
         goal = asked
@@ -151,7 +145,7 @@ def latency_allocation(model: nn.Module, report: dict[str, Any] | None, opts: Pr
             ratios = allocate(goal)
             trial = copy.deepcopy(net)
             prune_model(trial, 0.0, "l2", opts.prune_round, layer_ratios=ratios)
-            pruned = _deployable(save_model(trial, Path(tmp) / f"pruned{attempt}.pt"), runtime, lat_imgsz)
+            pruned = deployable(save_model(trial, Path(tmp) / f"pruned{attempt}.pt"), runtime, lat_imgsz)
             base_t, pruned_t = time_models([base, pruned], runtime, lat_imgsz, rounds=rounds, threads=threads)
             measured = pruned_t["ms"] / base_t["ms"]
             if abs(measured - predictor.ratio(ratios)) > SURPRISE:

@@ -312,16 +312,21 @@ def _cuda_ms(shape: ConvShape, cin: int, cout: int) -> float:
     with torch.inference_mode():
         for _ in range(10):
             net(x)
-        samples = []
-        for _ in range(5):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(20):
-                net(x)
-            end.record()
-            torch.cuda.synchronize()
-            samples.append(start.elapsed_time(end) / 20)
-    return statistics.median(samples)
+        return statistics.median(cuda_call_ms(net, x) for _ in range(5))
+
+
+def cuda_call_ms(net, x, calls: int = 20) -> float:
+    """Milliseconds of one call of `net(x)` on the GPU: CUDA events around `calls` back-to-back calls (no host sync
+    between them, as a model's layers run), divided by `calls`."""
+    import torch
+
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(calls):
+        net(x)
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / calls
 
 
 def _interp(xs: list[int], x: float) -> tuple[int, int, float]:
