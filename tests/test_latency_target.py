@@ -102,6 +102,17 @@ def test_latency_table_times_and_caches(estimate, tmp_path, monkeypatch):
     assert predictor.ms({}) == pytest.approx(predictor.conv_ms * 1.5)
     assert predictor.ms(half) == pytest.approx(predictor.convs_ms(half) * 1.5)  # the rest shrinks with the convolutions
     assert predictor.ratio(half) < predictor.ratio(dict.fromkeys(estimate.groups, 0.25)) < 1
+    # a pruned model itself (a tuning trial's): the table read at the widths it has is what the ratios predicted
+    from yolo_opt.prune.pruner import prune_model
+
+    mixed = {g: (0.25, 0.5, 0.0)[i % 3] for i, g in enumerate(estimate.groups)}
+    pruned = DetectionModel("yolov8n.yaml", nc=5, verbose=False)
+    assert predictor.model_ms(pruned) == pytest.approx(predictor.ms({}))
+    prune_model(pruned, 0.0, "l2", 8, layer_ratios=mixed)
+    assert predictor.model_ms(pruned) == pytest.approx(predictor.ms(mixed), rel=1e-6)
+    assert predictor.ms(mixed) < predictor.ms({})
+    with pytest.raises(KeyError):  # another architecture: not the table's model
+        predictor.model_ms(DetectionModel("yolo11n.yaml", nc=5, verbose=False))
 
 
 def test_runtimes_that_cannot_be_timed_here_are_refused(tiny_data, v8_checkpoint, tmp_path):

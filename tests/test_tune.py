@@ -90,6 +90,39 @@ def test_sqlite_study_completes_resumes_and_fails_killed_trial(tmp_path, v8_chec
     assert len(trials) == 4 and trials[3].state == optuna.trial.TrialState.FAIL
 
 
+def test_table_latency_predicts_each_trial_and_times_the_front(tmp_path, v8_checkpoint, tiny_data):
+    """lat_source=table: every trial's latency read from the input model's latency table (no export per trial); the
+    recipes' trials then exported and timed, beside the prediction in the report."""
+    project = tmp_path / "runs"
+    r = run_cli("tune", f"model={v8_checkpoint}", f"data={tiny_data}", f"project={project}", *TRIAL, "study=t",
+                "trials=2", "top=1", "lat_source=table", env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    run_dir = project / "t"
+    st = _study(f"sqlite:///{run_dir / 'study.db'}", "t")
+    trials = st.get_trials()
+    assert all(t.user_attrs["latency_table"] == 1.0 and t.user_attrs["latency_ms"] > 0 for t in trials)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    first = summary["pareto"][0]
+    assert first["measured_ms"] > 0 and st.user_attrs[f"measured_ms_{first['trial']}"] == first["measured_ms"]
+    exported = list((run_dir / "trials").glob("*/weights/*.onnx"))  # only the recipe's trial, to be timed
+    assert exported == [run_dir / "trials" / f"{first['trial']:04d}" / "weights" / "best.onnx"]
+    text = (run_dir / "pareto.md").read_text()
+    assert "latency_ms (table)" in text and "measured ms" in text and "the table within" in text
+    r = run_cli("tune", f"model={v8_checkpoint}", f"data={tiny_data}", f"project={project}", "study=g",
+                "lat_source=table", "objectives=map,gflops")
+    assert r.returncode == 2 and "use it with objectives=map,latency" in r.stderr and not (project / "g").exists()
+
+
+def test_a_fixed_goal_is_not_searched():
+    import optuna
+
+    from yolo_opt.tuning.space import suggest
+
+    trial = optuna.create_study().ask()
+    assert "prune_target" not in suggest(trial, {"prune_latency": 0.5}, 3)
+    assert "prune_target" in suggest(optuna.create_study().ask(), {}, 3)
+
+
 def test_failing_trial_is_recorded(tmp_path, v8_checkpoint, tiny_data):
     """An exception in a trial -> FAIL with the error as a user attribute; no trial completed -> clear error."""
     import optuna

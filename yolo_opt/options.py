@@ -629,6 +629,9 @@ class TuneOptions(Options):
     study: str = key("tune", str, "study name (also the run folder runs/opt/tune/<study>)", ("tune",))
     objectives: str = key("map,latency", str, "what to optimize: map and one of latency (ONNX Runtime ms) or gflops",
                           ("tune",), choices=("map,latency", "map,gflops"))
+    lat_source: str = key("measured", str, "each trial's latency: measured (exported and timed) or table (predicted "
+                          "from the latency table, built once; the Pareto front is then measured)", ("tune",),
+                          choices=("measured", "table"))
     max_epochs: int = key(10, int, "largest fine-tuning epochs a trial may draw (fix it with epochs=)", ("tune",),
                           low=1, high=10000)
     top: int = key(3, int, "Pareto-optimal trials written as recipe YAML files", ("tune",), low=0, high=1000)
@@ -643,6 +646,8 @@ class TuneOptions(Options):
         if not re.fullmatch(r"\w[\w.-]*", self.study):
             raise ConfigError(f"study={self.study!r}: start with a letter, digit or '_', then use those, '.' or '-' "
                               "(it names the run folder)")
+        if self.lat_source == "table" and self.objectives != "map,latency":
+            raise ConfigError("lat_source=table predicts latency: use it with objectives=map,latency")
 
 
 # Every object whose keys the CLI knows, in the order `help` lists them.

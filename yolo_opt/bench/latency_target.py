@@ -92,6 +92,23 @@ def next_goal(attempts: list[dict[str, Any]], asked: float) -> float:
     return min(max(near["goal"] * min(max(asked / near["measured"], 0.75), 1.33), 0.02), 1.0)
 
 
+def table_predictor(model: nn.Module, runtime: str, imgsz: int, round_to: int | None, *, threads: int | None = None,
+                    progress: bool = True) -> tuple[LatencyEstimate, dict[str, Any]]:
+    """The latency table of `model` on `runtime` at `imgsz` (timed, or read from the cache) and its predictor, not yet
+    calibrated; returns (predictor, the table's cost)."""
+    from ultralytics.utils import LOGGER
+
+    from yolo_opt.prune.allocation import macs_estimate
+
+    check_runtime(runtime)
+    estimate = macs_estimate(copy.deepcopy(model).float().cpu().eval(), round_to)
+    entries = conv_entries(estimate, imgsz)
+    table, cost = build_table(entries, runtime, threads=threads, progress=progress)
+    LOGGER.info(f"yolo-opt: latency table on {LABELS[runtime]} at {imgsz} px: {cost['timed']} entries timed in "
+                f"{cost['seconds']:.0f} s, {cost['reused']} reused from the cache")
+    return LatencyEstimate(estimate, entries, table), cost
+
+
 def latency_allocation(model: nn.Module, report: dict[str, Any] | None, opts: PruneOptions, imgsz: int, *,
                        rounds: int = 3, threads: int | None = None,
                        progress: bool = True) -> tuple[dict[str, float], dict[str, Any]]:
@@ -110,18 +127,13 @@ def latency_allocation(model: nn.Module, report: dict[str, Any] | None, opts: Pr
     from ultralytics.utils import LOGGER
 
     from yolo_opt.io.checkpoint import save_model
-    from yolo_opt.prune.allocation import allocate_for_cost, macs_estimate
+    from yolo_opt.prune.allocation import allocate_for_cost
     from yolo_opt.prune.pruner import prune_model
 
     runtime, asked, lat_imgsz = opts.lat_runtime, opts.prune_latency, opts.lat_imgsz or imgsz
-    check_runtime(runtime)
     net = copy.deepcopy(model).float().cpu().eval()
-    estimate = macs_estimate(net, opts.prune_round)
-    entries = conv_entries(estimate, lat_imgsz)
-    table, cost = build_table(entries, runtime, threads=threads, progress=progress)
-    LOGGER.info(f"yolo-opt: latency table on {LABELS[runtime]} at {lat_imgsz} px: {cost['timed']} entries timed in "
-                f"{cost['seconds']:.0f} s, {cost['reused']} reused from the cache")
-    predictor = LatencyEstimate(estimate, entries, table)
+    predictor, cost = table_predictor(net, runtime, lat_imgsz, opts.prune_round, threads=threads, progress=progress)
+    estimate = predictor.estimate
     uniform = report is None
 
     def allocate(goal: float) -> dict[str, float]:

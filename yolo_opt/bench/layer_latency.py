@@ -33,6 +33,8 @@ import numpy as np
 from yolo_opt.errors import ConfigError
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from yolo_opt.prune.targets import MacsModel
 
 # where `prune_latency=` times a model: ONNX Runtime and OpenVINO on this CPU, PyTorch FP16 on a CUDA GPU, TensorRT
@@ -378,6 +380,30 @@ class LatencyEstimate:
 
     def ratio(self, ratios: dict[str, float]) -> float:
         return self.ms(ratios) / self.ms({})
+
+    def model_ms(self, model: nn.Module) -> float:
+        """Predicted ms of `model`, a pruned (and maybe trained) descendant of the table's model: each convolution
+        of the table at the widths `model` has for it (a tuning trial's latency without an export and a timing).
+
+        Raises:
+            KeyError: `model` lacks a convolution of the table (another architecture): time it instead.
+        """
+        import copy
+
+        from torch import nn
+
+        from yolo_opt.arch import adapter
+
+        net = copy.deepcopy(model).float().cpu()
+        adapter(net).make_prunable()  # the table's names are those of the prunable layout
+        convs = dict(net.named_modules())
+        total = 0.0
+        for name, entry in self.entries.items():
+            conv = convs.get(name)
+            if not isinstance(conv, nn.Conv2d):
+                raise KeyError(f"{name} is not a convolution of this model")
+            total += self._conv(entry, conv.in_channels, conv.out_channels)
+        return total * self.scale
 
 
 def _main() -> None:

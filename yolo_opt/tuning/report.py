@@ -11,8 +11,11 @@ from yolo_opt.io.files import atomic_path, atomic_write_bytes
 from yolo_opt.options import TuneOptions
 
 
-def report(st, run_dir: str | Path, objectives: str, top: int = 3) -> dict[str, Any]:
-    """Log the Pareto front, plot it (`pareto.png`), write `pareto.md`, `summary.json` and recipe YAMLs."""
+def report(st, run_dir: str | Path, objectives: str, top: int = 3,
+           measured: dict[int, float] | None = None) -> dict[str, Any]:
+    """Log the Pareto front, plot it (`pareto.png`), write `pareto.md`, `summary.json` and recipe YAMLs.
+
+    `measured`: trial number -> timed ms, where the trials' latency is the table's prediction (`lat_source=table`)."""
     import optuna
     from ultralytics.utils import LOGGER, YAML
 
@@ -27,21 +30,31 @@ def report(st, run_dir: str | Path, objectives: str, top: int = 3) -> dict[str, 
     unit = "ms" if second == "latency_ms" else "GFLOPs"
     # the first objective is the task's leading mAP50-95: the masks' for a segmentation model
     metric = "mask mAP50-95" if any("mask_map" in t.user_attrs for t in complete) else "mAP50-95"
+    checked = measured is not None
     lines = [
         f"Study '{st.study_name}': {len(trials)} trials ({', '.join(f'{k} {v}' for k, v in sorted(states.items()))})",
         "",
-        f"| trial | {metric} | {second} | GFLOPs | params | keys |",
-        "|---|---|---|---|---|---|",
+        f"| trial | {metric} | {'latency_ms (table)' if checked else second} |{' measured ms |' if checked else ''} "
+        "GFLOPs | params | keys |",
+        "|---|---|---|" + ("---|" if checked else "") + "---|---|---|",
     ]
     front = []
     for t in pareto:
         keys = t.user_attrs.get("train_keys", t.params)
+        timed = measured.get(t.number) if checked else None
         lines.append(
-            f"| {t.number} | {t.values[0]:.4f} | {t.values[1]:.4g} | {t.user_attrs.get('gflops', float('nan')):.3f} | "
+            f"| {t.number} | {t.values[0]:.4f} | {t.values[1]:.4g} |"
+            + (f" {timed:.4g} |" if timed is not None else " - |" if checked else "")
+            + f" {t.user_attrs.get('gflops', float('nan')):.3f} | "
             f"{int(t.user_attrs.get('params', 0))} | {' '.join(f'{k}={v}' for k, v in keys.items())} |"
         )
         front.append({"trial": t.number, first: t.values[0], second: t.values[1], "keys": keys,
-                      "weights": t.user_attrs.get("weights")})
+                      "weights": t.user_attrs.get("weights"), **({"measured_ms": timed} if timed is not None else {})})
+    if checked and measured:
+        pairs = [(e[second], e["measured_ms"]) for e in front if "measured_ms" in e]
+        worst = max(abs(p / m - 1) for p, m in pairs)
+        lines += ["", f"Latency from the latency table (ONNX Runtime CPU, built once); the front's first {len(pairs)} "
+                  f"trial(s) exported and timed: the table within {worst:.0%} of the measurement."]
     failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
     if failed:
         lines += ["", "Failed trials:"] + [f"- {t.number}: {t.user_attrs.get('error', 'no heartbeat (worker killed?)')}" for t in failed]

@@ -19,7 +19,7 @@ def suggest(trial, fixed: dict[str, Any], max_epochs: int) -> dict[str, Any]:
         p["epochs"] = trial.suggest_int("epochs", 1, max(1, max_epochs))
     if "lr0" not in p:
         p["lr0"] = float(f"{trial.suggest_float('lr0', 1e-4, 1e-2, log=True):.3g}")
-    if "prune" not in p and "prune_target" not in p:
+    if not any(k in p for k in ("prune", "prune_target", "prune_latency")):  # a fixed goal is not searched
         p["prune_target"] = round(trial.suggest_float("prune_target", 0.3, 0.9, step=0.05), 2)
     if "prune_method" not in p:
         p["prune_method"] = trial.suggest_categorical("prune_method", PRUNE_METHODS_SEARCHED)

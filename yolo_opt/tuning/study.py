@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +26,38 @@ def _error(e: BaseException) -> str:
     return f"{type(e).__name__}: {first_line(e, 300)}"
 
 
-def _measure(weights: Path, data: str, imgsz: int, *, latency: bool, metrics: dict | None) -> dict[str, float]:
-    """mAP (the trainer's final validation), GFLOPs and params, and the ONNX Runtime latency of the ONNX that
-    `yolo-opt export` writes for this model (the graph a user deploys, DFL rewrite included), beside the weights.
+def _onnx_ms(weights: Path, imgsz: int) -> dict[str, float]:
+    """ONNX Runtime latency of the ONNX that `yolo-opt export` writes for this model (the graph a user deploys, DFL
+    rewrite included), written beside the weights."""
+    from yolo_opt.bench.measure import onnx_latency
+    from yolo_opt.deploy.onnx import export_onnx
+
+    onnx = export_onnx(weights, weights.with_suffix(".onnx"), imgsz=imgsz)
+    lat = onnx_latency(onnx, imgsz, runs=20, warmup=3)
+    return {"latency_ms": lat["ms"], "latency_threads": float(lat["threads"])}
+
+
+def _table(net, data_dir: Path, imgsz: int, round_to: int | None) -> Callable[[Path], float]:
+    """`lat_source=table`: the input model's latency table on ONNX Runtime at `imgsz` (built once, cached per machine),
+    on the scale of the input model timed as the trials would be; returns weights -> predicted ms."""
+    from yolo_opt.bench.latency_target import table_predictor
+    from yolo_opt.io.checkpoint import load_model, save_model
+
+    predictor, _ = table_predictor(net, "onnx", imgsz, round_to)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    predictor.calibrate(_onnx_ms(save_model(net, data_dir / "input.pt"), imgsz)["latency_ms"])
+    return lambda weights: predictor.model_ms(load_model(weights))
+
+
+def _measure(weights: Path, data: str, imgsz: int, *, latency: bool, metrics: dict | None,
+             predict: Callable[[Path], float] | None = None) -> dict[str, float]:
+    """mAP (the trainer's final validation), GFLOPs and params, and the latency: the ONNX Runtime time of the
+    exported model, or `predict`'s (the latency table's) where given and the model is the table's lineage.
 
     The `objective` figure is the task's leading mAP50-95: the boxes', or the masks' for a segmentation model.
     """
     from yolo_opt.arch import adapter
-    from yolo_opt.bench.measure import model_stats, onnx_latency, validate
+    from yolo_opt.bench.measure import model_stats, validate
     from yolo_opt.io.checkpoint import load_model
 
     task = adapter(load_model(weights)).task
@@ -43,17 +68,20 @@ def _measure(weights: Path, data: str, imgsz: int, *, latency: bool, metrics: di
     scores["objective"] = scores[task.primary]
     stats = model_stats(weights, imgsz)
     scores.update(gflops=stats["gflops"], params=float(stats["params"]))
+    if latency and predict is not None:
+        try:
+            scores.update(latency_ms=predict(weights), latency_table=1.0)
+            return scores
+        except KeyError:  # not the table's architecture: timed instead
+            pass
     if latency:
-        from yolo_opt.deploy.onnx import export_onnx
-
-        onnx = export_onnx(weights, weights.with_suffix(".onnx"), imgsz=imgsz)
-        lat = onnx_latency(onnx, imgsz, runs=20, warmup=3)
-        scores.update(latency_ms=lat["ms"], latency_threads=float(lat["threads"]))
+        scores.update(_onnx_ms(weights, imgsz))
     return scores
 
 
 def run_trial(trial, model: str, data: str, *, fixed: dict[str, Any], ultralytics_args: dict[str, Any],
-              run_dir: Path, objectives: str, max_epochs: int) -> tuple[float, float]:
+              run_dir: Path, objectives: str, max_epochs: int,
+              predict: Callable[[Path], float] | None = None) -> tuple[float, float]:
     """Fine-tune with the trial's keys in `run_dir/trials/<number>`, then measure; returns the objectives."""
     from yolo_opt.training.phases import train
     from yolo_opt.tuning.space import suggest
@@ -72,7 +100,7 @@ def run_trial(trial, model: str, data: str, *, fixed: dict[str, Any], ultralytic
             raise YoloOptError(f"training wrote no {weights}")
         imgsz = int(ultralytics_args.get("imgsz", DEFAULT_IMGSZ))
         scores = _measure(weights, data, imgsz, latency=TuneOptions.OBJECTIVES[objectives][1] == "latency_ms",
-                          metrics=metrics)
+                          metrics=metrics, predict=predict)
     except Exception as e:
         from ultralytics.utils import LOGGER
 
@@ -84,6 +112,20 @@ def run_trial(trial, model: str, data: str, *, fixed: dict[str, Any], ultralytic
     trial.set_user_attr("weights", str(weights))
     first, second = TuneOptions.OBJECTIVES[objectives]
     return scores["objective" if first == "map" else first], scores[second]
+
+
+def _measure_front(st, imgsz: int, top: int) -> dict[int, float]:
+    """`lat_source=table`: the Pareto front's trials that become recipes (`top`), exported and timed, as the report's
+    check of the table's predictions; kept in the study (a resumed study times only new ones)."""
+    front = sorted(st.best_trials, key=lambda t: -t.values[0])[:top]
+    measured = {}
+    for t in front:
+        key = f"measured_ms_{t.number}"
+        if key not in st.user_attrs and t.user_attrs.get("latency_table") and t.user_attrs.get("weights"):
+            st.set_user_attr(key, _onnx_ms(Path(t.user_attrs["weights"]), imgsz)["latency_ms"])
+        if key in st.user_attrs:
+            measured[t.number] = st.user_attrs[key]
+    return measured
 
 
 def _split_keys(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -136,6 +178,8 @@ def tune(
             ones; workers sharing a study stop when it has this many, up to one extra per concurrent worker),
             `storage` (Optuna/SQLAlchemy URL; None for SQLite `<project>/<study>/study.db`), `study` (name and
             run folder), `objectives` ('map,latency': mAP50-95 up, ONNX Runtime CPU ms down, or 'map,gflops'),
+            `lat_source` ('measured': each trial exported and timed; 'table': predicted from the latency table,
+            built once, the recipes' trials timed at the end),
             `max_epochs`, `top` (Pareto-optimal trials written as recipe YAMLs), `heartbeat` (seconds; a killed
             worker's trial becomes FAIL after 2x this). Or their keyword shortcuts.
         project: Parent folder of the run folder.
@@ -186,18 +230,21 @@ def tune(
     if not stored:
         st.set_user_attr("objectives", objectives)
 
-    _study_report(net, data, fixed, imgsz=int(ultra.get("imgsz", DEFAULT_IMGSZ)), folder=run_dir / "sensitivity")
+    imgsz = int(ultra.get("imgsz", DEFAULT_IMGSZ))
+    _study_report(net, data, fixed, imgsz=imgsz, folder=run_dir / "sensitivity")
+    predict = _table(net, run_dir / "latency", imgsz, fixed.get("prune_round", 8)) if opts.lat_source == "table" else None
 
     def objective(trial):
         return run_trial(trial, str(model), str(data), fixed=fixed, ultralytics_args=ultra, run_dir=run_dir,
-                         objectives=objectives, max_epochs=opts.max_epochs)
+                         objectives=objectives, max_epochs=opts.max_epochs, predict=predict)
 
     optuna.storages.fail_stale_trials(st)  # trials of killed workers (no heartbeat) become FAIL before counting
     ran = 0
     while len(st.get_trials(deepcopy=False)) < trials:
         st.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
         ran += 1
-    summary = report(st, run_dir, objectives, opts.top)
+    measured = _measure_front(st, imgsz, opts.top) if predict is not None else None
+    summary = report(st, run_dir, objectives, opts.top, measured=measured)
     summary.update(storage=redact(store.url if hasattr(store, "url") else str(storage)), ran_here=ran)
     if not summary["states"].get("COMPLETE"):
         errors = [t.user_attrs.get("error") for t in st.get_trials(deepcopy=False) if t.user_attrs.get("error")]
