@@ -27,6 +27,8 @@ def estimate():
     ({"prune_latency": 0.5, "prune": 0.3}, "not both \\(prune and prune_latency\\)"),
     ({"lat_runtime": "openvino"}, "lat_runtime= sets how prune_latency= is timed"),
     ({"lat_imgsz": 320}, "lat_imgsz= sets how prune_latency= is timed"),
+    ({"lat_rounds": 5}, "lat_rounds= sets how prune_latency= is timed"),
+    ({"prune_latency": 0.5, "lat_rounds": 0}, "out of range"),
     ({"prune_latency": 0.5, "prune_global": True}, "cannot be combined with prune_global"),
     ({"prune_latency": 0.5, "lat_imgsz": 300}, "multiple of the model stride 32"),
     ({"prune_latency": 1.0}, "out of range"),
@@ -135,12 +137,14 @@ def test_prune_to_a_latency_end_to_end(v8_checkpoint, tmp_path):
     from yolo_opt.io.checkpoint import load_model, meta
 
     out = tmp_path / "fast.pt"
-    r = run_cli("prune", f"model={v8_checkpoint}", f"out={out}", "prune_latency=0.6", f"imgsz={IMGSZ}", cwd=tmp_path,
+    r = run_cli("prune", f"model={v8_checkpoint}", f"out={out}", "prune_latency=0.6", f"imgsz={IMGSZ}", "lat_rounds=1",
+                cwd=tmp_path,
                 env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"latency on ONNX Runtime CPU at {IMGSZ} px" in r.stdout and "0.6x asked" in r.stdout
     record = meta(load_model(out))["history"][-1]["latency"]
     assert record["allocation"] == "uniform" and record["lat_imgsz"] == IMGSZ and record["measured"] > 0
+    assert record["rounds"] == 1
     first = record["attempts"][0]  # the table's allocation, before any measurement steers the goal
     assert first["goal"] == 0.6 and 0 < first["predicted"] < 1 and first["gflops_ratio"] < 1
     assert 1 <= len(record["attempts"]) <= 3 and record["table"]["timed"] > 0
@@ -156,7 +160,7 @@ def test_train_to_a_latency(tiny_data, v8_checkpoint, tmp_path):
     from yolo_opt.training.trainer import RUN_KEY
 
     r = run_cli("train", f"model={v8_checkpoint}", f"data={tiny_data}", "epochs=1", f"imgsz={IMGSZ}", "batch=8",
-                "workers=0", "prune_latency=0.7", "lat_imgsz=96", f"project={tmp_path / 'runs'}", "name=lat",
+                "workers=0", "prune_latency=0.7", "lat_imgsz=96", "lat_rounds=1", f"project={tmp_path / 'runs'}", "name=lat",
                 cwd=tmp_path, env={"XDG_CACHE_HOME": str(tmp_path / "cache")})
     assert r.returncode == 0, r.stderr[-3000:]
     assert "latency on ONNX Runtime CPU at 96 px" in r.stdout and "0.7x asked" in r.stdout

@@ -284,6 +284,9 @@ class PruneOptions(Options):
                            PRUNE_MODES, choices=("onnx", "openvino", "torch-cuda", "tensorrt"))
     lat_imgsz: int | None = key(None, int, "image size prune_latency= is timed at (the size the model is deployed at; "
                                 "default: imgsz)", PRUNE_MODES, low=32, high=4096)
+    lat_rounds: int = key(3, int, "timing rounds of prune_latency='s check (the pruned copy and the unpruned model "
+                          "timed in turn, each in a process of its own; more on a noisy machine)", PRUNE_MODES,
+                          low=1, high=50)
     prune_method: str = key("l2", str, "channel importance criterion", PRUNE_MODES + ("sensitivity",),
                             choices=tuple(PRUNE_METHODS))
     prune_steps: int = key(1, int, "iterative pruning: prune a share, fine-tune, repeat", TRAIN, low=1, high=100)
@@ -312,7 +315,8 @@ class PruneOptions(Options):
             raise ConfigError(f"give one of prune=<channel fraction>, prune_target=<GFLOPs ratio> or "
                               f"prune_latency=<latency ratio>, not both ({' and '.join(goals)})")
         if self.prune_latency is None:
-            unused = [k for k in ("lat_runtime", "lat_imgsz") if getattr(self, k) != PruneOptions.specs()[k][1]]
+            unused = [k for k in ("lat_runtime", "lat_imgsz", "lat_rounds")
+                      if getattr(self, k) != PruneOptions.specs()[k][1]]
             if unused:
                 raise ConfigError(f"{unused[0]}= sets how prune_latency= is timed: add prune_latency=<ratio>")
         elif self.prune_global or self.prune_native:

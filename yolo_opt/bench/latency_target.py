@@ -110,7 +110,7 @@ def table_predictor(model: nn.Module, runtime: str, imgsz: int, round_to: int | 
 
 
 def latency_allocation(model: nn.Module, report: dict[str, Any] | None, opts: PruneOptions, imgsz: int, *,
-                       rounds: int = 3, threads: int | None = None,
+                       threads: int | None = None,
                        progress: bool = True) -> tuple[dict[str, float], dict[str, Any]]:
     """Per-group ratios for `opts.prune_latency` on `opts.lat_runtime` at `opts.lat_imgsz` (else `imgsz`).
 
@@ -118,7 +118,7 @@ def latency_allocation(model: nn.Module, report: dict[str, Any] | None, opts: Pr
         model: The model before pruning (not changed).
         report: Its sensitivity report (per-layer ratios), or None (`prune_ratios=uniform`, or no data): every
             group gets the one ratio that meets the target.
-        opts: `prune_latency`, `lat_runtime`, `lat_imgsz`, `prune_round`.
+        opts: `prune_latency`, `lat_runtime`, `lat_imgsz`, `lat_rounds`, `prune_round`.
         imgsz: The run's image size (the latency's size where `lat_imgsz` is not given).
 
     Returns:
@@ -130,7 +130,7 @@ def latency_allocation(model: nn.Module, report: dict[str, Any] | None, opts: Pr
     from yolo_opt.prune.allocation import allocate_for_cost
     from yolo_opt.prune.pruner import prune_model
 
-    runtime, asked, lat_imgsz = opts.lat_runtime, opts.prune_latency, opts.lat_imgsz or imgsz
+    runtime, asked, lat_imgsz, rounds = opts.lat_runtime, opts.prune_latency, opts.lat_imgsz or imgsz, opts.lat_rounds
     net = copy.deepcopy(model).float().cpu().eval()
     predictor, cost = table_predictor(net, runtime, lat_imgsz, opts.prune_round, threads=threads, progress=progress)
     estimate = predictor.estimate
