@@ -185,8 +185,11 @@ def test_optimize_bad_inputs(tmp_path, v8_checkpoint, tiny_data):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_jetson_recipe_end_to_end(tmp_path, v8_checkpoint, tiny_data):
-    """prune -> QAT -> export -> bundle -> engine (skipped without TensorRT) -> benchmark, on the tiny model."""
+    """prune -> QAT -> export -> bundle -> engine (skipped without TensorRT) -> benchmark, on the tiny model (a second
+    recipe end to end: the default set runs the default recipe, killed and resumed, and the demo; QAT and the bundle
+    have tests of their own)."""
     r = run_cli("optimize", f"model={v8_checkpoint}", f"data={tiny_data}", "recipe=jetson-int8", "name=j",
                 f"project={tmp_path}", "qat_epochs=1", "prune_steps=1", *OPT)
     log = r.stdout + r.stderr

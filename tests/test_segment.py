@@ -153,6 +153,7 @@ def test_seg_distilled_epoch_int8_and_bundle_masks(cfg, name, end2end, checkpoin
     assert np.allclose(ours, theirs, atol=3), (ours, theirs)  # a pixel or two at mask edges (resize rounding)
 
 
+@pytest.mark.slow  # the default set kills and resumes detection runs (YOLO26's default recipe, a distilled one)
 def test_seg_pruned_run_killed_resumes(checkpoints, seg_data, tmp_path):
     """A pruned segmentation run (per-layer ratios, distilled with its masks: distill=True) killed after its first
     epoch resumes through Ultralytics' segmentation trainer, still distilling, and finishes pruned."""

@@ -116,9 +116,7 @@ def test_deploy_bad_input_is_one_line(models, tiny_data, tmp_path, args, needle)
 
 def test_rounding_measured_on_the_runtime_and_cached(models, tiny_data, tmp_path, monkeypatch):
     """`round_for=`: pruned copies at each rounding timed here; latency per GFLOPs decides; the second ask is the
-    cache's (same model, target, runtime, CPU). Given the run's data, the copies get the per-layer ratios the run
-    will get and land on the GFLOPs target at every rounding (uniform copies overshoot where a coarse rounding jumps
-    past it), cached apart from the uniform ones."""
+    cache's (same model, target, runtime, CPU)."""
     from yolo_opt.training import rounding
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
@@ -128,15 +126,26 @@ def test_rounding_measured_on_the_runtime_and_cached(models, tiny_data, tmp_path
     per = record["ms_per_gflops_ratio"]
     assert per[str(chosen)] <= min(per.values()) / (1 - rounding.MARGIN) + 1e-9
     assert rounding.cache_file().exists() and record["ratios"] == "uniform"
-    _, per_layer = rounding.measured_round(models["unpruned"], 0.5, "onnx", IMGSZ, runs=3, rounds=1, data=tiny_data)
-    assert per_layer["ratios"] == "per-layer" and all(abs(g - 0.5) <= 0.03 for g in per_layer["gflops"].values())
-    assert len(json.loads(rounding.cache_file().read_text())) == 2
 
     def no_pruning(*args, **kwargs):
         raise AssertionError("a cache hit prunes nothing")
 
-    monkeypatch.setattr("yolo_opt.training.prune_checkpoint", no_pruning)
-    assert rounding.measured_round(models["unpruned"], 0.5, "onnx", IMGSZ)[0] == chosen
+    with monkeypatch.context() as m:
+        m.setattr("yolo_opt.training.prune_checkpoint", no_pruning)
+        assert rounding.measured_round(models["unpruned"], 0.5, "onnx", IMGSZ)[0] == chosen
+
+
+@pytest.mark.slow
+def test_rounding_with_data_prunes_per_layer_and_is_cached_apart(models, tiny_data, tmp_path, monkeypatch):
+    """Given the run's data, the copies get the per-layer ratios the run will get (a sensitivity analysis per
+    rounding: the slow part) and land on the GFLOPs target at every rounding, cached apart from the uniform ones."""
+    from yolo_opt.training import rounding
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    rounding.measured_round(models["unpruned"], 0.5, "onnx", IMGSZ, runs=3, rounds=1)
+    _, per_layer = rounding.measured_round(models["unpruned"], 0.5, "onnx", IMGSZ, runs=3, rounds=1, data=tiny_data)
+    assert per_layer["ratios"] == "per-layer" and all(abs(g - 0.5) <= 0.03 for g in per_layer["gflops"].values())
+    assert len(json.loads(rounding.cache_file().read_text())) == 2
 
 
 def test_benchmark_adds_the_pipeline_latency(models, tiny_data, tmp_path):
