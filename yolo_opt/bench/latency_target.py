@@ -8,7 +8,8 @@ own, taking turns over rounds). Where the measured ratio misses the asked one by
 allocation is made again for a corrected goal (at most `ATTEMPTS` measurements, as NetAdapt measures each step): the
 goal scaled by the miss, or, once two measurements lie on either side of the asked ratio, interpolated between them
 (time is a step function of the widths, on OpenVINO especially: scaling alone overshot both ways). A measurement far
-from its prediction is taken again once (a busy machine, not the model). The closest measurement is kept. The record holds the prediction and the measurement of what is
+from its prediction is taken again once (a busy machine, not the model). The unpruned model, timed beside every copy,
+enters the ratios as the median of all its timings. The closest measurement is kept. The record holds the prediction and the measurement of what is
 kept, the table's cost and the attempts, for the report.
 """
 
@@ -152,6 +153,9 @@ def latency_allocation(model: nn.Module, report: dict[str, Any] | None, opts: Pr
         base = deployable(save_model(net, Path(tmp) / "unpruned.pt"), runtime, lat_imgsz)
         unpruned = time_models([base], runtime, lat_imgsz, rounds=rounds, threads=threads)[0]
         predictor.calibrate(unpruned["ms"])
+        # the unpruned model is timed beside every copy; the ratios' denominator is the median of all its timings (on
+        # 2 cores one timing of it ranged 51-71 ms and steered the goal the wrong way, while the copies timed steadily)
+        unpruned_ms = [unpruned["ms"]]
         goal = asked
         for attempt in range(ATTEMPTS):
             ratios = allocate(goal)
@@ -161,7 +165,8 @@ def latency_allocation(model: nn.Module, report: dict[str, Any] | None, opts: Pr
             predicted = predictor.ratio(ratios)
             for _ in range(2):  # a measurement far from its prediction is taken once more before it steers the goal
                 base_t, pruned_t = time_models([base, pruned], runtime, lat_imgsz, rounds=rounds, threads=threads)
-                measured = pruned_t["ms"] / base_t["ms"]
+                unpruned_ms.append(base_t["ms"])
+                measured = pruned_t["ms"] / statistics.median(unpruned_ms)
                 if abs(measured - predicted) <= SURPRISE:
                     break
             attempts.append({"goal": round(goal, 4), "predicted": round(predicted, 4),
@@ -172,17 +177,22 @@ def latency_allocation(model: nn.Module, report: dict[str, Any] | None, opts: Pr
             if abs(measured - asked) <= TOLERANCE:
                 break
             goal = next_goal(attempts, asked)
+    pooled = statistics.median(unpruned_ms)
+    for a in attempts:  # every copy against the same unpruned time, the best known at the end
+        a["measured"] = round(a["ms"] / pooled, 4)
     kept = min(attempts, key=lambda a: abs(a["measured"] - asked))
     record = {"asked": asked, "runtime": unpruned["runtime"], "lat_runtime": runtime, "lat_imgsz": lat_imgsz,
               "allocation": "uniform" if uniform else "sensitivity",
               "predicted": kept["predicted"], "measured": kept["measured"], "ms": kept["ms"],
-              "unpruned_ms": kept["unpruned_ms"], "gflops_ratio": kept["gflops_ratio"],
+              "unpruned_ms": round(pooled, 3), "unpruned_timings": len(unpruned_ms),
+              "unpruned_range": (round(min(unpruned_ms), 3), round(max(unpruned_ms), 3)),
+              "gflops_ratio": kept["gflops_ratio"],
               "conv_share": round(predictor.conv_ms / unpruned["ms"], 3),  # the table's sum / the measured time
               "table": cost, "check_seconds": round(time.perf_counter() - start, 1), "rounds": rounds,
               "attempts": [{k: v for k, v in a.items() if k != "ratios"} for a in attempts]}
     miss = kept["measured"] - asked
     LOGGER.info(f"yolo-opt: prune_latency={asked} on {record['runtime']} at {lat_imgsz} px: predicted "
-                f"{kept['predicted']:.3f}x, measured {kept['measured']:.3f}x ({kept['ms']:.2f} vs {kept['unpruned_ms']:.2f} "
+                f"{kept['predicted']:.3f}x, measured {kept['measured']:.3f}x ({kept['ms']:.2f} vs {pooled:.2f} "
                 f"ms, {rounds} rounds, {len(attempts)} measurement(s)); GFLOPs {kept['gflops_ratio']:.3f}x"
                 + (f"; {abs(miss):.3f} {'slower' if miss > 0 else 'faster'} than asked" if abs(miss) > TOLERANCE
                    else ""))
@@ -199,14 +209,15 @@ def latency_markdown(record: dict[str, Any]) -> str:
     kept = next((a for a in record["attempts"] if a["measured"] == record["measured"]), record["attempts"][-1])
     lines.append(f"| {record['asked']:.3f}x | {record['predicted']:.3f}x | **{record['measured']:.3f}x** | "
                  f"{with_spread(kept['ms'], kept.get('ms_spread'))} | "
-                 f"{with_spread(kept['unpruned_ms'], kept.get('unpruned_spread'))} | {record['gflops_ratio']:.3f}x |")
+                 f"{with_spread(record['unpruned_ms'], record.get('unpruned_range'))} | {record['gflops_ratio']:.3f}x |")
     lines += ["", f"On {record['runtime']} at {record['lat_imgsz']} px, batch 1; ratios per group from the "
               f"{'sensitivity analysis' if record['allocation'] == 'sensitivity' else 'one uniform ratio'} and the "
               f"latency table. The table: {table['timed']} convolution cases timed in {table['seconds']:.0f} s, "
               f"{table['reused']} reused from the cache; timed alone, the convolutions sum to {record['conv_share']:.2f}x "
-              f"the unpruned model's measured time (the prediction is scaled to it). The measurement: a copy pruned at the chosen ratios against the unpruned "
-              f"model, each in a process of its own, {record['rounds']} rounds; {len(record['attempts'])} "
-              f"measurement(s) ({record['check_seconds']:.0f} s), the allocation corrected by each miss."]
+              f"the unpruned model's measured time (the prediction is scaled to it). The measurement: a copy pruned at "
+              f"the chosen ratios against the unpruned model, each in a process of its own, {record['rounds']} rounds; "
+              f"{len(record['attempts'])} measurement(s) ({record['check_seconds']:.0f} s), the allocation corrected by "
+              f"each miss; the unpruned time is the median of its {record.get('unpruned_timings', 1)} timing(s)."]
     if abs(record["measured"] - record["asked"]) > TOLERANCE:
         tries = ", ".join(f"{a['measured']:.3f}x" for a in record["attempts"])
         lines.append(f"**Missed:** measured {record['measured']:.3f}x against {record['asked']}x asked "
