@@ -9,8 +9,8 @@ allocation is made again for a corrected goal (at most `ATTEMPTS` measurements, 
 goal scaled by the miss, or, once two measurements lie on either side of the asked ratio, interpolated between them
 (time is a step function of the widths, on OpenVINO especially: scaling alone overshot both ways). A measurement far
 from its prediction is taken again once (a busy machine, not the model). The unpruned model, timed beside every copy,
-enters the ratios as the median of all its timings. The closest measurement is kept. The record holds the prediction and the measurement of what is
-kept, the table's cost and the attempts, for the report.
+enters the ratios as the median of all its timings. The closest measurement is kept. The record holds the prediction
+and the measurement of what is kept, the table's cost and the attempts, for the report.
 """
 
 from __future__ import annotations
