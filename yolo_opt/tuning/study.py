@@ -121,8 +121,10 @@ def _measure_front(st, imgsz: int, top: int) -> dict[int, float]:
     measured = {}
     for t in front:
         key = f"measured_ms_{t.number}"
-        if key not in st.user_attrs and t.user_attrs.get("latency_table") and t.user_attrs.get("weights"):
-            st.set_user_attr(key, _onnx_ms(Path(t.user_attrs["weights"]), imgsz)["latency_ms"])
+        weights = Path(t.user_attrs.get("weights") or "")
+        # another machine's trial (a shared study) is timed by a worker that holds its weights
+        if key not in st.user_attrs and t.user_attrs.get("latency_table") and weights.is_file():
+            st.set_user_attr(key, _onnx_ms(weights, imgsz)["latency_ms"])
         if key in st.user_attrs:
             measured[t.number] = st.user_attrs[key]
     return measured
